@@ -1,0 +1,67 @@
+"""The ``inspector`` command: one verb per module in ``inspector.commands``.
+
+Command modules import their heavy dependencies (onnxruntime, cv2, awsiot) inside ``run`` so that
+``inspector --help`` and config checks start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from inspector import __version__
+
+# verb -> module in inspector.commands; each module has HELP, add_arguments(parser), run(args) -> int
+COMMANDS: dict[str, str] = {
+    "predict": "predict",
+    "run": "run",
+    "check-config": "check_config",
+    "demo": "demo",
+    "emulate": "emulate",
+    "bench": "bench",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inspector", description="Scratch inspection of metal tags with YOLOv8 on ONNX Runtime."
+    )
+    parser.add_argument("--version", action="version", version=f"inspector {__version__}")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for verb, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"inspector.commands.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"inspector.commands.{module_name}":
+                raise
+            continue  # a verb whose module is not built yet
+        command = sub.add_parser(verb, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    return int(args._run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Where results go. Every sink implements ``inspector.sinks.base.Sink``."""
