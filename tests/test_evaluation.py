@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from inspector.evaluation import ImageEval, average_precision, box_iou, evaluate, match_image
+
+
+def img(gt, pred, conf):
+    return ImageEval(np.array(gt, float).reshape(-1, 4), np.array(pred, float).reshape(-1, 4),
+                     np.array(conf, float))
+
+
+def test_box_iou_known_values():
+    a = np.array([[0, 0, 10, 10]])
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]])
+    np.testing.assert_allclose(box_iou(a, b), [[1.0, 50 / 150, 0.0]])
+
+
+def test_perfect_predictions_score_one():
+    ims = [img([[0, 0, 10, 10]], [[0, 0, 10, 10]], [0.9]), img([], [], [])]
+    r = evaluate(ims)
+    assert r.map50 == pytest.approx(1.0)
+    assert r.map50_95 == pytest.approx(1.0)
+    assert (r.precision, r.recall, r.image_recall, r.image_precision) == (1.0, 1.0, 1.0, 1.0)
+
+
+def test_duplicate_detection_is_a_false_positive():
+    tp = match_image(img([[0, 0, 10, 10]], [[0, 0, 10, 10], [0, 0, 10, 10]], [0.9, 0.8]))
+    assert tp[:, 0].tolist() == [True, False]
+
+
+def test_higher_confidence_claims_the_box_first():
+    tp = match_image(img([[0, 0, 10, 10]], [[1, 0, 11, 10], [0, 0, 10, 10]], [0.5, 0.9]))
+    assert tp[:, 0].tolist() == [False, True]
+
+
+def test_ap_of_ranked_list():
+    # ranks: TP, FP, TP with 2 ground truths: precision envelope 1.0 up to r=0.5, 2/3 to r=1.0
+    ap = average_precision(np.array([True, False, True]), np.array([0.9, 0.8, 0.7]), 2)
+    expected = (51 * 1.0 + 50 * (2 / 3)) / 101
+    assert ap == pytest.approx(expected)
+
+
+def test_missed_box_and_false_alarm_image():
+    ims = [img([[0, 0, 10, 10]], [], []), img([], [[0, 0, 5, 5]], [0.6])]
+    r = evaluate(ims)
+    assert r.map50 == 0.0
+    assert r.image_recall == 0.0 and r.image_precision == 0.0
+
+
+def test_conf_threshold_splits_precision_and_image_rates():
+    ims = [img([[0, 0, 10, 10]], [[0, 0, 10, 10]], [0.2])]
+    r = evaluate(ims, conf_threshold=0.25)
+    assert r.map50 == pytest.approx(1.0)  # AP ignores the threshold
+    assert r.recall == 0.0 and r.image_recall == 0.0
