@@ -1,0 +1,391 @@
+"""The one settings model of the service, keyed like the component recipe's DefaultConfiguration.
+
+The same model is fed from a JSON/YAML file (``inspector run --config``), from CLI overrides and,
+under Greengrass, from the component configuration read over IPC. It does no I/O: paths are
+strings and the defaults that depend on other keys (``StateDirectory`` under ``ImageDirectory``,
+``DoneDirectory`` under ``StateDirectory`` ...) are resolved by ``resolve_paths``, still without
+touching the file system.
+
+Key names are PascalCase like AWS's Greengrass ML components; ``ImageDirectory``, ``ModelPath``,
+``ConfidenceThreshold``, ``IouThreshold``, ``PublishResultsOnTopic`` and ``UploadBucket`` are fixed
+names other tools rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from inspector.errors import ConfigError
+
+# Keys a running service applies between two images; a change to any other key needs a restart.
+LIVE_KEYS: frozenset[str] = frozenset(
+    {
+        "ModelPath",
+        "ModelSha256",
+        "ConfidenceThreshold",
+        "IouThreshold",
+        "MaxDetections",
+        "PublishResultsOnTopic",
+        "PublishTarget",
+        "PubSubTopic",
+        "MetricsTopic",
+        "MetricsIntervalSeconds",
+        "UploadBucket",
+        "UploadKeyTemplate",
+        "UploadMaxRetries",
+        "DeviceName",
+        "AnnotateOutbox",
+    }
+)
+
+# Placeholders UploadKeyTemplate may use; the upload sink fills them.
+UPLOAD_KEY_FIELDS: frozenset[str] = frozenset(
+    {"device", "date", "time", "name", "stem", "suffix", "sha256", "verdict"}
+)
+
+DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff")
+
+
+class Settings(BaseModel):
+    """Everything ``inspector run`` can be told. Extra keys are errors; instances are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # --- input -----------------------------------------------------------------------------
+    ImageDirectory: str = Field(
+        min_length=1,
+        description="Directory the service watches for camera images.",
+    )
+    Recursive: bool = Field(
+        default=False, description="Also watch subdirectories of ImageDirectory."
+    )
+    Extensions: tuple[str, ...] = Field(
+        default=DEFAULT_EXTENSIONS,
+        min_length=1,
+        description="File extensions inspected (case-insensitive, without the dot).",
+    )
+    StableSeconds: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=600.0,
+        description=(
+            "Where no close-after-write event exists (start-up scan, copies by hard link, "
+            "other platforms) a file is read only once it has not changed for this long."
+        ),
+    )
+    MaxImagePixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        description="Images with more pixels (read from the header) are refused before decoding.",
+    )
+    QueueSize: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Images waiting to be decoded; when full the watcher waits (nothing dropped).",
+    )
+    DecodeWorkers: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Threads decoding and letterboxing images while the model runs.",
+    )
+
+    # --- model -----------------------------------------------------------------------------
+    ModelPath: str = Field(
+        default="",
+        description="ONNX model file; empty = the bundled/deployed default model.",
+    )
+    ModelSha256: str = Field(
+        default="",
+        pattern=r"^([0-9a-f]{64})?$",
+        description="Expected sha256 of the model file (lower-case hex); empty = not checked.",
+    )
+    ConfidenceThreshold: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="Detections below this confidence are dropped; any left make a 'defect'.",
+    )
+    IouThreshold: float = Field(
+        default=0.45,
+        ge=0.0,
+        le=1.0,
+        description="IoU above which non-maximum suppression drops the weaker box of a class.",
+    )
+    MaxDetections: int = Field(
+        default=100, ge=1, le=10_000, description="Most detections kept per image."
+    )
+    ExecutionProviders: tuple[str, ...] = Field(
+        default=("CPUExecutionProvider",),
+        min_length=1,
+        description="ONNX Runtime execution providers, in order of preference.",
+    )
+    IntraOpThreads: int = Field(
+        default=0, ge=0, le=256, description="ONNX Runtime intra-op threads; 0 = its default."
+    )
+    InterOpThreads: int = Field(
+        default=0, ge=0, le=256, description="ONNX Runtime inter-op threads; 0 = its default."
+    )
+
+    # --- disposition -----------------------------------------------------------------------
+    ProcessedAction: Literal["move", "delete"] = Field(
+        default="move",
+        description="What happens to an inspected image: moved to DoneDirectory or deleted.",
+    )
+    StateDirectory: str = Field(
+        default="",
+        description=(
+            "The service's own folder (journal, default done/failed/held/outbox folders); "
+            "empty = ImageDirectory/.inspector. Never watched."
+        ),
+    )
+    DoneDirectory: str = Field(
+        default="", description="Processed images; empty = StateDirectory/done."
+    )
+    FailedDirectory: str = Field(
+        default="",
+        description="Images that could not be inspected, each with <name>.reason.txt beside it; "
+        "empty = StateDirectory/failed.",
+    )
+    HeldDirectory: str = Field(
+        default="",
+        description="Flagged images held until their upload is confirmed; "
+        "empty = StateDirectory/held.",
+    )
+
+    # --- standalone sinks ------------------------------------------------------------------
+    ResultsFile: str = Field(
+        default="",
+        description="JSONL file of results (one line per image); "
+        "empty = StateDirectory/results.jsonl.",
+    )
+    OutboxDirectory: str = Field(
+        default="",
+        description="Standalone mode: flagged images are copied here with their result; "
+        "empty = StateDirectory/outbox.",
+    )
+    AnnotateOutbox: bool = Field(
+        default=True,
+        description="Standalone mode: also write a copy of each flagged image, boxes drawn.",
+    )
+    DeviceName: str = Field(
+        default="",
+        description="The 'device' field of every result; empty = AWS_IOT_THING_NAME, "
+        "else the host name.",
+    )
+
+    # --- Greengrass ------------------------------------------------------------------------
+    PublishTarget: Literal["iotcore", "pubsub", "both"] = Field(
+        default="iotcore",
+        description="Where results are published under Greengrass: AWS IoT Core (MQTT), "
+        "local pub/sub, or both.",
+    )
+    PublishResultsOnTopic: str = Field(
+        default="inspector/results",
+        min_length=1,
+        description="IoT Core (MQTT) topic results are published on.",
+    )
+    PubSubTopic: str = Field(
+        default="inspector/results",
+        min_length=1,
+        description="Local Greengrass pub/sub topic results are published on.",
+    )
+    MetricsTopic: str = Field(
+        default="inspector/metrics",
+        description="IoT Core topic for periodic service metrics; empty = no metrics.",
+    )
+    MetricsIntervalSeconds: float = Field(
+        default=60.0, ge=0.0, description="Seconds between metrics messages; 0 = none."
+    )
+    UploadBucket: str = Field(
+        default="",
+        description="S3 bucket flagged images are uploaded to through StreamManager; "
+        "empty = no upload.",
+    )
+    UploadKeyTemplate: str = Field(
+        default="inspector/{device}/{date}/{stem}-{sha256}{suffix}",
+        min_length=1,
+        description="S3 object key of an uploaded image; placeholders: "
+        + ", ".join("{" + f + "}" for f in sorted(UPLOAD_KEY_FIELDS))
+        + ".",
+    )
+    UploadMaxRetries: int = Field(
+        default=3, ge=0, le=100, description="Upload attempts after the first before giving up."
+    )
+    ShutdownSeconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=120.0,
+        description="On SIGTERM: time to finish the image in flight and flush the sinks. Keep "
+        "it below the recipe's shutdown timeout (15 s by default).",
+    )
+
+    @field_validator("Extensions", mode="after")
+    @classmethod
+    def _normalise_extensions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for ext in value:
+            clean = ext.strip().lower().lstrip(".")
+            if not clean or "/" in clean:
+                raise ValueError(f"not a file extension: {ext!r}")
+            if clean not in out:
+                out.append(clean)
+        return tuple(out)
+
+    @field_validator("ExecutionProviders", mode="after")
+    @classmethod
+    def _check_providers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not name.endswith("ExecutionProvider"):
+                raise ValueError(f"not an ONNX Runtime provider name: {name!r}")
+        return value
+
+    @field_validator("UploadKeyTemplate", mode="after")
+    @classmethod
+    def _check_key_template(cls, value: str) -> str:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"malformed template: {exc}") from None
+        unknown = sorted({f for f in fields if f not in UPLOAD_KEY_FIELDS})
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder(s) {unknown}; allowed: {sorted(UPLOAD_KEY_FIELDS)}"
+            )
+        return value
+
+    # --- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Settings:
+        """Build from recipe-style keys; raise ``ConfigError`` listing every problem by key."""
+        problems = validate_mapping(data)
+        if problems:
+            raise ConfigError(_summary(problems), problems)
+        return cls.model_validate(dict(data))
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The recipe-style dict (JSON types only): ``from_mapping(s.to_mapping()) == s``."""
+        return dict(self.model_dump(mode="json"))
+
+    def replace(self, **changes: Any) -> Settings:
+        """A validated copy with some keys changed (``model_copy`` would skip validation)."""
+        return Settings.from_mapping({**self.to_mapping(), **changes})
+
+    def changed_keys(self, other: Settings) -> frozenset[str]:
+        mine, theirs = self.to_mapping(), other.to_mapping()
+        return frozenset(k for k in mine if mine[k] != theirs[k])
+
+
+def validate_mapping(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every problem of a proposed configuration as (key path, message); empty when valid.
+
+    This is what a Greengrass configuration-validation hook answers with.
+    """
+    if not isinstance(data, Mapping):
+        return [("", f"expected a mapping of settings, got {type(data).__name__}")]
+    try:
+        Settings.model_validate(dict(data))
+    except ValidationError as exc:
+        return [(_key_path(err["loc"]), err["msg"]) for err in exc.errors()]
+    return []
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<root>"
+
+
+def _summary(problems: list[tuple[str, str]]) -> str:
+    lines = [f"{len(problems)} invalid setting(s):"]
+    lines += [f"  {key}: {msg}" for key, msg in problems]
+    return "\n".join(lines)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a JSON or YAML settings file into a dict (not validated yet).
+
+    Raises ``ConfigError`` when the file is missing or not a mapping. A Greengrass-style file
+    whose settings sit under ``ComponentConfiguration.DefaultConfiguration`` or
+    ``DefaultConfiguration`` is unwrapped, so a recipe fragment can be checked as is.
+    """
+    import yaml  # YAML is a superset of JSON, but JSON files get JSON's error messages
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}", []) from exc
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'YAML'}: {exc}",
+                          [("<file>", str(exc))]) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of settings",
+                          [("<root>", f"expected a mapping, got {type(data).__name__}")])
+    for wrapper in ("ComponentConfiguration", "DefaultConfiguration"):
+        if set(data) == {wrapper} and isinstance(data[wrapper], dict):
+            data = data[wrapper]
+    return data
+
+
+@dataclass(frozen=True)
+class ServicePaths:
+    """The folders and files the service uses, defaults filled in. Computed, never created."""
+
+    watch: Path
+    state: Path
+    journal: Path
+    done: Path
+    failed: Path
+    held: Path
+    outbox: Path
+    results: Path
+
+    def own_folders(self) -> tuple[Path, ...]:
+        """Folders the watcher must ignore even when they sit inside the watch directory."""
+        return (self.state, self.done, self.failed, self.held, self.outbox)
+
+
+def resolve_paths(settings: Settings) -> ServicePaths:
+    watch = Path(settings.ImageDirectory).expanduser()
+    state = Path(settings.StateDirectory).expanduser() if settings.StateDirectory else (
+        watch / ".inspector"
+    )
+
+    def pick(value: str, default: Path) -> Path:
+        return Path(value).expanduser() if value else default
+
+    return ServicePaths(
+        watch=watch,
+        state=state,
+        journal=state / "journal.jsonl",
+        done=pick(settings.DoneDirectory, state / "done"),
+        failed=pick(settings.FailedDirectory, state / "failed"),
+        held=pick(settings.HeldDirectory, state / "held"),
+        outbox=pick(settings.OutboxDirectory, state / "outbox"),
+        results=pick(settings.ResultsFile, state / "results.jsonl"),
+    )
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(key, type, default, description) for every setting, in declaration order."""
+    rows = []
+    for name, info in Settings.model_fields.items():
+        annotation = info.annotation
+        type_name = getattr(annotation, "__name__", None) or str(annotation)
+        type_name = str(annotation).replace("typing.", "") if "[" in str(annotation) else type_name
+        default = "(required)" if info.is_required() else json.dumps(
+            list(info.default) if isinstance(info.default, tuple) else info.default
+        )
+        rows.append((name, type_name, default, info.description or ""))
+    return rows
