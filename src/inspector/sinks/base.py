@@ -9,9 +9,20 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from inspector.types import Inspection
+
+
+class Hold(Protocol):
+    """Custody of a flagged image that a sink still needs after ``send`` returned.
+
+    The pipeline moves the image to the held folder before ``send`` and settles it (done or
+    deleted, or failed) only when every sink that claimed it has called ``release``. Thread-safe;
+    a second release by the same sink is ignored.
+    """
+
+    def release(self, sink: str, *, ok: bool = True, reason: str = "") -> None: ...
 
 
 @dataclass(frozen=True)
@@ -19,6 +30,7 @@ class Delivery:
     result: dict[str, Any]  # the schema v1 object, ``device`` included
     inspection: Inspection
     image_path: Path  # where the image file is while the sinks run
+    hold: Hold | None = None  # set when a sink claimed the image (``Sink.claims_image``)
 
 
 class Sink(ABC):
@@ -30,3 +42,19 @@ class Sink(ABC):
 
     def close(self, timeout_s: float = 5.0) -> None:  # noqa: B027 - optional hook
         """Flush and release resources, within ``timeout_s``."""
+
+    def claims_image(self, delivery: Delivery) -> bool:
+        """True when this sink reads ``delivery.image_path`` after ``send`` returns (an S3 upload
+        through StreamManager reads the file later). The image is then held, and ``send`` must
+        make sure ``delivery.hold.release(self.name, ok=...)`` is called once the upload is
+        confirmed or has finally failed. Asked before ``send``, on the delivery thread."""
+        return False
+
+    def resume_hold(self, result: dict[str, Any], image_path: Path, hold: Hold) -> bool:
+        """After a restart: an image in the held folder from the previous run, with its result.
+        Return True to take custody again (and release ``hold`` later); the result itself was
+        already delivered and must not be sent again."""
+        return False
+
+    def reconfigure(self, settings: Any) -> None:  # noqa: B027 - optional hook
+        """Apply live settings (an ``inspector.settings.Settings``) between two images."""
