@@ -64,8 +64,9 @@ class Letterbox:
         out = np.empty_like(boxes)
         out[:, [0, 2]] = (boxes[:, [0, 2]] - self.pad_left) / self.scale_x
         out[:, [1, 3]] = (boxes[:, [1, 3]] - self.pad_top) / self.scale_y
-        np.clip(out[:, [0, 2]], 0, self.source.width, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, self.source.height, out=out[:, [1, 3]])
+        # Basic slices (views), not fancy indexing: clipping into a fancy-indexed copy is a no-op.
+        np.clip(out[:, 0::2], 0, self.source.width, out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0, self.source.height, out=out[:, 1::2])
         return out
 
     def to_target(self, xyxy: np.ndarray) -> np.ndarray:

@@ -1,0 +1,86 @@
+"""Pre-processing: letterbox a BGR image into the model input, then make the NCHW tensor.
+
+Pure functions, no state: safe to call from any thread. The geometry follows Ultralytics'
+``LetterBox`` (the transform YOLOv8 was trained and validated with): one scale for both axes so the
+aspect is kept, ``round`` for the resized size, the padding split between both sides with the odd
+pixel going bottom/right, grey 114 in the padding.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from inspector.types import Letterbox, Size
+
+PAD_VALUE = 114  # the grey YOLOv8 was trained with
+_INV_255 = np.float32(1.0 / 255.0)
+
+
+def letterbox_geometry(source: Size, target: Size) -> Letterbox:
+    """Where ``source`` lands inside ``target``: the resized size and the top/left padding."""
+    scale = min(target.height / source.height, target.width / source.width)
+    resized = Size(
+        height=max(1, round(source.height * scale)),
+        width=max(1, round(source.width * scale)),
+    )
+    pad_h = (target.height - resized.height) / 2
+    pad_w = (target.width - resized.width) / 2
+    # Ultralytics' split: the -0.1 sends the odd pixel to the bottom/right side.
+    return Letterbox(
+        source=source,
+        target=target,
+        resized=resized,
+        pad_top=round(pad_h - 0.1),
+        pad_left=round(pad_w - 0.1),
+    )
+
+
+def letterbox(image_bgr: np.ndarray, target: Size) -> tuple[np.ndarray, Letterbox]:
+    """Resize ``image_bgr`` (H, W, 3) uint8 into ``target`` keeping its aspect, pad with 114.
+
+    Returns the padded (target.height, target.width, 3) uint8 image and its geometry.
+    """
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError(f"image: expected (H, W, 3), got {image_bgr.shape}")
+    source = Size(height=image_bgr.shape[0], width=image_bgr.shape[1])
+    box = letterbox_geometry(source, target)
+    if box.resized != source:
+        content = cv2.resize(
+            image_bgr, (box.resized.width, box.resized.height), interpolation=cv2.INTER_LINEAR
+        )
+    else:
+        content = image_bgr
+    if box.resized == target:
+        return content, box
+    padded = cv2.copyMakeBorder(
+        content,
+        box.pad_top,
+        target.height - box.resized.height - box.pad_top,
+        box.pad_left,
+        target.width - box.resized.width - box.pad_left,
+        cv2.BORDER_CONSTANT,
+        value=(PAD_VALUE, PAD_VALUE, PAD_VALUE),
+    )
+    return padded, box
+
+
+def to_tensor(image_bgr: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 BGR -> (1, 3, H, W) float32 RGB in [0, 1], C-contiguous.
+
+    One allocation and one pass: each output plane is written straight from a strided view of
+    the matching BGR channel, scaled on the way.
+    """
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError(f"image: expected (H, W, 3), got {image_bgr.shape}")
+    height, width = image_bgr.shape[:2]
+    tensor = np.empty((1, 3, height, width), dtype=np.float32)
+    for plane in range(3):  # RGB plane 0 comes from BGR channel 2
+        np.multiply(image_bgr[:, :, 2 - plane], _INV_255, out=tensor[0, plane], casting="unsafe")
+    return tensor
+
+
+def preprocess(image_bgr: np.ndarray, target: Size) -> tuple[np.ndarray, Letterbox]:
+    """Letterbox then tensor: the model input (1, 3, H, W) float32 and the geometry to undo it."""
+    padded, box = letterbox(image_bgr, target)
+    return to_tensor(padded), box
