@@ -1,0 +1,26 @@
+"""Synthetic labelled pictures of metal tags with scratches (shared/DOMAIN.md).
+
+    sample = generate(seed, index, SynthConfig())
+    write_image(sample, out_dir / "img_000001")      # .jpg (mostly) or .png
+    label_text = "\n".join(yolo_label_lines(sample))
+
+Each image is deterministic for ``(seed, index, config)``. ``render_sample(...,
+draw_scratches=False)`` renders the same picture without its scratches.
+"""
+
+from inspector.synth.config import DEFAULT_SIZES, SynthConfig
+from inspector.synth.contact_sheet import contact_sheet
+from inspector.synth.sample import Sample, downscale, write_image, yolo_label_lines
+from inspector.synth.scene import generate, render_sample
+
+__all__ = [
+    "DEFAULT_SIZES",
+    "Sample",
+    "SynthConfig",
+    "contact_sheet",
+    "downscale",
+    "generate",
+    "render_sample",
+    "write_image",
+    "yolo_label_lines",
+]
