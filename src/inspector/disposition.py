@@ -1,0 +1,247 @@
+"""Where an image ends, and the journal that lets a restart recognise repeats.
+
+Every image ends in exactly one known state:
+- processed: moved to the done folder (or deleted, per ``ProcessedAction``);
+- failed: moved to the failed folder, ``<name>.reason.txt`` written beside it first;
+- held: moved to the held folder while a sink (an S3 upload) still needs the file, then
+  processed (or failed) once every claiming sink has released it.
+
+Moves are single ``os.replace`` calls (a copy to a temporary name then a rename where the
+folders are on different file systems), so a crash never leaves a file half-moved.
+
+The journal is an append-only JSONL file: ``begin`` before a result goes to the sinks, ``hold``
+when the image is held, ``end`` when it is settled. An image begun but not ended when the service
+stopped may have had its result delivered; if it is seen again it is marked as a repeat.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+
+ProcessedAction = Literal["move", "delete"]
+
+
+def utc_now() -> str:
+    now = datetime.now(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+class Disposer:
+    """Moves images into the done, failed and held folders. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        done: Path,
+        failed: Path,
+        held: Path,
+        action: ProcessedAction = "move",
+    ) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.done_dir = Path(os.path.abspath(done))
+        self.failed_dir = Path(os.path.abspath(failed))
+        self.held_dir = Path(os.path.abspath(held))
+        self.action = action
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Create the folders (the one start-up I/O of this class)."""
+        for folder in (self.done_dir, self.failed_dir, self.held_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def done(self, path: Path) -> Path | None:
+        """Processed: moved to the done folder (returned) or deleted (None)."""
+        with self._lock:
+            if self.action == "delete":
+                _unlink(path)
+                return None
+            return self._move(path, self.done_dir)
+
+    def fail(self, path: Path, reason: str) -> Path:
+        """Failed: the reason file is written first, then the image is moved beside it."""
+        with self._lock:
+            target = self._target(path, self.failed_dir)
+            reason_file = target.with_name(target.name + ".reason.txt")
+            _write_atomic(
+                reason_file,
+                f"{reason}\n\nfile: {path}\ntime: {utc_now()}\n".encode(),
+            )
+            _replace(path, target)
+            return target
+
+    def hold(self, path: Path) -> Path:
+        with self._lock:
+            return self._move(path, self.held_dir)
+
+    def held_files(self) -> list[Path]:
+        """Images left in the held folder (by an earlier run), oldest first."""
+        try:
+            entries = [p for p in self.held_dir.iterdir() if p.is_file()]
+        except FileNotFoundError:
+            return []
+        return sorted(entries, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+    def _move(self, path: Path, folder: Path) -> Path:
+        target = self._target(path, folder)
+        _replace(path, target)
+        return target
+
+    def _target(self, path: Path, folder: Path) -> Path:
+        """A free name in ``folder``, keeping the path below the watch root (recursive mode)."""
+        path = Path(os.path.abspath(path))
+        try:
+            rel = path.relative_to(self.root)
+        except ValueError:
+            rel = Path(path.name)
+        if any(path.is_relative_to(own) for own in (self.held_dir, self.done_dir)):
+            rel = Path(path.name)
+        target = folder / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while os.path.lexists(target) or os.path.lexists(str(target) + ".reason.txt"):
+            target = target.with_name(f"{rel.stem}-{n}{rel.suffix}")
+            n += 1
+        return target
+
+
+def _replace(source: Path, target: Path) -> None:
+    try:
+        os.replace(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        # another file system: copy under a temporary name, rename, then remove the source
+        temp = target.with_name(f".{target.name}.part")
+        if os.path.isdir(source):
+            shutil.copytree(source, temp, symlinks=True)
+            os.replace(temp, target)
+            shutil.rmtree(source)
+        else:
+            shutil.copy2(source, temp, follow_symlinks=False)
+            os.replace(temp, target)
+            os.unlink(source)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    temp = path.with_name(f".{path.name}.part")
+    with open(temp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(temp, path)
+
+
+@dataclass(frozen=True)
+class HeldRecord:
+    name: str
+    sha256: str
+    path: Path  # where the image was held
+    result: dict[str, Any]
+
+
+class Journal:
+    """Append-only record of deliveries in progress; survives crashes, compacted on open."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._unsettled: dict[tuple[str, str], dict[str, Any]] = {}  # from the previous run
+        self._held: dict[tuple[str, str], HeldRecord] = {}
+        self._fh: Any = None
+
+    def open(self) -> None:
+        """Replay the file, keep only what is still open, start appending."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        open_entries: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        if self.path.exists():
+            with open(self.path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        record = json.loads(line)
+                        key = (record["name"], record["sha256"])
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a line torn by a crash
+                    if record.get("op") == "end":
+                        open_entries.pop(key, None)
+                    else:
+                        open_entries.setdefault(key, []).append(record)
+        for key, records in open_entries.items():
+            self._unsettled[key] = records[0]
+            for record in records:
+                if record.get("op") == "hold":
+                    self._held[key] = HeldRecord(
+                        key[0], key[1], Path(record["path"]), record.get("result") or {}
+                    )
+        lines = [
+            json.dumps(r, ensure_ascii=False) + "\n" for rs in open_entries.values() for r in rs
+        ]
+        _write_atomic(self.path, "".join(lines).encode("utf-8"))
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        if self._unsettled:
+            logger.info(
+                "journal: %d image(s) were in flight when the service last stopped",
+                len(self._unsettled),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+                self._fh = None
+
+    def is_repeat(self, name: str, sha256: str) -> bool:
+        """Whether this image's result may already have been delivered by an earlier run."""
+        with self._lock:
+            return (name, sha256) in self._unsettled
+
+    def held(self) -> list[HeldRecord]:
+        with self._lock:
+            return list(self._held.values())
+
+    def begin(self, name: str, sha256: str) -> None:
+        self._append({"op": "begin", "name": name, "sha256": sha256, "time": utc_now()})
+
+    def hold(self, name: str, sha256: str, path: Path, result: dict[str, Any]) -> None:
+        self._append(
+            {"op": "hold", "name": name, "sha256": sha256, "path": str(path), "result": result}
+        )
+
+    def end(self, name: str, sha256: str, state: str) -> None:
+        with self._lock:
+            self._unsettled.pop((name, sha256), None)
+            self._held.pop((name, sha256), None)
+        self._append(
+            {"op": "end", "name": name, "sha256": sha256, "state": state, "time": utc_now()}
+        )
+
+    def _append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self._lock:
+            if self._fh is None:
+                raise RuntimeError("journal is not open")
+            self._fh.write(line)
+            self._fh.flush()  # a crash of the process keeps what the OS has; no fsync per image
