@@ -1,0 +1,966 @@
+"""An emulator of the Greengrass nucleus IPC server, for tests and laptops.
+
+It listens on a Unix socket and speaks event-stream RPC exactly as the nucleus does, so the
+unmodified ``awsiot.greengrasscoreipc`` clients (V1 and V2) connect to it. Operations served:
+PublishToIoTCore, SubscribeToIoTCore, PublishToTopic, SubscribeToTopic, GetConfiguration,
+UpdateConfiguration, SubscribeToConfigurationUpdate, SubscribeToValidateConfigurationUpdates,
+SendConfigurationValidityReport and UpdateState; any other operation is answered with a
+``ServiceError`` (as a nucleus without that service would).
+
+What it records: ``calls`` (every operation request), ``published`` (PublishToIoTCore and
+PublishToTopic messages) and ``states`` (UpdateState values). Fault knobs: ``reject_connect``,
+``delay_s[op]`` (``math.inf`` = never answer), ``error_for[op]`` (an error shape name),
+``fail_next(op, ...)``, ``drop_connections()`` and ``restart()``.
+
+Example::
+
+    with NucleusEmulator(config={"MyComponent": {"threshold": 0.5}}) as nucleus:
+        env = nucleus.env  # hand it to the component process
+        ...
+        result = nucleus.update_config("MyComponent", {"threshold": 0.7})
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from inspector.testing.eventstream import (
+    Decoder,
+    FramingError,
+    Header,
+    Message,
+    MessageFlag,
+    MessageType,
+    encode_message,
+    rpc_fields,
+    rpc_message,
+)
+
+logger = logging.getLogger(__name__)
+
+SERVICE_PREFIX = "aws.greengrass#"
+RPC_VERSION = "0.1.0"
+REJECTED_GRACE_S = 2.0
+MAX_SOCKET_PATH_BYTES = 107  # sun_path is 108 bytes including the terminating NUL
+ERROR_SHAPES = frozenset({
+    "ServiceError", "UnauthorizedError", "ResourceNotFoundError", "InvalidArgumentsError",
+    "ConflictError", "FailedUpdateConditionCheckError", "InvalidTokenError",
+    "ComponentNotFoundError",
+})
+
+
+@dataclass(frozen=True)
+class Call:
+    """One operation request as the emulator received it (payload already JSON-decoded)."""
+
+    operation: str  # short name, e.g. "PublishToIoTCore"
+    request: dict[str, Any]
+    component: str
+    time_s: float  # time.monotonic() at receipt
+
+
+@dataclass(frozen=True)
+class PublishedMessage:
+    """A message a component published: to IoT Core (MQTT) or to local pub/sub."""
+
+    operation: str  # "PublishToIoTCore" | "PublishToTopic"
+    topic: str
+    payload: bytes  # the MQTT payload; for a PublishToTopic jsonMessage, its JSON text
+    component: str
+    qos: str | None = None  # "0" | "1" for PublishToIoTCore
+    json_message: Any = None  # PublishToTopic jsonMessage.message, else None
+    request: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """The outcome of :meth:`NucleusEmulator.update_config`.
+
+    ``status`` is "ACCEPTED" or "REJECTED" (from the components' reports), "TIMED_OUT" (a
+    validator did not answer in time: like the nucleus, the update proceeds) or
+    "NO_VALIDATORS" (nobody subscribed: the update proceeds).
+    """
+
+    status: str
+    message: str | None
+    applied: bool
+    deployment_id: str
+
+
+class _OperationError(Exception):
+    def __init__(self, shape: str, message: str, **fields: str) -> None:
+        super().__init__(message)
+        self.shape = shape
+        self.payload: dict[str, Any] = {"message": message, **fields}
+
+
+@dataclass
+class _Injected:
+    shape: str
+    message: str
+    times: int
+
+
+@dataclass
+class _Stream:
+    stream_id: int
+    operation: str
+    conn: _Connection
+    kind: str = ""  # subscription kind: "iotcore" | "topic" | "config" | "validate"; "" = one-shot
+    ready: bool = False  # the response went out: events may follow
+    topic: str = ""
+    key_path: tuple[str, ...] = ()
+    component: str = ""
+    receive_mode: str = "RECEIVE_ALL_MESSAGES"
+
+
+@dataclass
+class _PendingValidation:
+    component: str
+    deployment_id: str
+    waiting: set[int]  # ids of the connections still to report
+    reports: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+class _Connection:
+    def __init__(self, sock: socket.socket, number: int) -> None:
+        self.sock = sock
+        self.number = number
+        self.component: str | None = None  # set by an accepted CONNECT
+        self.rejected = False
+        self.streams: dict[int, _Stream] = {}
+        self.closed = threading.Event()
+        self._write_lock = threading.Lock()
+
+    def send(self, message: Message) -> bool:
+        data = encode_message(message)
+        with self._write_lock:
+            if self.closed.is_set():
+                return False
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.close()
+                return False
+        return True
+
+    def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT filter matching with ``+`` (one level) and ``#`` (the rest, as the last level)."""
+    filter_levels = topic_filter.split("/")
+    topic_levels = topic.split("/")
+    for index, level in enumerate(filter_levels):
+        if level == "#":
+            return index == len(filter_levels) - 1
+        if index >= len(topic_levels):
+            return False
+        if level != "+" and level != topic_levels[index]:
+            return False
+    return len(filter_levels) == len(topic_levels)
+
+
+def _find_key(node: dict[str, Any], key: str) -> str | None:
+    # nucleus configuration keys are case-insensitive
+    if key in node:
+        return key
+    lowered = key.lower()
+    return next((k for k in node if k.lower() == lowered), None)
+
+
+def _lookup(config: dict[str, Any], key_path: tuple[str, ...]) -> tuple[bool, Any]:
+    node: Any = config
+    for key in key_path:
+        if not isinstance(node, dict):
+            return False, None
+        found = _find_key(node, key)
+        if found is None:
+            return False, None
+        node = node[found]
+    return True, node
+
+
+def _changed_paths(old: Any, new: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Key paths of the leaves (or whole subtrees) that differ between two configurations."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        paths: list[tuple[str, ...]] = []
+        for key in list(old) + [k for k in new if k not in old]:
+            if key not in new or key not in old:
+                paths.append((*prefix, key))
+            else:
+                paths.extend(_changed_paths(old[key], new[key], (*prefix, key)))
+        return paths
+    return [] if old == new else [prefix]
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any, what: str) -> bytes:
+    if text is None:
+        return b""
+    try:
+        return base64.b64decode(str(text), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _OperationError("InvalidArgumentsError", f"{what} is not base64") from exc
+
+
+class NucleusEmulator:
+    """The Greengrass nucleus IPC server, emulated. Thread-safe; a context manager.
+
+    Args:
+        socket_path: where to listen; default a fresh short path under /tmp (a Unix socket path
+            must stay under 108 bytes, pytest's tmp_path often does not).
+        svcuid: the token of ``component_name``; default a random one.
+        component_name: the component the token belongs to.
+        config: component name -> its configuration (what GetConfiguration serves).
+        thing_name, region: the values ``env`` hands to the component.
+        validation_timeout_s: how long ``update_config`` waits for validity reports.
+    """
+
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str] | None = None,
+        *,
+        svcuid: str | None = None,
+        component_name: str = "com.example.Component",
+        config: dict[str, dict[str, Any]] | None = None,
+        thing_name: str = "emulated-thing",
+        region: str = "us-east-1",
+        validation_timeout_s: float = 5.0,
+    ) -> None:
+        self._own_dir: str | None = None
+        if socket_path is None:
+            self._own_dir = tempfile.mkdtemp(prefix="ggipc-", dir="/tmp")
+            socket_path = os.path.join(self._own_dir, "ipc.socket")
+        self.socket_path = os.fspath(socket_path)
+        if len(os.fsencode(self.socket_path)) > MAX_SOCKET_PATH_BYTES:
+            raise ValueError(
+                f"socket path is {len(os.fsencode(self.socket_path))} bytes, over "
+                f"{MAX_SOCKET_PATH_BYTES}: pick a shorter one (e.g. under /tmp)"
+            )
+        self.svcuid = svcuid or secrets.token_urlsafe(24)
+        self.component_name = component_name
+        self.thing_name = thing_name
+        self.region = region
+        self.validation_timeout_s = validation_timeout_s
+        # token -> component; add_component() adds more
+        self.tokens: dict[str, str] = {self.svcuid: component_name}
+        self.config: dict[str, dict[str, Any]] = copy.deepcopy(config or {})
+        self.config.setdefault(component_name, {})
+
+        # recordings
+        self.calls: list[Call] = []
+        self.published: list[PublishedMessage] = []
+        self.states: list[str] = []
+        self.validations: list[ValidationResult] = []
+
+        # fault knobs: plain attributes, change them at any time
+        self.reject_connect = False
+        self.delay_s: dict[str, float] = {}
+        self.error_for: dict[str, str] = {}
+        self._injected: dict[str, list[_Injected]] = {}
+
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._connections: dict[int, _Connection] = {}
+        self._next_connection = 1
+        self._pending: dict[str, _PendingValidation] = {}
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._running = threading.Event()
+        self.connect_count = 0  # accepted CONNECTs since construction
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> NucleusEmulator:
+        with self._lock:
+            if self._listener is not None:
+                return self
+            if os.path.exists(self.socket_path):
+                os.unlink(self.socket_path)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(self.socket_path)
+            listener.listen(16)
+            listener.settimeout(0.5)
+            self._listener = listener
+            self._running.set()
+            self._accept_thread = threading.Thread(
+                target=self._accept_loop, args=(listener,), name="nucleus-accept", daemon=True
+            )
+            self._accept_thread.start()
+        logger.info("nucleus emulator listening on %s", self.socket_path)
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and drop every connection; recordings and configuration stay."""
+        self._stop_listening()
+        self.drop_connections()
+
+    def close(self) -> None:
+        """stop() and remove the temporary socket folder this emulator created."""
+        self.stop()
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
+            self._own_dir = None
+
+    def restart(self, down_s: float = 0.2) -> None:
+        """Drop all connections, stay unreachable for ``down_s`` seconds, listen again."""
+        logger.info("nucleus emulator restarting (down %.2f s)", down_s)
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+    def __enter__(self) -> NucleusEmulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        return self._running.is_set()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment variables the nucleus gives a component process."""
+        return {
+            "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": self.socket_path,
+            "SVCUID": self.svcuid,
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN": self.svcuid,
+            "AWS_IOT_THING_NAME": self.thing_name,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+
+    def add_component(self, name: str, config: dict[str, Any] | None = None) -> str:
+        """Register another component; returns its token (its SVCUID)."""
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            self.tokens[token] = name
+            self.config.setdefault(name, copy.deepcopy(config or {}))
+        return token
+
+    # ------------------------------------------------------------- fault knobs
+
+    def drop_connections(self) -> None:
+        """Close every client connection now (the clients see a disconnect)."""
+        with self._lock:
+            connections = list(self._connections.values())
+            self._connections.clear()
+        for conn in connections:
+            conn.close()
+        if connections:
+            logger.info("nucleus emulator dropped %d connection(s)", len(connections))
+
+    def fail_next(
+        self, operation: str, shape: str = "ServiceError", *, times: int = 1,
+        message: str = "injected by the nucleus emulator",
+    ) -> None:
+        """Answer the next ``times`` calls of ``operation`` with the error ``shape``."""
+        shape = _short(shape)
+        if shape not in ERROR_SHAPES:
+            raise ValueError(f"unknown error shape {shape!r}; one of {sorted(ERROR_SHAPES)}")
+        with self._lock:
+            queue = self._injected.setdefault(_short(operation), [])
+            queue.append(_Injected(shape, message, times))
+
+    # ------------------------------------------------------------------ queries
+
+    def wait_until(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+        """Wait until ``predicate()`` (checked after every recorded event) holds."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+            return True
+
+    def wait_for_published(self, count: int = 1, timeout_s: float = 5.0) -> list[PublishedMessage]:
+        """Wait until at least ``count`` messages were published; returns them all."""
+        self.wait_until(lambda: len(self.published) >= count, timeout_s)
+        with self._lock:
+            if len(self.published) < count:
+                raise TimeoutError(f"{len(self.published)} of {count} messages published")
+            return list(self.published)
+
+    def subscriber_count(self, operation: str | None = None) -> int:
+        """Open subscriptions (of one operation, e.g. "SubscribeToConfigurationUpdate")."""
+        wanted = _short(operation) if operation else None
+        return sum(
+            1 for stream in self._subscriptions() if wanted is None or stream.operation == wanted
+        )
+
+    @property
+    def connection_count(self) -> int:
+        with self._lock:
+            return sum(1 for c in self._connections.values() if c.component is not None)
+
+    # ------------------------------------------------------- emulator-side events
+
+    def update_config(
+        self, component: str, new_config: dict[str, Any], *, merge: bool = False,
+        timeout_s: float | None = None,
+    ) -> ValidationResult:
+        """Deploy a new configuration the way the nucleus does.
+
+        1. Sends the proposed configuration to the component's SubscribeToValidateConfiguration-
+           Updates subscribers and waits (``timeout_s``, default ``validation_timeout_s``) for
+           their SendConfigurationValidityReport.
+        2. Only if none rejected: applies it (replace, or deep-merge with ``merge=True``) and sends
+           a configurationUpdateEvent per changed key to SubscribeToConfigurationUpdate subscribers.
+        """
+        timeout = self.validation_timeout_s if timeout_s is None else timeout_s
+        with self._lock:
+            current = self.config.get(component, {})
+            proposed = _deep_merge(current, new_config) if merge else copy.deepcopy(new_config)
+            validators = [
+                s for s in self._subscriptions()
+                if s.kind == "validate" and s.component == component
+            ]
+            deployment_id = str(uuid.uuid4())
+            pending = _PendingValidation(
+                component, deployment_id, {s.conn.number for s in validators}
+            )
+            if validators:
+                self._pending[deployment_id] = pending
+        event = {"validateConfigurationUpdateEvent": {
+            "configuration": proposed, "deploymentId": deployment_id,
+        }}
+        for stream in validators:
+            self._send_event(stream, "ValidateConfigurationUpdateEvents", event)
+        status, message = "NO_VALIDATORS", None
+        if validators:
+            done = self.wait_until(lambda: not pending.waiting, timeout)
+            with self._lock:
+                self._pending.pop(deployment_id, None)
+                rejected = [m for s, m in pending.reports if s != "ACCEPTED"]
+            if rejected:
+                status, message = "REJECTED", rejected[0]
+            elif not done:
+                status = "TIMED_OUT"
+            else:
+                status = "ACCEPTED"
+                message = next((m for _, m in pending.reports if m), None)
+        applied = status != "REJECTED"
+        result = ValidationResult(status, message, applied, deployment_id)
+        logger.info("configuration update of %s: %s %s", component, status, message or "")
+        if applied:
+            self._apply_config(component, proposed)
+        with self._changed:
+            self.validations.append(result)
+            self._changed.notify_all()
+        return result
+
+    def set_config(self, component: str, new_config: dict[str, Any]) -> None:
+        """Apply a configuration without validation (events still go to update subscribers)."""
+        self._apply_config(component, copy.deepcopy(new_config))
+
+    def publish_from_cloud(self, topic: str, payload: bytes) -> int:
+        """Deliver an MQTT message from IoT Core to matching SubscribeToIoTCore subscribers."""
+        return self._deliver_iot_core(topic, payload)
+
+    def publish_local(self, topic: str, message: Any) -> int:
+        """Deliver a local pub/sub message (bytes: binaryMessage, else jsonMessage)."""
+        return self._deliver_topic(topic, message, source=None)
+
+    # ------------------------------------------------------------ server loops
+
+    def _stop_listening(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            thread, self._accept_thread = self._accept_thread, None
+            self._running.clear()
+        if listener is not None:
+            # shutdown() wakes a thread blocked in accept() on Linux; the timeout covers the rest
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        if thread is not None:
+            thread.join(timeout=2.0)
+        if listener is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        while self._running.is_set():
+            try:
+                sock, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            sock.settimeout(None)
+            with self._lock:
+                if not self._running.is_set() or self._listener is not listener:
+                    sock.close()
+                    return
+                conn = _Connection(sock, self._next_connection)
+                self._next_connection += 1
+                self._connections[conn.number] = conn
+            threading.Thread(
+                target=self._read_loop, args=(conn,), name=f"nucleus-conn-{conn.number}",
+                daemon=True,
+            ).start()
+
+    def _read_loop(self, conn: _Connection) -> None:
+        decoder = Decoder()
+        try:
+            while not conn.closed.is_set():
+                try:
+                    data = conn.sock.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                for message in decoder.feed(data):
+                    if not self._handle_message(conn, message):
+                        return
+        except FramingError as exc:
+            logger.warning("nucleus emulator: connection %d sent bad framing: %s", conn.number, exc)
+            conn.send(rpc_message(MessageType.PROTOCOL_ERROR, payload=str(exc).encode()))
+        finally:
+            conn.close()
+            with self._lock:
+                self._connections.pop(conn.number, None)
+                for pending in self._pending.values():
+                    pending.waiting.discard(conn.number)
+                self._changed.notify_all()
+
+    def _handle_message(self, conn: _Connection, message: Message) -> bool:
+        """Handle one message; False closes the connection."""
+        message_type, flags, stream_id = rpc_fields(message)
+        if conn.rejected:
+            return True
+        if conn.component is None:
+            if message_type is not MessageType.CONNECT or stream_id != 0:
+                logger.warning("nucleus emulator: first message was %s, not CONNECT", message_type)
+                conn.send(rpc_message(MessageType.PROTOCOL_ERROR))
+                return False
+            return self._handle_connect(conn, message)
+        if message_type is MessageType.PING:
+            conn.send(rpc_message(MessageType.PING_RESPONSE, payload=message.payload))
+            return True
+        if message_type in (MessageType.PING_RESPONSE,):
+            return True
+        if message_type not in (MessageType.APPLICATION_MESSAGE, MessageType.APPLICATION_ERROR) \
+                or stream_id == 0:
+            logger.warning("nucleus emulator: unexpected %s on stream %d", message_type, stream_id)
+            conn.send(rpc_message(MessageType.PROTOCOL_ERROR))
+            return False
+        stream = conn.streams.get(stream_id)
+        if stream is None:
+            operation = message.header("operation")
+            if not isinstance(operation, str):
+                conn.send(rpc_message(MessageType.PROTOCOL_ERROR))
+                return False
+            stream = _Stream(stream_id, _short(operation), conn)
+            with self._lock:
+                conn.streams[stream_id] = stream
+            self._dispatch(stream, message)
+        elif flags & MessageFlag.TERMINATE_STREAM:
+            with self._changed:
+                conn.streams.pop(stream_id, None)
+                self._changed.notify_all()
+        return True
+
+    def _handle_connect(self, conn: _Connection, message: Message) -> bool:
+        version = message.header(":version")
+        try:
+            token = json.loads(message.payload or b"{}").get("authToken")
+        except (ValueError, AttributeError):
+            token = None
+        component = self.tokens.get(token) if isinstance(token, str) else None
+        if self.reject_connect or component is None or version != RPC_VERSION:
+            logger.info(
+                "nucleus emulator: connection %d rejected (%s)", conn.number,
+                "reject_connect" if self.reject_connect
+                else "bad token" if component is None else f"version {version!r}",
+            )
+            conn.send(rpc_message(MessageType.CONNECT_ACK, flags=MessageFlag.NONE))
+            # The client closes on a rejected ack and then raises AccessDeniedError; closing first
+            # would make it report a plain socket error instead. Close later in case it does not.
+            conn.rejected = True
+            timer = threading.Timer(REJECTED_GRACE_S, conn.close)
+            timer.daemon = True
+            timer.start()
+            return True
+        with self._changed:
+            conn.component = component
+            self.connect_count += 1
+            self._changed.notify_all()
+        conn.send(rpc_message(MessageType.CONNECT_ACK, flags=MessageFlag.CONNECTION_ACCEPTED))
+        logger.debug("nucleus emulator: %s connected (connection %d)", component, conn.number)
+        return True
+
+    # -------------------------------------------------------------- operations
+
+    def _dispatch(self, stream: _Stream, message: Message) -> None:
+        try:
+            request = json.loads(message.payload or b"{}")
+            if not isinstance(request, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            request = {"_unparsed": message.payload.decode("utf-8", "replace")}
+        assert stream.conn.component is not None
+        with self._changed:
+            call = Call(stream.operation, request, stream.conn.component, time.monotonic())
+            self.calls.append(call)
+            self._changed.notify_all()
+        delay = self.delay_s.get(stream.operation, 0.0)
+        if delay > 0:
+            threading.Thread(
+                target=self._delayed, args=(stream, request, delay), daemon=True,
+                name=f"nucleus-delay-{stream.operation}",
+            ).start()
+        else:
+            self._execute(stream, request)
+
+    def _delayed(self, stream: _Stream, request: dict[str, Any], delay: float) -> None:
+        closed = stream.conn.closed.wait(None if math.isinf(delay) else delay)
+        if not closed:
+            self._execute(stream, request)
+
+    def _execute(self, stream: _Stream, request: dict[str, Any]) -> None:
+        operation = stream.operation
+        try:
+            injected = self._take_injected(operation)
+            if injected is not None:
+                raise _OperationError(injected[0], injected[1])
+            handler = self._handlers().get(operation)
+            if handler is None:
+                raise _OperationError(
+                    "ServiceError", f"operation {operation} is not served by the nucleus emulator"
+                )
+            response = handler(stream, request)
+        except _OperationError as exc:
+            logger.info("nucleus emulator: %s -> %s: %s", operation, exc.shape, exc)
+            self._send_error(stream, exc)
+            return
+        terminate = not stream.kind
+        stream.conn.send(rpc_message(
+            MessageType.APPLICATION_MESSAGE, stream.stream_id,
+            MessageFlag.TERMINATE_STREAM if terminate else MessageFlag.NONE,
+            _json_headers(f"{operation}Response"), json.dumps(response).encode(),
+        ))
+        with self._lock:
+            if terminate:
+                stream.conn.streams.pop(stream.stream_id, None)
+            else:
+                stream.ready = True
+
+    def _take_injected(self, operation: str) -> tuple[str, str] | None:
+        with self._lock:
+            queue = self._injected.get(operation)
+            if queue:
+                head = queue[0]
+                head.times -= 1
+                if head.times <= 0:
+                    queue.pop(0)
+                return head.shape, head.message
+        shape = self.error_for.get(operation)
+        if shape:
+            return _short(shape), "injected by the nucleus emulator"
+        return None
+
+    def _send_error(self, stream: _Stream, error: _OperationError) -> None:
+        stream.conn.send(rpc_message(
+            MessageType.APPLICATION_ERROR, stream.stream_id, MessageFlag.TERMINATE_STREAM,
+            _json_headers(error.shape), json.dumps(error.payload).encode(),
+        ))
+        with self._lock:
+            stream.conn.streams.pop(stream.stream_id, None)
+
+    def _send_event(self, stream: _Stream, shape: str, payload: dict[str, Any]) -> None:
+        stream.conn.send(rpc_message(
+            MessageType.APPLICATION_MESSAGE, stream.stream_id, MessageFlag.NONE,
+            _json_headers(shape), json.dumps(payload).encode(),
+        ))
+
+    def _handlers(self) -> dict[str, Callable[[_Stream, dict[str, Any]], dict[str, Any]]]:
+        return {
+            "PublishToIoTCore": self._publish_to_iot_core,
+            "SubscribeToIoTCore": self._subscribe_to_iot_core,
+            "PublishToTopic": self._publish_to_topic,
+            "SubscribeToTopic": self._subscribe_to_topic,
+            "GetConfiguration": self._get_configuration,
+            "UpdateConfiguration": self._update_configuration,
+            "SubscribeToConfigurationUpdate": self._subscribe_to_configuration_update,
+            "SubscribeToValidateConfigurationUpdates": self._subscribe_to_validate,
+            "SendConfigurationValidityReport": self._send_validity_report,
+            "UpdateState": self._update_state,
+        }
+
+    def _record_publish(self, published: PublishedMessage) -> None:
+        with self._changed:
+            self.published.append(published)
+            self._changed.notify_all()
+        logger.info(
+            "%s from %s: topic=%s qos=%s %d bytes", published.operation, published.component,
+            published.topic, published.qos, len(published.payload),
+        )
+
+    def _publish_to_iot_core(self, stream: _Stream, request: dict[str, Any]) -> dict[str, Any]:
+        topic = request.get("topicName")
+        if not isinstance(topic, str) or not topic:
+            raise _OperationError("InvalidArgumentsError", "topicName is required")
+        if "+" in topic or "#" in topic:
+            raise _OperationError("InvalidArgumentsError", "a publish topic cannot hold wildcards")
+        qos = request.get("qos")
+        if qos not in (None, "0", "1"):
+            raise _OperationError("InvalidArgumentsError", f"qos must be '0' or '1', not {qos!r}")
+        payload = _unb64(request.get("payload"), "payload")
+        assert stream.conn.component is not None
+        self._record_publish(PublishedMessage(
+            "PublishToIoTCore", topic, payload, stream.conn.component, qos=qos, request=request,
+        ))
+        self._deliver_iot_core(topic, payload)
+        return {}
+
+    def _subscribe_to_iot_core(self, stream: _Stream, request: dict[str, Any]) -> dict[str, Any]:
+        topic = request.get("topicName")
+        if not isinstance(topic, str) or not topic:
+            raise _OperationError("InvalidArgumentsError", "topicName is required")
+        stream.kind, stream.topic = "iotcore", topic
+        return {}
+
+    def _publish_to_topic(self, stream: _Stream, request: dict[str, Any]) -> dict[str, Any]:
+        topic = request.get("topic")
+        publish = request.get("publishMessage")
+        if not isinstance(topic, str) or not topic or not isinstance(publish, dict):
+            raise _OperationError("InvalidArgumentsError", "topic and publishMessage are required")
+        assert stream.conn.component is not None
+        message: Any
+        if isinstance(publish.get("jsonMessage"), dict):
+            message = publish["jsonMessage"].get("message")
+            record = PublishedMessage(
+                "PublishToTopic", topic, json.dumps(message).encode(), stream.conn.component,
+                json_message=message, request=request,
+            )
+        elif isinstance(publish.get("binaryMessage"), dict):
+            message = _unb64(publish["binaryMessage"].get("message"), "binaryMessage.message")
+            record = PublishedMessage(
+                "PublishToTopic", topic, message, stream.conn.component, request=request,
+            )
+        else:
+            raise _OperationError("InvalidArgumentsError", "publishMessage needs a message")
+        self._record_publish(record)
+        self._deliver_topic(topic, message, source=stream.conn)
+        return {}
+
+    def _subscribe_to_topic(self, stream: _Stream, request: dict[str, Any]) -> dict[str, Any]:
+        topic = request.get("topic")
+        if not isinstance(topic, str) or not topic:
+            raise _OperationError("InvalidArgumentsError", "topic is required")
+        stream.kind, stream.topic = "topic", topic
+        stream.receive_mode = str(request.get("receiveMode") or "RECEIVE_ALL_MESSAGES")
+        return {"topicName": topic}
+
+    def _component_arg(self, stream: _Stream, request: dict[str, Any]) -> str:
+        name = request.get("componentName") or stream.conn.component
+        assert isinstance(name, str)
+        return name
+
+    @staticmethod
+    def _key_path(request: dict[str, Any]) -> tuple[str, ...]:
+        key_path = request.get("keyPath") or []
+        if not isinstance(key_path, list) or not all(isinstance(k, str) for k in key_path):
+            raise _OperationError("InvalidArgumentsError", "keyPath must be a list of strings")
+        return tuple(key_path)
+
+    def _get_configuration(self, stream: _Stream, request: dict[str, Any]) -> dict[str, Any]:
+        component = self._component_arg(stream, request)
+        key_path = self._key_path(request)
+        with self._lock:
+            if component not in self.config:
+                raise _OperationError(
+                    "ResourceNotFoundError", f"component {component} has no configuration",
+                    resourceType="Component", resourceName=component,
+                )
+            found, value = _lookup(self.config[component], key_path)
+            value = copy.deepcopy(value)
+        if not found:
+            raise _OperationError(
+                "ResourceNotFoundError", "Key not found", resourceType="Configuration",
+                resourceName="/".join(key_path),
+            )
+        if not isinstance(value, dict):
+            # a leaf comes back wrapped in its own key, as the nucleus does
+            value = {key_path[-1]: value}
+        return {"componentName": component, "value": value}
+
+    def _update_configuration(self, stream: _Stream, request: dict[str, Any]) -> dict[str, Any]:
+        component = stream.conn.component
+        assert component is not None
+        key_path = self._key_path(request)
+        value = request.get("valueToMerge")
+        if value is None:
+            raise _OperationError("InvalidArgumentsError", "valueToMerge is required")
+        update: Any = value
+        for key in reversed(key_path):
+            update = {key: update}
+        with self._lock:
+            current = self.config.get(component, {})
+            if not isinstance(update, dict):
+                raise _OperationError("InvalidArgumentsError", "the root must be an object")
+            proposed = _deep_merge(current, update)
+        self._apply_config(component, proposed)
+        return {}
+
+    def _subscribe_to_configuration_update(
+        self, stream: _Stream, request: dict[str, Any],
+    ) -> dict[str, Any]:
+        component = self._component_arg(stream, request)
+        key_path = self._key_path(request)
+        with self._lock:
+            found, _ = _lookup(self.config.get(component, {}), key_path)
+        if component not in self.config or not found:
+            raise _OperationError(
+                "ResourceNotFoundError", "Key not found", resourceType="Configuration",
+                resourceName="/".join(key_path),
+            )
+        stream.kind, stream.component, stream.key_path = "config", component, key_path
+        return {}
+
+    def _subscribe_to_validate(self, stream: _Stream, request: dict[str, Any]) -> dict[str, Any]:
+        assert stream.conn.component is not None
+        stream.kind, stream.component = "validate", stream.conn.component
+        return {}
+
+    def _send_validity_report(self, stream: _Stream, request: dict[str, Any]) -> dict[str, Any]:
+        report = request.get("configurationValidityReport")
+        if not isinstance(report, dict) or report.get("status") not in ("ACCEPTED", "REJECTED"):
+            raise _OperationError(
+                "InvalidArgumentsError", "configurationValidityReport.status must be given"
+            )
+        deployment_id = report.get("deploymentId")
+        with self._changed:
+            candidates = [
+                p for p in self._pending.values()
+                if p.component == stream.conn.component
+                and (deployment_id is None or p.deployment_id == deployment_id)
+            ]
+            if not candidates:
+                raise _OperationError(
+                    "InvalidArgumentsError",
+                    "Validation request either timed out or was never made",
+                )
+            pending = candidates[0]
+            pending.reports.append((report["status"], report.get("message")))
+            pending.waiting.discard(stream.conn.number)
+            self._changed.notify_all()
+        return {}
+
+    def _update_state(self, stream: _Stream, request: dict[str, Any]) -> dict[str, Any]:
+        state = request.get("state")
+        if state not in ("RUNNING", "ERRORED"):
+            raise _OperationError(
+                "InvalidArgumentsError", f"state must be RUNNING or ERRORED, not {state!r}"
+            )
+        with self._changed:
+            self.states.append(state)
+            self._changed.notify_all()
+        logger.info("UpdateState from %s: %s", stream.conn.component, state)
+        return {}
+
+    # -------------------------------------------------------------- delivery
+
+    def _subscriptions(self) -> Iterator[_Stream]:
+        with self._lock:
+            streams = [
+                s for conn in self._connections.values() for s in conn.streams.values()
+                if s.kind and s.ready and not conn.closed.is_set()
+            ]
+        return iter(streams)
+
+    def _deliver_iot_core(self, topic: str, payload: bytes) -> int:
+        count = 0
+        event = {"message": {"topicName": topic, "payload": _b64(payload)}}
+        for stream in self._subscriptions():
+            if stream.kind == "iotcore" and topic_matches(stream.topic, topic):
+                self._send_event(stream, "IoTCoreMessage", event)
+                count += 1
+        return count
+
+    def _deliver_topic(self, topic: str, message: Any, source: _Connection | None) -> int:
+        body: dict[str, Any]
+        if isinstance(message, bytes | bytearray):
+            body = {"binaryMessage": {"message": _b64(bytes(message)), "context": {"topic": topic}}}
+        else:
+            body = {"jsonMessage": {"message": message, "context": {"topic": topic}}}
+        count = 0
+        for stream in self._subscriptions():
+            if stream.kind != "topic" or not topic_matches(stream.topic, topic):
+                continue
+            if stream.receive_mode == "RECEIVE_MESSAGES_FROM_OTHERS" and stream.conn is source:
+                continue
+            self._send_event(stream, "SubscriptionResponseMessage", body)
+            count += 1
+        return count
+
+    def _apply_config(self, component: str, new_config: dict[str, Any]) -> None:
+        with self._lock:
+            old = self.config.get(component, {})
+            self.config[component] = new_config
+            changed = _changed_paths(old, new_config)
+        for path in changed:
+            for stream in self._subscriptions():
+                if stream.kind != "config" or stream.component != component:
+                    continue
+                n = min(len(path), len(stream.key_path))
+                if path[:n] != stream.key_path[:n]:
+                    continue
+                self._send_event(stream, "ConfigurationUpdateEvents", {
+                    "configurationUpdateEvent": {"componentName": component, "keyPath": list(path)},
+                })
+
+
+def _short(name: str) -> str:
+    return name[len(SERVICE_PREFIX):] if name.startswith(SERVICE_PREFIX) else name
+
+
+def _json_headers(shape: str) -> tuple[Header, ...]:
+    return (
+        Header.string(":content-type", "application/json"),
+        Header.string("service-model-type", SERVICE_PREFIX + _short(shape)),
+    )
