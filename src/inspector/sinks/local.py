@@ -1,0 +1,160 @@
+"""Standalone sinks, used when no Greengrass environment is present.
+
+- ``JsonlSink``: one schema-v1 result per line in a results file (appended, flushed per line).
+- ``ConsoleSink``: running totals, logged as a summary when the service stops.
+- ``OutboxSink``: flagged images copied to an outbox folder with their result (and, optionally,
+  a copy with the boxes drawn). In standalone mode this copy stands in for the S3 upload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+from inspector.errors import SinkError
+from inspector.sinks.base import Delivery, Sink
+from inspector.sources import shown
+
+logger = logging.getLogger(__name__)
+
+
+class JsonlSink(Sink):
+    name = "jsonl"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._fh: TextIO | None = None
+
+    def _open(self) -> TextIO:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        return self._fh
+
+    def send(self, delivery: Delivery) -> None:
+        # one write per line, so a reader (or a crash) never sees two results on one line
+        line = json.dumps(delivery.result, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with self._lock:
+            try:
+                fh = self._open()
+                fh.write(line)
+                fh.flush()
+            except OSError as exc:
+                raise SinkError(f"cannot append to {self.path}: {exc.strerror}") from exc
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        with self._lock:
+            if self._fh is not None:
+                try:
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+                finally:
+                    self._fh.close()
+                    self._fh = None
+
+
+class ConsoleSink(Sink):
+    """Keeps totals; the per-image line is the pipeline's own log line."""
+
+    name = "console"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.images = 0
+        self.defects = 0
+        self.repeats = 0
+        self.total_ms = 0.0
+
+    def send(self, delivery: Delivery) -> None:
+        with self._lock:
+            self.images += 1
+            self.defects += delivery.inspection.verdict == "defect"
+            self.repeats += bool(delivery.result.get("repeat"))
+            self.total_ms += float(delivery.inspection.timings_ms.get("total", 0.0))
+
+    def summary(self) -> str:
+        with self._lock:
+            mean = self.total_ms / self.images if self.images else 0.0
+            return (
+                f"{self.images} image(s) inspected: {self.defects} defect, "
+                f"{self.images - self.defects} pass, {self.repeats} repeat(s); "
+                f"mean {mean:.1f} ms per image"
+            )
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        logger.info("summary: %s", self.summary())
+
+
+class OutboxSink(Sink):
+    """Copies each flagged image (verdict ``defect``) into ``folder`` with its result."""
+
+    name = "outbox"
+
+    def __init__(self, folder: Path, *, annotate: bool = True) -> None:
+        self.folder = folder
+        self.annotate = annotate
+
+    def reconfigure(self, settings: Any) -> None:
+        self.annotate = bool(settings.AnnotateOutbox)
+
+    def send(self, delivery: Delivery) -> None:
+        inspection = delivery.inspection
+        if inspection.verdict != "defect":
+            return
+        image = inspection.image
+        stem = f"{Path(image.name).stem}-{image.sha256[:12]}"
+        suffix = Path(image.name).suffix.lower()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _copy_atomic(delivery.image_path, self.folder / f"{stem}{suffix}")
+            _write_atomic(
+                self.folder / f"{stem}.json",
+                json.dumps(delivery.result, ensure_ascii=False, indent=2).encode("utf-8"),
+            )
+            if self.annotate:
+                _write_annotated(delivery, self.folder / f"{stem}.annotated.jpg")
+        except OSError as exc:
+            raise SinkError(f"cannot copy {shown(image.name)} to the outbox: {exc}") from exc
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    temp = target.with_name(f".{target.name}.part")
+    shutil.copyfile(source, temp)
+    os.replace(temp, target)
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    temp = target.with_name(f".{target.name}.part")
+    temp.write_bytes(data)
+    os.replace(temp, target)
+
+
+def _write_annotated(delivery: Delivery, target: Path) -> None:
+    import cv2
+    import numpy as np
+
+    data = np.fromfile(str(delivery.image_path), dtype=np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)  # applies EXIF orientation, like the decoder
+    if bgr is None:
+        raise OSError(f"cannot decode {delivery.image_path} again for annotation")
+    detections = delivery.inspection.detections
+    names = delivery.inspection.model.class_names
+    thickness = max(1, round(max(bgr.shape[:2]) / 400))
+    for (x1, y1, x2, y2), conf, cls in zip(
+        detections.xyxy, detections.confidence, detections.class_id, strict=True
+    ):
+        p1, p2 = (round(float(x1)), round(float(y1))), (round(float(x2)), round(float(y2)))
+        cv2.rectangle(bgr, p1, p2, (0, 0, 255), thickness)
+        label = f"{names[cls] if 0 <= cls < len(names) else cls} {conf:.2f}"
+        cv2.putText(bgr, label, (p1[0], max(12, p1[1] - 4)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * thickness, (0, 0, 255), thickness)
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise OSError("cannot encode the annotated image")
+    _write_atomic(target, encoded.tobytes())
