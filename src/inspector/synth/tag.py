@@ -74,7 +74,7 @@ def _brushed(rng: np.random.Generator, geom: TagGeometry, amplitude: float) -> n
     along: np.ndarray = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
     along += 0.8 * rng.standard_normal((h, 1), dtype=np.float32)
     streaks: np.ndarray = cv2.GaussianBlur(along, (1, 5), sigmaX=0, sigmaY=0.6)
-    streaks *= np.float32(amplitude / (2.5 * float(streaks.std()) + 1e-6))
+    streaks *= np.float32(amplitude / (2.5 * float(streaks[::4, ::4].std()) + 1e-6))
     # a little large-scale mottling so the metal is not perfectly even
     mottle = cv2.resize(
         rng.standard_normal((3, 5), dtype=np.float32), (w, h), interpolation=cv2.INTER_CUBIC
