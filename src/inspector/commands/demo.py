@@ -1,0 +1,109 @@
+"""``inspector demo``: generate sample tag images, inspect them with the bundled model, show it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, TextIO
+
+from inspector.errors import ConfigError, ModelError, ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+HELP = "generate sample tag images, run the service on them once, show the results"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", type=Path, metavar="DIR",
+                        help="folder for the sample images (new or empty; default: a temp dir)")
+    parser.add_argument("--count", type=int, default=12, metavar="N",
+                        help="number of sample images (default 12)")
+    parser.add_argument("--seed", type=int, default=7, help="synthetic image seed (default 7)")
+    parser.add_argument("--model", metavar="MODEL.onnx",
+                        help="model to use instead of the bundled one")
+    parser.add_argument("--conf", type=float, metavar="X", help="ConfidenceThreshold")
+
+
+def run(args: argparse.Namespace) -> int:
+    from inspector.service import build_service
+    from inspector.settings import Settings, resolve_paths
+    from inspector.synth import generate, write_image
+
+    folder = args.dir or Path(tempfile.mkdtemp(prefix="inspector-demo-"))
+    if folder.exists() and any(folder.iterdir()):
+        sys.stderr.write(f"inspector demo: {folder} is not empty; give a new or empty --dir\n")
+        return 2
+    folder.mkdir(parents=True, exist_ok=True)
+    mapping: dict[str, Any] = {"ImageDirectory": str(folder), "StableSeconds": 0.0}
+    if args.model:
+        mapping["ModelPath"] = args.model
+    if args.conf is not None:
+        mapping["ConfidenceThreshold"] = args.conf
+    try:
+        settings = Settings.from_mapping(mapping)
+    except ConfigError as exc:
+        sys.stderr.write(f"inspector demo: {exc}\n")
+        return 2
+    paths = resolve_paths(settings)
+    logger.info("writing %d sample image(s) to %s", args.count, folder)
+    for index in range(args.count):
+        write_image(generate(args.seed, index), folder / f"tag_{index:03d}")
+    try:
+        service = build_service(settings, drain=True)
+    except ModelNotFoundError as exc:
+        sys.stderr.write(
+            f"inspector demo: no bundled model in this installation ({exc}).\n"
+            "Train and export one (see scripts/), or give --model MODEL.onnx.\n"
+        )
+        return 3
+    except ModelError as exc:
+        sys.stderr.write(f"inspector demo: cannot load the model: {exc}\n")
+        return 3
+    service.install_signal_handlers()
+    service.run()
+    write_table(sys.stdout, _read_results(paths.results))
+    sys.stdout.write(
+        f"\nresults:          {paths.results}\n"
+        f"flagged/annotated: {paths.outbox}\n"
+        f"inspected images: {paths.done}\n"
+        f"failed images:    {paths.failed}\n"
+    )
+    return 0
+
+
+def _read_results(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def write_table(out: TextIO, results: list[dict[str, Any]]) -> None:
+    rows = [("image", "verdict", "detections", "ms")]
+    for result in sorted(results, key=lambda r: str(_get(r, "image", "name"))):
+        timings = result.get("timings_ms") or {}
+        rows.append((
+            str(_get(result, "image", "name")),
+            str(result.get("verdict", "?")),
+            str(len(result.get("detections") or [])),
+            f"{float(timings.get('total', 0.0)):.1f}",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for n, row in enumerate(rows):
+        out.write("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
+                            for i, (cell, w) in enumerate(zip(row, widths, strict=True))) + "\n")
+        if n == 0:
+            out.write("  ".join("-" * w for w in widths) + "\n")
+    defects = sum(1 for r in results if r.get("verdict") == "defect")
+    out.write(f"{len(results)} image(s): {defects} defect, {len(results) - defects} pass\n")
+
+
+def _get(result: dict[str, Any], *keys: str) -> Any:
+    value: Any = result
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value

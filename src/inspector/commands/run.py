@@ -1,0 +1,108 @@
+"""``inspector run``: the inspection service on a watched directory."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from inspector.errors import ConfigError, ModelError
+from inspector.settings import Settings, read_config_file
+
+logger = logging.getLogger(__name__)
+
+HELP = "watch a directory and inspect every image written to it (the service)"
+
+# flag dest -> settings key
+FLAG_KEYS = {
+    "watch": "ImageDirectory",
+    "results": "ResultsFile",
+    "model": "ModelPath",
+    "conf": "ConfidenceThreshold",
+    "iou": "IouThreshold",
+    "device": "DeviceName",
+    "state_dir": "StateDirectory",
+    "processed_action": "ProcessedAction",
+    "recursive": "Recursive",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_settings_arguments(parser)
+    parser.add_argument(
+        "--once", action="store_true",
+        help="drain mode: inspect the images already there, then stop (no watching)",
+    )
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="settings file (JSON or YAML); flags override it")
+    parser.add_argument("--watch", metavar="DIR", help="ImageDirectory: the folder to watch")
+    parser.add_argument("--results", metavar="FILE.jsonl", help="ResultsFile: results JSONL")
+    parser.add_argument("--model", metavar="MODEL.onnx", help="ModelPath (default: bundled)")
+    parser.add_argument("--conf", type=float, metavar="X", help="ConfidenceThreshold")
+    parser.add_argument("--iou", type=float, metavar="X", help="IouThreshold")
+    parser.add_argument("--device", metavar="NAME", help="DeviceName in every result")
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help="StateDirectory (default: ImageDirectory/.inspector)")
+    parser.add_argument("--processed-action", choices=["move", "delete"],
+                        help="ProcessedAction: move inspected images to DoneDirectory, or delete")
+    parser.add_argument("--recursive", action="store_true", default=None,
+                        help="Recursive: watch subdirectories too")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any setting, VALUE read as YAML (e.g. --set QueueSize=16 "
+                        "--set 'Extensions=[jpg, png]'); repeatable")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Config file, then flags, then --set; raises ConfigError listing every problem."""
+    import yaml
+
+    data: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    for dest, key in FLAG_KEYS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            data[key] = value
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE", [(item, "expected KEY=VALUE")])
+        try:
+            data[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: {exc}", [(key, str(exc))]) from exc
+    if "ImageDirectory" not in data:
+        raise ConfigError(
+            "no image directory: give --watch DIR or ImageDirectory in --config",
+            [("ImageDirectory", "required (--watch DIR)")],
+        )
+    return Settings.from_mapping(data)
+
+
+def report_config_error(exc: ConfigError) -> None:
+    sys.stderr.write(f"inspector: {exc}\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    from inspector.service import build_service
+
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        report_config_error(exc)
+        return 2
+    try:
+        service = build_service(settings, drain=args.once)
+    except ModelError as exc:
+        logger.error("cannot load the model: %s", exc)
+        return 3
+    service.install_signal_handlers()
+    try:
+        service.run()
+    except ConfigError as exc:
+        report_config_error(exc)
+        return 2
+    return 0
