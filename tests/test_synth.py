@@ -210,3 +210,11 @@ def test_make_dataset_test_mode_is_flat_and_refuses_levers(tmp_path: Path) -> No
     with pytest.raises(SystemExit):
         module.main([str(tmp_path / "x"), "--count", "2", "--seed", "1", "--test",
                      "--p-clean", "0"])
+
+
+def test_noise_reaches_every_channel() -> None:
+    from inspector.synth.scene import _gaussian_noise
+
+    noise = _gaussian_noise(np.random.default_rng(0), (64, 80, 3))
+    np.testing.assert_allclose(noise.std(axis=(0, 1)), 1.0, atol=0.05)
+    np.testing.assert_allclose(noise.mean(axis=(0, 1)), 0.0, atol=0.05)

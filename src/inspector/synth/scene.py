@@ -28,7 +28,9 @@ def _gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     """
     out = np.empty(shape, dtype=np.float32)
     cv2.setRNGSeed(int(rng.integers(0, 2**31 - 1)))
-    cv2.randn(out, 0.0, 1.0)
+    # one channel view: a float mean/stddev would be Scalar(v, 0, 0, 0), i.e. no noise in
+    # channels 1 and 2 of a 3-channel array
+    cv2.randn(out.reshape(shape[0], -1), np.zeros(1), np.ones(1))
     return out
 
 
