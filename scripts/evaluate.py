@@ -5,8 +5,8 @@ The test set is generated from a seed never used for training (9_000_000 and up)
 disk as JPEG/PNG exactly as the generator chooses, and read back through ``read_image``, so the
 figures include compression and the real decode path.
 
-    python scripts/evaluate.py --models models/scratch-yolov8n.onnx models/scratch-yolov8n-int8.onnx \
-        --count 300 --out benchmarks/results/eval.json
+    python scripts/evaluate.py --count 300 --out benchmarks/results/eval.json \
+        --models models/scratch-yolov8n.onnx models/scratch-yolov8n-int8.onnx
 
 Writes JSON and a markdown table (same name, .md) and prints the table.
 """
@@ -62,15 +62,27 @@ def evaluate_model(model: Path, items, threads: int, conf: float) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    cols = ["model", "images", "gt_boxes", "map50", "map50_95", "precision", "recall",
-            "image_recall", "image_precision", "session_ms_median"]
+    cols = [
+        "model",
+        "images",
+        "gt_boxes",
+        "map50",
+        "map50_95",
+        "precision",
+        "recall",
+        "image_recall",
+        "image_precision",
+        "session_ms_median",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--models", type=Path, nargs="+", required=True)
     p.add_argument("--count", type=int, default=300)
     p.add_argument("--seed", type=int, default=TEST_SEED)
@@ -91,19 +103,38 @@ def main(argv: list[str] | None = None) -> int:
         rows = [evaluate_model(m, items, args.threads, args.conf) for m in args.models]
     if len(rows) == 2:
         fp32, int8 = rows
-        rows.append({
-            "model": f"{int8['model']} vs {fp32['model']}",
-            **{k: round(int8[k] - fp32[k], 4) for k in ("map50", "map50_95", "precision", "recall",
-                                                         "image_recall", "image_precision")},
-            "images": "", "gt_boxes": "",
-            "session_ms_median": f"speed-up {fp32['session_ms_median'] / int8['session_ms_median']:.2f}x",
-        })
+        speedup = fp32["session_ms_median"] / int8["session_ms_median"]
+        rows.append(
+            {
+                "model": f"{int8['model']} vs {fp32['model']}",
+                **{
+                    k: round(int8[k] - fp32[k], 4)
+                    for k in (
+                        "map50",
+                        "map50_95",
+                        "precision",
+                        "recall",
+                        "image_recall",
+                        "image_precision",
+                    )
+                },
+                "images": "",
+                "gt_boxes": "",
+                "session_ms_median": f"speed-up {speedup:.2f}x",
+            }
+        )
     table = markdown(rows)
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"seed": args.seed, "count": args.count, "conf_threshold": args.conf,
-               "threads": args.threads, "wall_s": round(time.time() - started, 1), "results": rows}
+        doc = {
+            "seed": args.seed,
+            "count": args.count,
+            "conf_threshold": args.conf,
+            "threads": args.threads,
+            "wall_s": round(time.time() - started, 1),
+            "results": rows,
+        }
         args.out.write_text(json.dumps(doc, indent=2))
         args.out.with_suffix(".md").write_text(table + "\n")
     return 0

@@ -20,7 +20,9 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("weights", type=Path, help="Ultralytics .pt checkpoint (best.pt)")
     p.add_argument("output", type=Path, help="where to write the .onnx file")
     p.add_argument("--imgsz", type=int, default=640)
@@ -31,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "False"
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "inspector-yolo-config"))
+    os.environ.setdefault(
+        "YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "inspector-yolo-config")
+    )
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
     import onnx
@@ -42,8 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         weights = Path(tmp) / "model.pt"
         shutil.copy2(args.weights, weights)
         exported = YOLO(str(weights)).export(
-            format="onnx", imgsz=args.imgsz, dynamic=False, simplify=True, opset=args.opset,
-            half=False, nms=False, batch=1,
+            format="onnx",
+            imgsz=args.imgsz,
+            dynamic=False,
+            simplify=True,
+            opset=args.opset,
+            half=False,
+            nms=False,
+            batch=1,
         )
         model = onnx.load(str(exported))
 

@@ -32,12 +32,20 @@ def tail_nodes(model_path: Path) -> list[str]:
     import onnx
 
     model = onnx.load(str(model_path))
-    heads = sorted({n.name.split("/")[1] for n in model.graph.node if n.name.count("/") > 1
-                    and n.name.split("/")[1].startswith("model.")},
-                   key=lambda s: int(s.split(".")[1]))
+    heads = sorted(
+        {
+            n.name.split("/")[1]
+            for n in model.graph.node
+            if n.name.count("/") > 1 and n.name.split("/")[1].startswith("model.")
+        },
+        key=lambda s: int(s.split(".")[1]),
+    )
     head = heads[-1]
-    return [n.name for n in model.graph.node
-            if n.name.startswith(f"/{head}/") and "/cv2." not in n.name and "/cv3." not in n.name]
+    return [
+        n.name
+        for n in model.graph.node
+        if n.name.startswith(f"/{head}/") and "/cv2." not in n.name and "/cv3." not in n.name
+    ]
 
 
 def calibration_tensors(model_path: Path, count: int) -> Iterator[dict[str, object]]:
@@ -53,7 +61,9 @@ def calibration_tensors(model_path: Path, count: int) -> Iterator[dict[str, obje
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("fp32", type=Path)
     p.add_argument("output", type=Path)
     p.add_argument("--calibration-images", type=int, default=64)
@@ -78,16 +88,25 @@ def main(argv: list[str] | None = None) -> int:
             return next(self._it, None)
 
     exclude = tail_nodes(args.fp32)
-    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[args.method]
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[args.method]
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(args.fp32), str(prepared), skip_symbolic_shape=True)
         quantize_static(
-            str(prepared), str(args.output), Reader(),
-            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=exclude, calibrate_method=method,
+            str(prepared),
+            str(args.output),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            calibrate_method=method,
         )
     # Keep the fp32 model's metadata (class names, our name/version) on the INT8 file.
     src = onnx.load(str(args.fp32), load_external_data=False)
@@ -98,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in meta.items():
         dst.metadata_props.add(key=key, value=value)
     onnx.save(dst, str(args.output))
-    print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.1f} MB); "
-          f"{len(exclude)} tail nodes kept in fp32")
+    print(
+        f"wrote {args.output} ({args.output.stat().st_size / 1e6:.1f} MB); "
+        f"{len(exclude)} tail nodes kept in fp32"
+    )
     return 0
 
 

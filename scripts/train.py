@@ -29,31 +29,44 @@ def offline_environment() -> None:
     """Keep Ultralytics from reaching out: no downloads, no pip, no telemetry."""
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "False"
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "inspector-yolo-config"))
+    os.environ.setdefault(
+        "YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "inspector-yolo-config")
+    )
     Path(os.environ["YOLO_CONFIG_DIR"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", type=Path, help="data.yaml written by scripts/make_dataset.py")
     p.add_argument("--resume", type=Path, help="resume an interrupted run from its last.pt")
     p.add_argument("--weights", type=Path, help="start from these weights (curriculum stage 2)")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                   help="torch threads (Ultralytics would pick cpu_count-1 = 1 on 2 cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="torch threads (Ultralytics would pick cpu_count-1 = 1 on 2 cores)",
+    )
     p.add_argument("--workers", type=int, default=2, help="data loader workers")
     p.add_argument("--device", default="cpu", help="'cpu' or a CUDA index such as '0'")
     p.add_argument("--project", type=Path, default=REPO / "runs")
     p.add_argument("--name", default="scratch")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr0", type=float, default=None, help="initial learning rate (default: Ultralytics')")
+    p.add_argument(
+        "--lr0", type=float, default=None, help="initial learning rate (default: Ultralytics')"
+    )
     p.add_argument("--optimizer", default="auto")
     p.add_argument("--cache", default="ram", help="'ram', 'disk' or 'false'")
-    p.add_argument("--val-every-end", action="store_true",
-                   help="validate only after the last epoch (saves time on CPU)")
+    p.add_argument(
+        "--val-every-end",
+        action="store_true",
+        help="validate only after the last epoch (saves time on CPU)",
+    )
     # Augmentation tuned for thin objects: keep them at their size (little scale jitter), any
     # orientation (flips), mosaic on (it crops, it does not shrink), mild colour jitter.
     p.add_argument("--scale", type=float, default=0.2)

@@ -5,8 +5,11 @@ from inspector.evaluation import ImageEval, average_precision, box_iou, evaluate
 
 
 def img(gt, pred, conf):
-    return ImageEval(np.array(gt, float).reshape(-1, 4), np.array(pred, float).reshape(-1, 4),
-                     np.array(conf, float))
+    return ImageEval(
+        np.array(gt, float).reshape(-1, 4),
+        np.array(pred, float).reshape(-1, 4),
+        np.array(conf, float),
+    )
 
 
 def test_box_iou_known_values():

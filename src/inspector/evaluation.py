@@ -99,7 +99,9 @@ class Report:
 def evaluate(images: Sequence[ImageEval], conf_threshold: float = 0.25) -> Report:
     """Box mAP over all predictions, box P/R and image-level verdict rates at ``conf_threshold``."""
     tps = [match_image(im) for im in images]
-    conf = np.concatenate([np.asarray(im.pred_confidence, np.float64) for im in images] or [np.zeros(0)])
+    conf = np.concatenate(
+        [np.asarray(im.pred_confidence, np.float64) for im in images] or [np.zeros(0)]
+    )
     tp = np.concatenate(tps) if tps else np.zeros((0, len(IOU_THRESHOLDS)), bool)
     n_gt = int(sum(len(im.gt_xyxy) for im in images))
     aps = [average_precision(tp[:, k], conf, n_gt) for k in range(len(IOU_THRESHOLDS))]
@@ -111,12 +113,20 @@ def evaluate(images: Sequence[ImageEval], conf_threshold: float = 0.25) -> Repor
     recall = tp50 / n_gt if n_gt else 0.0
 
     is_defect = np.array([len(im.gt_xyxy) > 0 for im in images])
-    flagged = np.array([bool(np.any(np.asarray(im.pred_confidence) >= conf_threshold)) for im in images])
+    flagged = np.array(
+        [bool(np.any(np.asarray(im.pred_confidence) >= conf_threshold)) for im in images]
+    )
     hit = int(np.sum(is_defect & flagged))
     image_recall = hit / int(np.sum(is_defect)) if np.any(is_defect) else 0.0
     image_precision = hit / int(np.sum(flagged)) if np.any(flagged) else 0.0
     return Report(
-        images=len(images), gt_boxes=n_gt, map50=aps[0], map50_95=float(np.mean(aps)),
-        precision=precision, recall=recall, image_recall=image_recall,
-        image_precision=image_precision, conf_threshold=conf_threshold,
+        images=len(images),
+        gt_boxes=n_gt,
+        map50=aps[0],
+        map50_95=float(np.mean(aps)),
+        precision=precision,
+        recall=recall,
+        image_recall=image_recall,
+        image_precision=image_precision,
+        conf_threshold=conf_threshold,
     )
