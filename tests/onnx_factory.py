@@ -143,3 +143,34 @@ def write_model(path: Path, model: onnx.ModelProto) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model.SerializeToString())
     return path
+
+
+class FakeRuntime:
+    """A stand-in for ``inspector.runtime.OnnxRuntime`` that returns a fixed ``raw`` output.
+
+    Records every tensor it is run on (``calls``), so tests can check what pre-processing fed it.
+    """
+
+    def __init__(
+        self,
+        raw: np.ndarray,
+        *,
+        input_size: Size = DEFAULT_INPUT_SIZE,
+        names: Mapping[int, str] | None = SCRATCH,
+        metadata: Mapping[str, str] | None = None,
+        path: Path | None = None,
+        sha256: str = "0" * 64,
+    ) -> None:
+        self.raw = np.asarray(raw, dtype=np.float32)
+        self.input_size = input_size
+        self.output_shape: tuple[int | str | None, ...] = tuple(self.raw.shape)
+        self.metadata = dict(
+            ultralytics_metadata(names, input_size) if metadata is None else metadata
+        )
+        self.path = path
+        self.sha256 = sha256
+        self.calls: list[np.ndarray] = []
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        self.calls.append(tensor)
+        return self.raw
