@@ -82,10 +82,11 @@ def _run_job(job: Job) -> Done:
 def _jobs(args: argparse.Namespace, config: SynthConfig) -> Iterator[Job]:
     n_val = 0 if args.test else round(args.count * args.val_fraction)
     n_train = args.count - n_val
-    for index in range(args.count):
-        split = "" if args.test else ("train" if index < n_train else "val")
+    for k in range(args.count):
+        split = "" if args.test else ("train" if k < n_train else "val")
         # the sheet shows the first images of each split so both can be checked
-        keep = index < SHEET_COUNT - min(4, n_val) or n_train <= index < n_train + min(4, n_val)
+        keep = k < SHEET_COUNT - min(4, n_val) or n_train <= k < n_train + min(4, n_val)
+        index = args.start_index + k
         yield Job(index, split, args.out_dir, args.seed, config, args.max_side, keep)
 
 
@@ -94,6 +95,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("out_dir", type=Path)
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--start-index", type=int, default=0,
+                   help="first image index of the stream (to extend a set without repeats)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--test", action="store_true",
@@ -110,6 +113,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.count <= 0:
         p.error("--count must be > 0")
+    if args.start_index < 0:
+        p.error("--start-index must be >= 0")
     if not 0.0 <= args.val_fraction < 1.0:
         p.error("--val-fraction must be in 0..1")
     if args.max_side is not None and args.max_side < 32:
@@ -178,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "generator": "inspector.synth",
         "seed": args.seed,
         "count": args.count,
+        "start_index": args.start_index,
         "test": args.test,
         "val_fraction": 0.0 if args.test else args.val_fraction,
         "max_side": args.max_side,

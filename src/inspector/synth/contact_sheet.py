@@ -31,7 +31,9 @@ def contact_sheet(
                 thumb, (int(np.floor(x1)), int(np.floor(y1))),
                 (int(np.ceil(x2)), int(np.ceil(y2))), (0, 255, 0), 1,
             )
-        caption = f"#{sample.meta.get('index', i)} {size} n={len(sample.boxes_xyxy)}"
+        source = sample.meta.get("downscaled_from", sample.meta.get("size"))
+        shown = f"{source['width']}x{source['height']}" if isinstance(source, dict) else size
+        caption = f"#{sample.meta.get('index', i)} {shown} n={len(sample.boxes_xyxy)}"
         cv2.putText(thumb, caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1,
                     cv2.LINE_AA)
         r, c = divmod(i, columns)

@@ -52,7 +52,7 @@ def _belt(rng: np.random.Generator, size: Size) -> tuple[np.ndarray, dict[str, o
     bands = cv2.resize(
         rng.standard_normal((n_knots, 1), dtype=np.float32), (1, h), interpolation=cv2.INTER_CUBIC
     )
-    bands *= np.float32(rng.uniform(1.5, 5.0))
+    bands *= np.float32(rng.uniform(1.0, 3.5))
     belt = grain + bands + np.float32(level)
     return belt, {"belt_grey": round(level, 1)}
 
