@@ -218,3 +218,42 @@ def test_noise_reaches_every_channel() -> None:
     noise = _gaussian_noise(np.random.default_rng(0), (64, 80, 3))
     np.testing.assert_allclose(noise.std(axis=(0, 1)), 1.0, atol=0.05)
     np.testing.assert_allclose(noise.mean(axis=(0, 1)), 0.0, atol=0.05)
+
+
+@pytest.mark.parametrize("size", [size for size, _ in DEFAULT_SIZES], ids=str)
+def test_tag_placement_follows_the_domain(size: Size) -> None:
+    from inspector.synth.geometry import place_tag
+
+    for i in range(150):
+        geom = place_tag(np.random.default_rng(i), size)
+        assert 0.35 * 0.8 <= geom.length / size.width <= 0.75 + 1 / size.width
+        assert 1.3 - 0.02 <= geom.length / geom.height <= 2.2 + 0.02
+        assert 0.03 * geom.height - 1e-6 <= geom.corner_radius <= 0.12 * geom.height + 1e-6
+        assert -15.0 <= geom.angle_deg <= 15.0
+        poly = geom.polygon
+        assert poly[:, 0].min() >= 0 and poly[:, 0].max() <= size.width
+        assert poly[:, 1].min() >= 0 and poly[:, 1].max() <= size.height
+        cx, cy = poly.mean(axis=0)
+        assert 0.17 * size.width <= cx <= 0.83 * size.width  # middle 60 %, plus corner jitter
+        assert 0.17 * size.height <= cy <= 0.83 * size.height
+
+
+def test_tag_has_holes_and_text_of_domain_size() -> None:
+    from inspector.synth.geometry import place_tag
+    from inspector.synth.tag import render_tag
+
+    for i in range(40):
+        rng = np.random.default_rng(i)
+        geom = place_tag(rng, SMALL)
+        tag = render_tag(rng, geom)
+        assert len(tag.holes) in (1, 2)
+        for hole in tag.holes:
+            assert 0.04 * geom.height <= 2 * hole.radius <= 0.09 * geom.height
+            near_edge = min(hole.center_xy[0], geom.length - hole.center_xy[0])
+            assert near_edge < 0.25 * geom.length
+            assert tag.alpha[round(hole.center_xy[1]), round(hole.center_xy[0])] == 0.0
+        text = tag.meta["text"]
+        assert isinstance(text, dict)
+        assert 1 <= len(text["lines"]) <= 3
+        assert 0.055 * geom.height <= text["height_px"] <= 0.14 * geom.height + 0.1
+        assert 120 - 40 <= float(np.median(tag.grey[tag.alpha > 0.99])) <= 215 + 20
