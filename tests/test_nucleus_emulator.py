@@ -376,3 +376,47 @@ def test_closing_a_subscription_stops_events(
 )
 def test_topic_matches(topic_filter: str, topic: str, expected: bool) -> None:
     assert topic_matches(topic_filter, topic) is expected
+
+
+def test_access_control_from_the_component_configuration() -> None:
+    config = {"accessControl": {
+        "aws.greengrass.ipc.mqttproxy": {"com.example.Inspector:mqtt:1": {
+            "policyDescription": "results only",
+            "operations": ["aws.greengrass#PublishToIoTCore"],
+            "resources": ["inspector/+/results"]}},
+        "aws.greengrass.ipc.pubsub": {"com.example.Inspector:pubsub:1": {
+            "operations": ["*"], "resources": ["local/+"]}},
+    }}
+    with NucleusEmulator(component_name=COMPONENT, config={COMPONENT: config},
+                         enforce_access_control=True) as nucleus:
+        client = make_client(nucleus)
+        try:
+            client.publish_to_iot_core_async(
+                topic_name="inspector/line1/results", qos="1", payload=b"{}").result(T)
+            with pytest.raises(model.UnauthorizedError):
+                client.publish_to_iot_core_async(
+                    topic_name="inspector/line1/other", qos="1", payload=b"{}").result(T)
+            with pytest.raises(model.UnauthorizedError):  # not granted: SubscribeToIoTCore
+                client.subscribe_to_iot_core_async(
+                    topic_name="inspector/line1/results", qos="1")[1].get_response().result(T)
+            # pubsub wildcards are literal: "local/+" is only the topic "local/+"
+            with pytest.raises(model.UnauthorizedError):
+                client.publish_to_topic_async(topic="local/x", publish_message=model.PublishMessage(
+                    json_message=model.JsonMessage(message={}))).result(T)
+            client.publish_to_topic_async(topic="local/+", publish_message=model.PublishMessage(
+                json_message=model.JsonMessage(message={}))).result(T)
+        finally:
+            client.close()
+        assert [m.topic for m in nucleus.published] == ["inspector/line1/results", "local/+"]
+
+
+def test_client_closing_a_delayed_stream_gets_no_late_answer(
+    nucleus: NucleusEmulator, client: GreengrassCoreIPCClientV2
+) -> None:
+    nucleus.delay_s["SubscribeToIoTCore"] = 0.2
+    _, operation = client.subscribe_to_iot_core_async(topic_name="a", qos="0")
+    operation.close()
+    nucleus.wait_until(lambda: False, 0.4)  # the delayed answer would come now
+    # the connection is still healthy
+    client.update_state_async(state="RUNNING").result(T)
+    assert nucleus.subscriber_count() == 0

@@ -10,7 +10,9 @@ SendConfigurationValidityReport and UpdateState; any other operation is answered
 What it records: ``calls`` (every operation request), ``published`` (PublishToIoTCore and
 PublishToTopic messages) and ``states`` (UpdateState values). Fault knobs: ``reject_connect``,
 ``delay_s[op]`` (``math.inf`` = never answer), ``error_for[op]`` (an error shape name),
-``fail_next(op, ...)``, ``drop_connections()`` and ``restart()``.
+``fail_next(op, ...)``, ``drop_connections()`` and ``restart()``. With
+``enforce_access_control=True`` publish/subscribe calls are checked against the component's
+``accessControl`` configuration, as the nucleus checks the recipe's policies.
 
 Example::
 
@@ -254,6 +256,9 @@ class NucleusEmulator:
         config: component name -> its configuration (what GetConfiguration serves).
         thing_name, region: the values ``env`` hands to the component.
         validation_timeout_s: how long ``update_config`` waits for validity reports.
+        enforce_access_control: authorize publish/subscribe calls against the ``accessControl``
+            key of the caller's configuration (the recipe's DefaultConfiguration), as the nucleus
+            does: a call no policy allows fails with ``UnauthorizedError``.
     """
 
     def __init__(
@@ -266,6 +271,7 @@ class NucleusEmulator:
         thing_name: str = "emulated-thing",
         region: str = "us-east-1",
         validation_timeout_s: float = 5.0,
+        enforce_access_control: bool = False,
     ) -> None:
         self._own_dir: str | None = None
         if socket_path is None:
@@ -282,6 +288,7 @@ class NucleusEmulator:
         self.thing_name = thing_name
         self.region = region
         self.validation_timeout_s = validation_timeout_s
+        self.enforce_access_control = enforce_access_control
         # token -> component; add_component() adds more
         self.tokens: dict[str, str] = {self.svcuid: component_name}
         self.config: dict[str, dict[str, Any]] = copy.deepcopy(config or {})
@@ -677,6 +684,8 @@ class NucleusEmulator:
             logger.info("nucleus emulator: %s -> %s: %s", operation, exc.shape, exc)
             self._send_error(stream, exc)
             return
+        if stream.conn.streams.get(stream.stream_id) is not stream:
+            return  # the client closed the stream meanwhile
         terminate = not stream.kind
         stream.conn.send(rpc_message(
             MessageType.APPLICATION_MESSAGE, stream.stream_id,
@@ -751,6 +760,7 @@ class NucleusEmulator:
             raise _OperationError("InvalidArgumentsError", f"qos must be '0' or '1', not {qos!r}")
         payload = _unb64(request.get("payload"), "payload")
         assert stream.conn.component is not None
+        self._authorize(stream, topic)
         self._record_publish(PublishedMessage(
             "PublishToIoTCore", topic, payload, stream.conn.component, qos=qos, request=request,
         ))
@@ -761,6 +771,7 @@ class NucleusEmulator:
         topic = request.get("topicName")
         if not isinstance(topic, str) or not topic:
             raise _OperationError("InvalidArgumentsError", "topicName is required")
+        self._authorize(stream, topic)
         stream.kind, stream.topic = "iotcore", topic
         return {}
 
@@ -770,6 +781,7 @@ class NucleusEmulator:
         if not isinstance(topic, str) or not topic or not isinstance(publish, dict):
             raise _OperationError("InvalidArgumentsError", "topic and publishMessage are required")
         assert stream.conn.component is not None
+        self._authorize(stream, topic)
         message: Any
         if isinstance(publish.get("jsonMessage"), dict):
             message = publish["jsonMessage"].get("message")
@@ -792,9 +804,33 @@ class NucleusEmulator:
         topic = request.get("topic")
         if not isinstance(topic, str) or not topic:
             raise _OperationError("InvalidArgumentsError", "topic is required")
+        self._authorize(stream, topic)
         stream.kind, stream.topic = "topic", topic
         stream.receive_mode = str(request.get("receiveMode") or "RECEIVE_ALL_MESSAGES")
         return {"topicName": topic}
+
+    def _authorize(self, stream: _Stream, resource: str) -> None:
+        if not self.enforce_access_control:
+            return
+        component = stream.conn.component
+        assert component is not None
+        service = ACCESS_SERVICES[stream.operation]
+        with self._lock:
+            found, policies = _lookup(self.config.get(component, {}), ("accessControl", service))
+        for policy in (policies.values() if found and isinstance(policies, dict) else []):
+            if not isinstance(policy, dict):
+                continue
+            operations = _get_ci(policy, "operations") or []
+            resources = _get_ci(policy, "resources") or []
+            if SERVICE_PREFIX + stream.operation not in operations and "*" not in operations:
+                continue
+            if any(_resource_matches(service, str(r), resource) for r in resources):
+                return
+        raise _OperationError(
+            "UnauthorizedError",
+            f"Principal {component} is not authorized to perform {service}:"
+            f"{SERVICE_PREFIX}{stream.operation} on resource {resource}",
+        )
 
     def _component_arg(self, stream: _Stream, request: dict[str, Any]) -> str:
         name = request.get("componentName") or stream.conn.component
@@ -953,6 +989,26 @@ class NucleusEmulator:
                 self._send_event(stream, "ConfigurationUpdateEvents", {
                     "configurationUpdateEvent": {"componentName": component, "keyPath": list(path)},
                 })
+
+
+ACCESS_SERVICES = {
+    "PublishToIoTCore": "aws.greengrass.ipc.mqttproxy",
+    "SubscribeToIoTCore": "aws.greengrass.ipc.mqttproxy",
+    "PublishToTopic": "aws.greengrass.ipc.pubsub",
+    "SubscribeToTopic": "aws.greengrass.ipc.pubsub",
+}
+
+
+def _get_ci(mapping: dict[str, Any], key: str) -> Any:
+    found = _find_key(mapping, key)
+    return mapping[found] if found is not None else None
+
+
+def _resource_matches(service: str, pattern: str, resource: str) -> bool:
+    if pattern in ("*", resource):
+        return True
+    # MQTT wildcards work in mqttproxy policies; in pubsub policies they are literal characters
+    return service == "aws.greengrass.ipc.mqttproxy" and topic_matches(pattern, resource)
 
 
 def _short(name: str) -> str:
