@@ -1,0 +1,231 @@
+"""Local deployment (scripts/deploy_local.sh --dry-run) and fleet deployment (deploy_fleet.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GROUP_ARN = "arn:aws:iot:eu-west-1:123456789012:thinggroup/line-1"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+deploy_fleet = _load("deploy_fleet")
+
+
+def _fake_models(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    entries = []
+    for file_name, precision in (("scratch-fp32.onnx", "fp32"), ("scratch-int8.onnx", "int8")):
+        data = f"not really onnx ({precision})".encode()
+        (folder / file_name).write_bytes(data)
+        entries.append({"file": file_name, "name": "scratch-yolov8n", "version": "1.0.0",
+                        "precision": precision, "sha256": hashlib.sha256(data).hexdigest(),
+                        "input_size": [640, 640], "classes": ["scratch"]})
+    manifest = {"default": "scratch-fp32.onnx", "models": entries}
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return folder
+
+
+# --- local -----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_deploy_local_dry_run_stages_both_components_and_prints_the_command(
+    tmp_path: Path,
+) -> None:
+    models = _fake_models(tmp_path / "models")
+    stage = tmp_path / "stage"
+    env = {**os.environ, "PYTHON": sys.executable}
+    env["PATH"] = os.pathsep.join(  # no gdk here even where one is installed
+        p for p in env.get("PATH", "").split(os.pathsep) if not (Path(p) / "gdk").exists()
+    )
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "deploy_local.sh"), "--dry-run",
+         "--stage-dir", str(stage), "--models-dir", str(models),
+         "--build-dir", str(tmp_path / "build"), "--cli", "/greengrass/v2/bin/greengrass-cli"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+
+    staged = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
+    assert staged == [
+        "artifacts/com.inspector.Inference/1.0.0/inspector-app.zip",
+        "artifacts/com.inspector.ScratchModel/1.0.0/scratch-fp32.onnx",
+        "recipes/com.inspector.Inference-1.0.0.yaml",
+        "recipes/com.inspector.ScratchModel-1.0.0.yaml",
+    ]
+    assert (stage / "artifacts/com.inspector.ScratchModel/1.0.0/scratch-fp32.onnx").read_bytes() \
+        == (models / "scratch-fp32.onnx").read_bytes()
+
+    printed = result.stdout.strip().splitlines()[-1]
+    argv = shlex.split(printed)
+    if argv[0] == "sudo":
+        argv = argv[1:]
+    assert argv == [
+        "/greengrass/v2/bin/greengrass-cli", "deployment", "create",
+        "--recipeDir", str(stage / "recipes"), "--artifactDir", str(stage / "artifacts"),
+        "--merge", "com.inspector.ScratchModel=1.0.0", "--merge", "com.inspector.Inference=1.0.0",
+    ]
+    # Nothing was deployed and the work tree's build folders were not touched.
+    assert "dry run" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_deploy_local_fails_clearly_without_a_model(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "deploy_local.sh"), "--dry-run",
+         "--stage-dir", str(tmp_path / "stage"), "--models-dir", str(tmp_path / "models"),
+         "--build-dir", str(tmp_path / "build")],
+        capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable},
+        timeout=120, check=False,
+    )
+    assert result.returncode != 0
+    assert "manifest.json not found" in result.stdout + result.stderr
+
+
+# --- fleet -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(monkeypatch: pytest.MonkeyPatch) -> Any:
+    boto3 = pytest.importorskip("boto3")
+    for key in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    return boto3.client("greengrassv2", region_name="eu-west-1")
+
+
+def _expected_document(**overrides: Any) -> dict[str, Any]:
+    template = json.loads((REPO / "deployments" / "fleet-deployment.json").read_text())
+    return deploy_fleet.build_document(
+        template, GROUP_ARN, overrides.get("inference", "1.0.0"), overrides.get("model", "1.0.0"),
+        overrides.get("stream_manager", "2.3.0"), None, overrides.get("merge"),
+    )
+
+
+def test_fleet_document_has_both_components_streammanager_and_policies() -> None:
+    document = _expected_document()
+    assert document["targetArn"] == GROUP_ARN
+    assert set(document["components"]) == {
+        "com.inspector.Inference", "com.inspector.ScratchModel", "aws.greengrass.StreamManager"
+    }
+    policies = document["deploymentPolicies"]
+    assert policies["failureHandlingPolicy"] == "ROLLBACK"
+    assert policies["componentUpdatePolicy"]["action"] == "NOTIFY_COMPONENTS"
+    job = document["iotJobConfiguration"]
+    assert job["jobExecutionsRolloutConfig"]["exponentialRate"]["baseRatePerMinute"] >= 1
+    assert job["abortConfig"]["criteriaList"][0]["action"] == "CANCEL"
+
+
+def test_deploy_fleet_calls_create_deployment(
+    client: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from botocore.stub import Stubber
+
+    expected = _expected_document(model="1.1.0")
+    with Stubber(client) as stub:
+        stub.add_response(
+            "list_component_versions",
+            {"componentVersions": [{"componentName": "aws.greengrass.StreamManager",
+                                    "componentVersion": "2.3.0",
+                                    "arn": "arn:aws:greengrass:eu-west-1:aws:components:"
+                                           "aws.greengrass.StreamManager:versions:2.3.0"}]},
+            {"arn": "arn:aws:greengrass:eu-west-1:aws:components:aws.greengrass.StreamManager",
+             "maxResults": 1},
+        )
+        stub.add_response(
+            "create_deployment",
+            {"deploymentId": "d-123", "iotJobId": "job-1",
+             "iotJobArn": "arn:aws:iot:eu-west-1:123456789012:job/job-1"},
+            expected,  # Stubber also validates the document against the service model
+        )
+        rc = deploy_fleet.main(
+            ["--thing-group-arn", GROUP_ARN, "--model-version", "1.1.0"], client=client
+        )
+        stub.assert_no_pending_responses()
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["deploymentId"] == "d-123"
+
+
+def test_deploy_fleet_model_only_update_keeps_the_inference_version(client: Any) -> None:
+    from botocore.stub import Stubber
+
+    merge = json.dumps({"ImageDirectory": "/data/camera", "UploadBucket": "defects"},
+                       sort_keys=True)
+    expected = _expected_document(inference="1.0.0", model="1.2.0", stream_manager="2.2.1",
+                                  merge=merge)
+    with Stubber(client) as stub:
+        stub.add_response("create_deployment", {"deploymentId": "d-2"}, expected)
+        rc = deploy_fleet.main(
+            ["--thing-group-arn", GROUP_ARN, "--inference-version", "1.0.0",
+             "--model-version", "1.2.0", "--stream-manager-version", "2.2.1",
+             "--config-merge", '{"UploadBucket": "defects", "ImageDirectory": "/data/camera"}'],
+            client=client,
+        )
+        stub.assert_no_pending_responses()
+    assert rc == 0
+
+
+def test_deploy_fleet_reports_a_service_error(client: Any) -> None:
+    from botocore.stub import Stubber
+
+    with Stubber(client) as stub:
+        stub.add_client_error("create_deployment", "ResourceNotFoundException",
+                              "component version not found", 404)
+        rc = deploy_fleet.main(
+            ["--thing-group-arn", GROUP_ARN, "--stream-manager-version", "2.3.0"], client=client
+        )
+    assert rc == 1
+
+
+def test_deploy_fleet_dry_run_prints_the_document_without_calling(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class NoCalls:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"dry run called {name}")
+
+    rc = deploy_fleet.main(
+        ["--thing-group-arn", GROUP_ARN, "--stream-manager-version", "2.3.0", "--dry-run"],
+        client=NoCalls(),
+    )
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out) == _expected_document()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--thing-group-arn", "arn:aws:iot:eu-west-1:123456789012:thing/line-1"],
+        ["--thing-group-arn", GROUP_ARN, "--model-version", "latest"],
+        ["--thing-group-arn", GROUP_ARN, "--config-merge", '{"NoSuchKey": 1}'],
+        ["--thing-group-arn", GROUP_ARN, "--config-merge", '{"ConfidenceThreshold": 2}'],
+        ["--thing-group-arn", GROUP_ARN, "--config-merge", '{"PublishResultsOnTopic": "x/y"}'],
+        ["--thing-group-arn", GROUP_ARN, "--config-merge", "not json"],
+    ],
+)
+def test_deploy_fleet_refuses_bad_input_before_calling(argv: list[str]) -> None:
+    assert deploy_fleet.main([*argv, "--stream-manager-version", "2.3.0", "--dry-run"]) == 2
