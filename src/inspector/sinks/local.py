@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from inspector.errors import SinkError
+from inspector.result import to_json
 from inspector.sinks.base import Delivery, Sink
 from inspector.sources import shown
 
@@ -39,7 +40,7 @@ class JsonlSink(Sink):
 
     def send(self, delivery: Delivery) -> None:
         # one write per line, so a reader (or a crash) never sees two results on one line
-        line = json.dumps(delivery.result, ensure_ascii=False, separators=(",", ":")) + "\n"
+        line = to_json(delivery.result) + "\n"
         with self._lock:
             try:
                 fh = self._open()

@@ -1,0 +1,96 @@
+"""Standalone sinks on real files: JSONL lines valid against schema v1, outbox copies, totals."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from bad_images import encode, gradient
+from inspector.errors import SinkError
+from inspector.result import load_schema, to_result
+from inspector.sinks.base import Delivery
+from inspector.sinks.local import ConsoleSink, JsonlSink, OutboxSink
+from inspector.types import Detections, ImageInfo, Inspection, ModelInfo, Size
+
+MODEL = ModelInfo("tiny", "1", "0" * 64, ("scratch",), Size(64, 96))
+
+
+def delivery(tmp_path: Path, name: str, *, defect: bool, seed: int = 0) -> Delivery:
+    path = tmp_path / name
+    path.write_bytes(encode(gradient(60, 80, seed), ".jpg"))
+    boxes = np.array([[10, 10, 40, 30]], np.float32) if defect else np.zeros((0, 4), np.float32)
+    detections = Detections(boxes, np.full(len(boxes), 0.8, np.float32),
+                            np.zeros(len(boxes), np.int64))
+    inspection = Inspection(
+        image=ImageInfo(name, Size(60, 80), f"{seed:064x}"),
+        model=MODEL,
+        detections=detections,
+        conf_threshold=0.25,
+        timings_ms={"decode": 1.0, "preprocess": 1.0, "inference": 2.0, "postprocess": 0.5,
+                    "total": 4.5},
+        time_utc="2026-11-25T19:00:00.000Z",
+    )
+    return Delivery(to_result(inspection, device="dev-1", repeat=False), inspection, path)
+
+
+def test_jsonl_appends_one_valid_line_per_result(tmp_path: Path):
+    results = tmp_path / "out" / "results.jsonl"
+    sink = JsonlSink(results)
+    for n in range(3):
+        sink.send(delivery(tmp_path, f"ü {n}\n.jpg", defect=n == 1, seed=n))
+    sink.close()
+    sink.send(delivery(tmp_path, "after-close.jpg", defect=False, seed=9))  # reopens
+    sink.close()
+    lines = results.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 4
+    schema = load_schema()
+    for line in lines:
+        result = json.loads(line)
+        jsonschema.validate(result, schema)
+        assert result["device"] == "dev-1"
+    assert [json.loads(x)["verdict"] for x in lines] == ["pass", "defect", "pass", "pass"]
+
+
+def test_jsonl_failure_is_a_sink_error(tmp_path: Path):
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    sink = JsonlSink(tmp_path / "blocker" / "results.jsonl")
+    with pytest.raises(SinkError, match="cannot append"):
+        sink.send(delivery(tmp_path, "a.jpg", defect=False))
+
+
+def test_outbox_copies_flagged_images_only(tmp_path: Path):
+    outbox = tmp_path / "outbox"
+    sink = OutboxSink(outbox)
+    sink.send(delivery(tmp_path, "ok.jpg", defect=False))
+    assert not outbox.exists()
+    d = delivery(tmp_path, "bad tag.jpg", defect=True, seed=5)
+    sink.send(d)
+    stem = f"bad tag-{d.inspection.image.sha256[:12]}"
+    assert (outbox / f"{stem}.jpg").read_bytes() == d.image_path.read_bytes()
+    assert json.loads((outbox / f"{stem}.json").read_text())["verdict"] == "defect"
+    assert (outbox / f"{stem}.annotated.jpg").stat().st_size > 0
+    assert not [p for p in outbox.iterdir() if p.name.startswith(".")]
+
+
+def test_outbox_without_annotation_and_missing_image(tmp_path: Path):
+    sink = OutboxSink(tmp_path / "outbox", annotate=False)
+    d = delivery(tmp_path, "x.jpg", defect=True)
+    sink.send(d)
+    assert not list((tmp_path / "outbox").glob("*.annotated.jpg"))
+    d.image_path.unlink()
+    with pytest.raises(SinkError, match="outbox"):
+        sink.send(d)
+
+
+def test_console_summary(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    sink = ConsoleSink()
+    sink.send(delivery(tmp_path, "a.jpg", defect=True))
+    sink.send(delivery(tmp_path, "b.jpg", defect=False))
+    with caplog.at_level(logging.INFO, logger="inspector.sinks.local"):
+        sink.close()
+    assert "2 image(s) inspected: 1 defect, 1 pass, 0 repeat(s)" in caplog.text
