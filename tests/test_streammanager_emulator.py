@@ -6,6 +6,7 @@ import json
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -251,3 +252,21 @@ def test_raw_protocol_unknown_operation(sm: StreamManagerEmulator) -> None:
         sock.sendall(_frame(99, {"requestId": "r1"}))
         operation, body = _read_frame(sock)
         assert (operation, body["requestId"], body["status"]) == (17, "r1", 18)
+
+
+def test_append_fails_while_down_and_the_same_client_recovers(
+    sm: StreamManagerEmulator, client: StreamManagerClient
+) -> None:
+    client.create_message_stream(MessageStreamDefinition(
+        name="data", strategy_on_full=StrategyOnFull.RejectNewData))
+    sm.stop()
+    # the client notices the hang-up in its read loop (a request racing it would time out)
+    deadline = time.monotonic() + 5
+    while client.connected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(ConnectionError):
+        client.append_message("data", b"lost")
+    sm.start()
+    # the client reconnects by itself on its next request
+    assert client.append_message("data", b"kept") == 0
+    assert sm.messages("data") == [b"kept"]
