@@ -30,6 +30,7 @@ class ScratchPlan:
     contrast: float  # grey levels at full coverage (signed)
     companion: float  # grey levels of the 1 px companion line (opposite sign), 0 if none
     companion_side: int  # +1 or -1: which side of the stroke the companion runs
+    edge_level: float  # 0..1: depth at the stroke's flanks relative to its core (groove profile)
     meta: dict[str, object]
 
 
@@ -168,7 +169,11 @@ def plan_scratch(
         "length_fraction_of_diagonal": round(length / diagonal, 3),
         "control_points_local": np.round(control, 1).tolist(),
     }
-    return ScratchPlan(image_pts, radius, wobble, float(contrast), float(companion), side, meta)
+    edge_level = float(rng.uniform(0.45, 1.0))
+    meta["edge_level"] = round(edge_level, 2)
+    return ScratchPlan(
+        image_pts, radius, wobble, float(contrast), float(companion), side, edge_level, meta
+    )
 
 
 def draw_scratch(plan: ScratchPlan, image_height: int, image_width: int) -> DrawnScratch:
@@ -185,16 +190,23 @@ def draw_scratch(plan: ScratchPlan, image_height: int, image_width: int) -> Draw
     # pixel centres sit at integer coords; the supersampled pixel k covers [k/s, (k+1)/s)
     local = (pts - np.array([x0, y0]) + 0.5) * scale - (1 << _SHIFT) / 2
     fixed = np.round(local).astype(np.int32)
-    fixed_r = np.maximum(np.round(radius * scale), 1).astype(np.int32)
-    value = np.round(255 * plan.strength).astype(np.int32)
+    outer_r = np.maximum(np.round(radius * scale), 1).astype(np.int32)
+    core_r = np.maximum(np.round(radius * 0.55 * scale), 1).astype(np.int32)
+    core_v = np.round(255 * plan.strength).astype(np.int32)
+    edge_v = np.maximum(np.round(core_v * plan.edge_level), 1).astype(np.int32)
 
     main = np.zeros((roi_h * s, roi_w * s), dtype=np.uint8)
-    for (cx, cy), r, v in zip(fixed, fixed_r, value, strict=True):
-        cv2.circle(main, (int(cx), int(cy)), int(r), int(v), -1, cv2.LINE_8, _SHIFT)
-    coverage = cv2.resize(main, (roi_w, roi_h), interpolation=cv2.INTER_AREA)
-    alpha = coverage.astype(np.float32) * np.float32(1 / 255)
+    for radii, values in ((outer_r, edge_v), (core_r, core_v)):
+        for (cx, cy), r, v in zip(fixed, radii, values, strict=True):
+            cv2.circle(main, (int(cx), int(cy)), int(r), int(v), -1, cv2.LINE_8, _SHIFT)
+    depth = cv2.resize(main, (roi_w, roi_h), interpolation=cv2.INTER_AREA)
+    alpha = depth.astype(np.float32) * np.float32(1 / 255)
     delta = alpha * np.float32(plan.contrast)
-    drawn = alpha >= LABEL_COVERAGE * 0.65  # strength is >= 0.65 everywhere
+    # the label follows the stroke's footprint, whatever its depth profile
+    footprint = cv2.resize(
+        np.where(main > 0, 255, 0).astype(np.uint8), (roi_w, roi_h), interpolation=cv2.INTER_AREA
+    )
+    drawn = footprint >= round(255 * LABEL_COVERAGE)
 
     if plan.companion != 0.0:
         tangent = np.gradient(pts, axis=0)
