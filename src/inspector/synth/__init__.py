@@ -3,9 +3,11 @@
     sample = generate(seed, index, SynthConfig())
     write_image(sample, out_dir / "img_000001")      # .jpg (mostly) or .png
     label_text = "\n".join(yolo_label_lines(sample))
+    small = downscale(sample, 640)                   # image and boxes, for fast training
 
-Each image is deterministic for ``(seed, index, config)``. ``render_sample(...,
-draw_scratches=False)`` renders the same picture without its scratches.
+Each image is deterministic for ``(seed, index, config)`` (seed and index non-negative).
+``render_sample(..., draw_scratches=False)`` renders the same picture without its scratches.
+``scripts/make_dataset.py`` writes whole YOLO data sets (and flat test sets) with these.
 """
 
 from inspector.synth.config import DEFAULT_SIZES, SynthConfig

@@ -64,7 +64,11 @@ def yolo_label_lines(sample: Sample, class_id: int = 0) -> list[str]:
 
 
 def downscale(sample: Sample, max_side: int) -> Sample:
-    """Shrink the image (area interpolation) so its long side is <= ``max_side``; boxes follow."""
+    """Shrink the image (area interpolation) so its long side is <= ``max_side``; boxes follow.
+
+    ``boxes_xyxy`` and ``tag_polygon`` are rescaled; the render parameters in ``meta`` stay in
+    source pixels (``meta["downscaled_from"]`` records the source size).
+    """
     size = sample.size
     factor = max_side / max(size.width, size.height)
     if factor >= 1.0:
