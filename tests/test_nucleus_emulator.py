@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import math
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -12,6 +14,16 @@ from awsiot.eventstreamrpc import AccessDeniedError
 from awsiot.greengrasscoreipc import connect, model
 from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 
+from inspector.testing.eventstream import (
+    Decoder,
+    Header,
+    Message,
+    MessageFlag,
+    MessageType,
+    encode_message,
+    rpc_fields,
+    rpc_message,
+)
 from inspector.testing.nucleus import NucleusEmulator, topic_matches
 
 COMPONENT = "com.example.Inspector"
@@ -420,3 +432,47 @@ def test_client_closing_a_delayed_stream_gets_no_late_answer(
     # the connection is still healthy
     client.update_state_async(state="RUNNING").result(T)
     assert nucleus.subscriber_count() == 0
+
+
+def _raw_connect(nucleus: NucleusEmulator) -> tuple[socket.socket, Decoder]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(T)
+    sock.connect(nucleus.socket_path)
+    sock.sendall(encode_message(rpc_message(
+        MessageType.CONNECT, headers=(Header.string(":version", "0.1.0"),),
+        payload=json.dumps({"authToken": nucleus.svcuid}).encode())))
+    decoder = Decoder()
+    ack = _next(sock, decoder)
+    assert rpc_fields(ack) == (MessageType.CONNECT_ACK, MessageFlag.CONNECTION_ACCEPTED, 0)
+    return sock, decoder
+
+
+def _next(sock: socket.socket, decoder: Decoder) -> Message:
+    while True:
+        for message in decoder.feed(sock.recv(65536)):
+            return message
+
+
+def test_raw_ping_and_unknown_operation(nucleus: NucleusEmulator) -> None:
+    sock, decoder = _raw_connect(nucleus)
+    with sock:
+        sock.sendall(encode_message(rpc_message(MessageType.PING, payload=b"p")))
+        pong = _next(sock, decoder)
+        assert rpc_fields(pong)[0] == MessageType.PING_RESPONSE
+        assert pong.payload == b"p"
+        sock.sendall(encode_message(rpc_message(
+            MessageType.APPLICATION_MESSAGE, 1,
+            headers=(Header.string("operation", "aws.greengrass#ListComponents"),),
+            payload=b"{}")))
+        error = _next(sock, decoder)
+        assert rpc_fields(error) == (MessageType.APPLICATION_ERROR, MessageFlag.TERMINATE_STREAM, 1)
+        assert error.header("service-model-type") == "aws.greengrass#ServiceError"
+        assert error.header(":content-type") == "application/json"
+
+
+def test_raw_message_without_rpc_headers_is_a_protocol_error(nucleus: NucleusEmulator) -> None:
+    sock, decoder = _raw_connect(nucleus)
+    with sock:
+        sock.sendall(encode_message(Message((Header.int32(":message-type", 0),), b"{}")))
+        assert rpc_fields(_next(sock, decoder))[0] == MessageType.PROTOCOL_ERROR
+        assert sock.recv(1) == b""  # and the connection is closed

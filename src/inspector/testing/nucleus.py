@@ -99,7 +99,7 @@ class ValidationResult:
     """The outcome of :meth:`NucleusEmulator.update_config`.
 
     ``status`` is "ACCEPTED" or "REJECTED" (from the components' reports), "TIMED_OUT" (a
-    validator did not answer in time: like the nucleus, the update proceeds) or
+    validator did not answer in time, or disconnected: like the nucleus, the update proceeds) or
     "NO_VALIDATORS" (nobody subscribed: the update proceeds).
     """
 
@@ -484,8 +484,8 @@ class NucleusEmulator:
                 rejected = [m for s, m in pending.reports if s != "ACCEPTED"]
             if rejected:
                 status, message = "REJECTED", rejected[0]
-            elif not done:
-                status = "TIMED_OUT"
+            elif not done or len(pending.reports) < len(validators):
+                status = "TIMED_OUT"  # silent, or gone without a report: the update proceeds
             else:
                 status = "ACCEPTED"
                 message = next((m for _, m in pending.reports if m), None)
