@@ -118,3 +118,29 @@ def test_environment_names_the_model() -> None:
 def test_environment_half_set_or_unresolved_is_refused(env: dict[str, str]) -> None:
     with pytest.raises(ModelIntegrityError):
         model_from_environment(env)
+
+
+def test_service_refuses_a_tampered_greengrass_model_before_loading(tmp_path: Path) -> None:
+    """As under Greengrass: the Run step's environment names the model and its digest; the
+    service exits non-zero (the nucleus marks the component ERRORED) with both digests logged."""
+    import os
+    import subprocess
+    import sys
+
+    model = _tiny_onnx(tmp_path / "scratch-fp32.onnx")
+    declared = hashlib.sha256(model.read_bytes()).hexdigest()
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0x01
+    model.write_bytes(bytes(data))
+    actual = hashlib.sha256(bytes(data)).hexdigest()
+    (tmp_path / "in").mkdir()
+
+    env = {**os.environ, MODEL_PATH_ENV: str(model), MODEL_SHA256_ENV: declared}
+    result = subprocess.run(
+        [sys.executable, "-u", "-m", "inspector", "run", "--watch", str(tmp_path / "in"),
+         "--once"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert str(model) in output and declared in output and actual in output, output
