@@ -24,7 +24,8 @@ from inspector.testing.eventstream import (
     rpc_fields,
     rpc_message,
 )
-from inspector.testing.nucleus import NucleusEmulator, topic_matches
+from inspector.testing.ipcrules import authorized, changed_paths, deep_merge, lookup, topic_matches
+from inspector.testing.nucleus import NucleusEmulator
 
 COMPONENT = "com.example.Inspector"
 CONFIG = {"thresholds": {"conf": 0.25, "iou": 0.45}, "topic": "inspector/results", "enabled": True}
@@ -476,3 +477,47 @@ def test_raw_message_without_rpc_headers_is_a_protocol_error(nucleus: NucleusEmu
         sock.sendall(encode_message(Message((Header.int32(":message-type", 0),), b"{}")))
         assert rpc_fields(_next(sock, decoder))[0] == MessageType.PROTOCOL_ERROR
         assert sock.recv(1) == b""  # and the connection is closed
+
+
+@pytest.mark.parametrize(
+    ("key_path", "found", "value"),
+    [((), True, {"A": {"b": 1}, "c": None}), (("a",), True, {"b": 1}), (("A", "B"), True, 1),
+     (("c",), True, None), (("x",), False, None), (("A", "b", "deeper"), False, None)],
+)
+def test_lookup_is_case_insensitive(key_path: tuple[str, ...], found: bool, value: object) -> None:
+    assert lookup({"A": {"b": 1}, "c": None}, key_path) == (found, value)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "paths"),
+    [({"a": 1}, {"a": 1}, []), ({"a": 1}, {"a": 2}, [("a",)]),
+     ({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}, [("a", "c")]),
+     ({"a": 1}, {}, [("a",)]), ({}, {"n": {"x": 1}}, [("n",)]),
+     ({"a": {"b": 1}}, {"a": 5}, [("a",)])],
+)
+def test_changed_paths(old: dict[str, object], new: dict[str, object],
+                       paths: list[tuple[str, ...]]) -> None:
+    assert changed_paths(old, new) == paths
+
+
+def test_deep_merge_keeps_siblings_and_does_not_alias() -> None:
+    base = {"a": {"b": 1, "c": 2}, "l": [1]}
+    merged = deep_merge(base, {"a": {"c": 3}, "d": 4})
+    assert merged == {"a": {"b": 1, "c": 3}, "l": [1], "d": 4}
+    merged["l"].append(2)
+    assert base["l"] == [1]
+
+
+@pytest.mark.parametrize(
+    ("operation", "resource", "expected"),
+    [("PublishToIoTCore", "r/x/y", True), ("PublishToIoTCore", "r/x", False),
+     ("SubscribeToIoTCore", "r/x/y", False), ("PublishToTopic", "p/#", True),
+     ("PublishToTopic", "p/a", False), ("SubscribeToTopic", "any", True)],
+)
+def test_authorized(operation: str, resource: str, expected: bool) -> None:
+    access = {"AWS.Greengrass.IPC.MqttProxy": {"p1": {
+        "Operations": ["aws.greengrass#PublishToIoTCore"], "Resources": ["r/+/y"]}},
+        "aws.greengrass.ipc.pubsub": {
+            "p2": {"operations": ["aws.greengrass#PublishToTopic"], "resources": ["p/#"]},
+            "p3": {"operations": ["aws.greengrass#SubscribeToTopic"], "resources": ["*"]}}}
+    assert authorized(access, operation, resource) is expected

@@ -54,10 +54,18 @@ from inspector.testing.eventstream import (
     rpc_fields,
     rpc_message,
 )
+from inspector.testing.ipcrules import (
+    ACCESS_SERVICES,
+    SERVICE_PREFIX,
+    authorized,
+    changed_paths,
+    deep_merge,
+    lookup,
+    topic_matches,
+)
 
 logger = logging.getLogger(__name__)
 
-SERVICE_PREFIX = "aws.greengrass#"
 RPC_VERSION = "0.1.0"
 REJECTED_GRACE_S = 2.0
 MAX_SOCKET_PATH_BYTES = 107  # sun_path is 108 bytes including the terminating NUL
@@ -173,63 +181,6 @@ class _Connection:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
-
-
-def topic_matches(topic_filter: str, topic: str) -> bool:
-    """MQTT filter matching with ``+`` (one level) and ``#`` (the rest, as the last level)."""
-    filter_levels = topic_filter.split("/")
-    topic_levels = topic.split("/")
-    for index, level in enumerate(filter_levels):
-        if level == "#":
-            return index == len(filter_levels) - 1
-        if index >= len(topic_levels):
-            return False
-        if level != "+" and level != topic_levels[index]:
-            return False
-    return len(filter_levels) == len(topic_levels)
-
-
-def _find_key(node: dict[str, Any], key: str) -> str | None:
-    # nucleus configuration keys are case-insensitive
-    if key in node:
-        return key
-    lowered = key.lower()
-    return next((k for k in node if k.lower() == lowered), None)
-
-
-def _lookup(config: dict[str, Any], key_path: tuple[str, ...]) -> tuple[bool, Any]:
-    node: Any = config
-    for key in key_path:
-        if not isinstance(node, dict):
-            return False, None
-        found = _find_key(node, key)
-        if found is None:
-            return False, None
-        node = node[found]
-    return True, node
-
-
-def _changed_paths(old: Any, new: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Key paths of the leaves (or whole subtrees) that differ between two configurations."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        paths: list[tuple[str, ...]] = []
-        for key in list(old) + [k for k in new if k not in old]:
-            if key not in new or key not in old:
-                paths.append((*prefix, key))
-            else:
-                paths.extend(_changed_paths(old[key], new[key], (*prefix, key)))
-        return paths
-    return [] if old == new else [prefix]
-
-
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def _b64(data: bytes) -> str:
@@ -460,7 +411,7 @@ class NucleusEmulator:
         timeout = self.validation_timeout_s if timeout_s is None else timeout_s
         with self._lock:
             current = self.config.get(component, {})
-            proposed = _deep_merge(current, new_config) if merge else copy.deepcopy(new_config)
+            proposed = deep_merge(current, new_config) if merge else copy.deepcopy(new_config)
             validators = [
                 s for s in self._subscriptions()
                 if s.kind == "validate" and s.component == component
@@ -814,23 +765,15 @@ class NucleusEmulator:
             return
         component = stream.conn.component
         assert component is not None
-        service = ACCESS_SERVICES[stream.operation]
         with self._lock:
-            found, policies = _lookup(self.config.get(component, {}), ("accessControl", service))
-        for policy in (policies.values() if found and isinstance(policies, dict) else []):
-            if not isinstance(policy, dict):
-                continue
-            operations = _get_ci(policy, "operations") or []
-            resources = _get_ci(policy, "resources") or []
-            if SERVICE_PREFIX + stream.operation not in operations and "*" not in operations:
-                continue
-            if any(_resource_matches(service, str(r), resource) for r in resources):
-                return
-        raise _OperationError(
-            "UnauthorizedError",
-            f"Principal {component} is not authorized to perform {service}:"
-            f"{SERVICE_PREFIX}{stream.operation} on resource {resource}",
-        )
+            found, access = lookup(self.config.get(component, {}), ("accessControl",))
+        if not authorized(access if found else None, stream.operation, resource):
+            raise _OperationError(
+                "UnauthorizedError",
+                f"Principal {component} is not authorized to perform "
+                f"{ACCESS_SERVICES[stream.operation]}:{SERVICE_PREFIX}{stream.operation} on "
+                f"resource {resource}",
+            )
 
     def _component_arg(self, stream: _Stream, request: dict[str, Any]) -> str:
         name = request.get("componentName") or stream.conn.component
@@ -853,7 +796,7 @@ class NucleusEmulator:
                     "ResourceNotFoundError", f"component {component} has no configuration",
                     resourceType="Component", resourceName=component,
                 )
-            found, value = _lookup(self.config[component], key_path)
+            found, value = lookup(self.config[component], key_path)
             value = copy.deepcopy(value)
         if not found:
             raise _OperationError(
@@ -879,7 +822,7 @@ class NucleusEmulator:
             current = self.config.get(component, {})
             if not isinstance(update, dict):
                 raise _OperationError("InvalidArgumentsError", "the root must be an object")
-            proposed = _deep_merge(current, update)
+            proposed = deep_merge(current, update)
         self._apply_config(component, proposed)
         return {}
 
@@ -889,7 +832,7 @@ class NucleusEmulator:
         component = self._component_arg(stream, request)
         key_path = self._key_path(request)
         with self._lock:
-            found, _ = _lookup(self.config.get(component, {}), key_path)
+            found, _ = lookup(self.config.get(component, {}), key_path)
         if component not in self.config or not found:
             raise _OperationError(
                 "ResourceNotFoundError", "Key not found", resourceType="Configuration",
@@ -978,7 +921,7 @@ class NucleusEmulator:
         with self._lock:
             old = self.config.get(component, {})
             self.config[component] = new_config
-            changed = _changed_paths(old, new_config)
+            changed = changed_paths(old, new_config)
         for path in changed:
             for stream in self._subscriptions():
                 if stream.kind != "config" or stream.component != component:
@@ -989,26 +932,6 @@ class NucleusEmulator:
                 self._send_event(stream, "ConfigurationUpdateEvents", {
                     "configurationUpdateEvent": {"componentName": component, "keyPath": list(path)},
                 })
-
-
-ACCESS_SERVICES = {
-    "PublishToIoTCore": "aws.greengrass.ipc.mqttproxy",
-    "SubscribeToIoTCore": "aws.greengrass.ipc.mqttproxy",
-    "PublishToTopic": "aws.greengrass.ipc.pubsub",
-    "SubscribeToTopic": "aws.greengrass.ipc.pubsub",
-}
-
-
-def _get_ci(mapping: dict[str, Any], key: str) -> Any:
-    found = _find_key(mapping, key)
-    return mapping[found] if found is not None else None
-
-
-def _resource_matches(service: str, pattern: str, resource: str) -> bool:
-    if pattern in ("*", resource):
-        return True
-    # MQTT wildcards work in mqttproxy policies; in pubsub policies they are literal characters
-    return service == "aws.greengrass.ipc.mqttproxy" and topic_matches(pattern, resource)
 
 
 def _short(name: str) -> str:
