@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bad_images import (
     encode,
     gradient,
@@ -28,9 +29,8 @@ from bad_images import (
     write_bad_inputs,
     write_unreadable,
 )
-from onnx_factory import constant_head_model, head_tensor, write_model
-
 from inspector.types import Size
+from onnx_factory import constant_head_model, head_tensor, write_model
 
 BURST = 500
 SMALL = (240, 320)  # height, width of burst images
