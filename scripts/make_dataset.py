@@ -79,6 +79,10 @@ def _run_job(job: Job) -> Done:
     return Done(job.index, job.split, len(sample.boxes_xyxy), path.suffix[1:], kinds, sheet)
 
 
+def _single_threaded() -> None:
+    cv2.setNumThreads(1)  # the pool already uses the cores; nested threads only contend
+
+
 def _jobs(args: argparse.Namespace, config: SynthConfig) -> Iterator[Job]:
     n_val = 0 if args.test else round(args.count * args.val_fraction)
     n_train = args.count - n_val
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = tqdm(total=len(jobs), unit="img", desc=str(args.out_dir.name))
     if args.workers > 1:
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(args.workers) as pool:
+        with ctx.Pool(args.workers, initializer=_single_threaded) as pool:
             for result in pool.imap_unordered(_run_job, jobs, chunksize=4):
                 done.append(result)
                 progress.update()
