@@ -352,3 +352,35 @@ def test_bad_settings_and_missing_model_exit_nonzero(tmp_path: Path):
                              capture_output=True, text=True, env=env, timeout=60)
     assert missing.returncode == 3
     assert "none.onnx" in missing.stdout + missing.stderr
+
+
+def test_demo_generates_inspects_and_shows_a_table(tmp_path: Path, model_path: Path):
+    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
+    folder = tmp_path / "demo"
+    done = subprocess.run(
+        [sys.executable, "-m", "inspector", "demo", "--dir", str(folder), "--count", "3",
+         "--model", str(model_path)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = done.stdout
+    assert "image" in table and "verdict" in table and "ms" in table
+    assert sum(line.startswith("tag_00") for line in table.splitlines()) == 3
+    assert "3 image(s): 3 defect, 0 pass" in table
+    assert str(folder / ".inspector" / "results.jsonl") in table
+    assert len(list((folder / ".inspector" / "outbox").glob("*.annotated.jpg"))) == 3
+    again = subprocess.run(
+        [sys.executable, "-m", "inspector", "demo", "--dir", str(folder)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_demo_without_a_bundled_model_says_so(tmp_path: Path):
+    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", "INSPECTOR_MODELS_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "inspector", "demo", "--dir", str(tmp_path / "d"), "--count", "1"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert done.returncode == 3
+    assert "no bundled model" in done.stderr and "--model" in done.stderr

@@ -65,13 +65,15 @@ def run(args: argparse.Namespace) -> int:
         return 3
     service.install_signal_handlers()
     service.run()
+    sys.stdout.write("\n")
     write_table(sys.stdout, _read_results(paths.results))
-    sys.stdout.write(
-        f"\nresults:          {paths.results}\n"
-        f"flagged/annotated: {paths.outbox}\n"
-        f"inspected images: {paths.done}\n"
-        f"failed images:    {paths.failed}\n"
-    )
+    where = [
+        ("results", paths.results),
+        ("flagged + annotated", paths.outbox),
+        ("inspected images", paths.done),
+        ("failed images", paths.failed),
+    ]
+    sys.stdout.write("\n" + "".join(f"{label + ':':<21}{path}\n" for label, path in where))
     return 0
 
 
