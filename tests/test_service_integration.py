@@ -29,6 +29,10 @@ from bad_images import (
     write_bad_inputs,
     write_unreadable,
 )
+from inspector.errors import ModelError
+from inspector.service import build_service
+from inspector.settings import Settings
+from inspector.sinks.base import Delivery, Sink
 from inspector.types import Size
 from onnx_factory import constant_head_model, head_tensor, write_model
 
@@ -384,3 +388,71 @@ def test_demo_without_a_bundled_model_says_so(tmp_path: Path):
     )
     assert done.returncode == 3
     assert "no bundled model" in done.stderr and "--model" in done.stderr
+
+
+# --- in process: the seam the Greengrass side drives (its own sinks, live settings) -----------
+
+
+class RecordingSink(Sink):
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.results: list[dict[str, Any]] = []
+        self.settings: list[Settings] = []
+        self.cond = threading.Condition()
+
+    def send(self, delivery: Delivery) -> None:
+        with self.cond:
+            self.results.append(delivery.result)
+            self.cond.notify_all()
+
+    def reconfigure(self, settings: Any) -> None:
+        self.settings.append(settings)
+
+    def wait_for(self, n: int) -> list[dict[str, Any]]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.results) >= n, timeout=20)
+            return list(self.results)
+
+
+def test_live_settings_apply_between_images(tmp_path: Path, model_path: Path):
+    other = write_model(tmp_path / "other.onnx", constant_head_model(
+        head_tensor([(48.0, 32.0, 20.0, 10.0, 0.5)]), input_size=Size(96, 96), name="other",
+        version="2"))
+    watch = tmp_path / "in"
+    watch.mkdir()
+    settings = Settings.from_mapping({"ImageDirectory": str(watch), "ModelPath": str(model_path),
+                                      "StableSeconds": 0.2, "DeviceName": "gg-thing"})
+    sink = RecordingSink()
+    service = build_service(settings, sinks=[sink])
+    runner = threading.Thread(target=service.run)
+    runner.start()
+    try:
+        write_atomically(watch / "a.jpg", jpeg(1))
+        assert sink.wait_for(1)[0]["verdict"] == "defect"
+
+        assert service.apply_settings(settings.replace(ConfidenceThreshold=0.95)) == frozenset()
+        write_atomically(watch / "b.jpg", jpeg(2))
+        assert sink.wait_for(2)[1]["verdict"] == "pass"
+
+        newer = settings.replace(ModelPath=str(other), PublishResultsOnTopic="plant/x",
+                                 QueueSize=3)
+        assert service.apply_settings(newer) == {"QueueSize"}
+        assert sink.settings[-1] is newer
+        write_atomically(watch / "c.jpg", jpeg(3))
+        result = sink.wait_for(3)[2]
+        assert result["model"]["name"] == "other" and result["verdict"] == "defect"
+
+        with pytest.raises(ModelError):
+            service.apply_settings(newer.replace(ModelPath=str(tmp_path / "missing.onnx")))
+        assert service.settings is newer  # unchanged after the failure
+        write_atomically(watch / "d.jpg", jpeg(4))
+        assert sink.wait_for(4)[3]["model"]["name"] == "other"
+        metrics = service.metrics()
+        assert metrics["processed"] == 4 and metrics["device"] == "gg-thing"
+        json.dumps(metrics)
+    finally:
+        service.request_stop()
+        runner.join(timeout=15)
+    assert not runner.is_alive()
+    assert all(r["device"] == "gg-thing" for r in sink.results)

@@ -242,6 +242,9 @@ class Journal:
         line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._lock:
             if self._fh is None:
-                raise RuntimeError("journal is not open")
+                # a hold released after shutdown: the entry stays open and the next run,
+                # finding the image settled, simply has nothing to resume
+                logger.debug("journal closed; not recorded: %s", line.strip())
+                return
             self._fh.write(line)
             self._fh.flush()  # a crash of the process keeps what the OS has; no fsync per image

@@ -183,6 +183,11 @@ class Pipeline:
         with self._active_lock:
             return self._active == 0
 
+    def active(self) -> int:
+        """Images submitted and not yet settled (queued, decoding, inferring, delivering)."""
+        with self._active_lock:
+            return self._active
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         with self._active_lock:
             return self._active_lock.wait_for(lambda: self._active == 0, timeout=timeout)

@@ -120,6 +120,7 @@ class Service:
         self._detector_factory = detector_factory
         self._stop = threading.Event()
         self._stopped_by = "request"
+        self._created = time.monotonic()
         self._settings_lock = threading.Lock()
         root = Path(os.path.abspath(self.paths.watch))
         self.source: Source = source or DirectorySource(
@@ -159,6 +160,24 @@ class Service:
     @property
     def stats(self) -> PipelineStats:
         return self.pipeline.stats
+
+    def metrics(self) -> dict[str, Any]:
+        """A snapshot for the metrics topic (counts since start; JSON types only)."""
+        s = self.pipeline.stats
+        return {
+            "device": self.pipeline.device,
+            "uptime_s": round(time.monotonic() - self._created, 1),
+            "processed": s.processed,
+            "defects": s.defects,
+            "failed": s.failed,
+            "skipped": s.skipped,
+            "repeats": s.repeats,
+            "held": s.held,
+            "retried": s.retried,
+            "sink_errors": dict(s.sink_errors),
+            "in_flight": self.pipeline.active(),
+            "model": self.pipeline.detector.model.name,
+        }
 
     def request_stop(self, why: str = "request") -> None:
         self._stopped_by = why
