@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import copy
 import json
 import logging
@@ -34,7 +33,6 @@ import math
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -44,14 +42,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inspector.testing.eventstream import (
-    Decoder,
-    FramingError,
     Header,
     Message,
     MessageFlag,
     MessageType,
-    encode_message,
-    rpc_fields,
     rpc_message,
 )
 from inspector.testing.ipcrules import (
@@ -63,11 +57,10 @@ from inspector.testing.ipcrules import (
     lookup,
     topic_matches,
 )
+from inspector.testing.rpcserver import RpcConnection, RpcServer
 
 logger = logging.getLogger(__name__)
 
-RPC_VERSION = "0.1.0"
-REJECTED_GRACE_S = 2.0
 MAX_SOCKET_PATH_BYTES = 107  # sun_path is 108 bytes including the terminating NUL
 ERROR_SHAPES = frozenset({
     "ServiceError", "UnauthorizedError", "ResourceNotFoundError", "InvalidArgumentsError",
@@ -135,7 +128,7 @@ class _Injected:
 class _Stream:
     stream_id: int
     operation: str
-    conn: _Connection
+    conn: RpcConnection
     kind: str = ""  # subscription kind: "iotcore" | "topic" | "config" | "validate"; "" = one-shot
     ready: bool = False  # the response went out: events may follow
     topic: str = ""
@@ -150,37 +143,6 @@ class _PendingValidation:
     deployment_id: str
     waiting: set[int]  # ids of the connections still to report
     reports: list[tuple[str, str | None]] = field(default_factory=list)
-
-
-class _Connection:
-    def __init__(self, sock: socket.socket, number: int) -> None:
-        self.sock = sock
-        self.number = number
-        self.component: str | None = None  # set by an accepted CONNECT
-        self.rejected = False
-        self.streams: dict[int, _Stream] = {}
-        self.closed = threading.Event()
-        self._write_lock = threading.Lock()
-
-    def send(self, message: Message) -> bool:
-        data = encode_message(message)
-        with self._write_lock:
-            if self.closed.is_set():
-                return False
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                self.close()
-                return False
-        return True
-
-    def close(self) -> None:
-        if self.closed.is_set():
-            return
-        self.closed.set()
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
 
 
 def _b64(data: bytes) -> str:
@@ -259,39 +221,25 @@ class NucleusEmulator:
 
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._connections: dict[int, _Connection] = {}
-        self._next_connection = 1
         self._pending: dict[str, _PendingValidation] = {}
-        self._listener: socket.socket | None = None
-        self._accept_thread: threading.Thread | None = None
-        self._running = threading.Event()
+        self._server = RpcServer(
+            self.socket_path, authenticate=self._authenticate, on_request=self._on_request,
+            on_stream_closed=self._on_stream_closed, on_disconnect=self._on_disconnect,
+        )
         self.connect_count = 0  # accepted CONNECTs since construction
 
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> NucleusEmulator:
-        with self._lock:
-            if self._listener is not None:
-                return self
-            if os.path.exists(self.socket_path):
-                os.unlink(self.socket_path)
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            listener.bind(self.socket_path)
-            listener.listen(16)
-            listener.settimeout(0.5)
-            self._listener = listener
-            self._running.set()
-            self._accept_thread = threading.Thread(
-                target=self._accept_loop, args=(listener,), name="nucleus-accept", daemon=True
-            )
-            self._accept_thread.start()
+        if self._server.running:
+            return self
+        self._server.start()
         logger.info("nucleus emulator listening on %s", self.socket_path)
         return self
 
     def stop(self) -> None:
         """Stop listening and drop every connection; recordings and configuration stay."""
-        self._stop_listening()
-        self.drop_connections()
+        self._server.stop()
 
     def close(self) -> None:
         """stop() and remove the temporary socket folder this emulator created."""
@@ -315,7 +263,7 @@ class NucleusEmulator:
 
     @property
     def running(self) -> bool:
-        return self._running.is_set()
+        return self._server.running
 
     @property
     def env(self) -> dict[str, str]:
@@ -341,13 +289,9 @@ class NucleusEmulator:
 
     def drop_connections(self) -> None:
         """Close every client connection now (the clients see a disconnect)."""
-        with self._lock:
-            connections = list(self._connections.values())
-            self._connections.clear()
-        for conn in connections:
-            conn.close()
-        if connections:
-            logger.info("nucleus emulator dropped %d connection(s)", len(connections))
+        dropped = self._server.drop_connections()
+        if dropped:
+            logger.info("nucleus emulator dropped %d connection(s)", dropped)
 
     def fail_next(
         self, operation: str, shape: str = "ServiceError", *, times: int = 1,
@@ -391,8 +335,7 @@ class NucleusEmulator:
 
     @property
     def connection_count(self) -> int:
-        with self._lock:
-            return sum(1 for c in self._connections.values() if c.component is not None)
+        return sum(1 for c in self._server.connections() if c.principal is not None)
 
     # ------------------------------------------------------- emulator-side events
 
@@ -462,134 +405,42 @@ class NucleusEmulator:
         """Deliver a local pub/sub message (bytes: binaryMessage, else jsonMessage)."""
         return self._deliver_topic(topic, message, source=None)
 
-    # ------------------------------------------------------------ server loops
+    # --------------------------------------------------------- server callbacks
 
-    def _stop_listening(self) -> None:
-        with self._lock:
-            listener, self._listener = self._listener, None
-            thread, self._accept_thread = self._accept_thread, None
-            self._running.clear()
-        if listener is not None:
-            # shutdown() wakes a thread blocked in accept() on Linux; the timeout covers the rest
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
-        if thread is not None:
-            thread.join(timeout=2.0)
-        if listener is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.socket_path)
-
-    def _accept_loop(self, listener: socket.socket) -> None:
-        while self._running.is_set():
-            try:
-                sock, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            sock.settimeout(None)
-            with self._lock:
-                if not self._running.is_set() or self._listener is not listener:
-                    sock.close()
-                    return
-                conn = _Connection(sock, self._next_connection)
-                self._next_connection += 1
-                self._connections[conn.number] = conn
-            threading.Thread(
-                target=self._read_loop, args=(conn,), name=f"nucleus-conn-{conn.number}",
-                daemon=True,
-            ).start()
-
-    def _read_loop(self, conn: _Connection) -> None:
-        decoder = Decoder()
-        try:
-            while not conn.closed.is_set():
-                try:
-                    data = conn.sock.recv(65536)
-                except OSError:
-                    break
-                if not data:
-                    break
-                for message in decoder.feed(data):
-                    if not self._handle_message(conn, message):
-                        return
-        except FramingError as exc:
-            logger.warning("nucleus emulator: connection %d sent bad framing: %s", conn.number, exc)
-            conn.send(rpc_message(MessageType.PROTOCOL_ERROR, payload=str(exc).encode()))
-        finally:
-            conn.close()
-            with self._lock:
-                self._connections.pop(conn.number, None)
-                for pending in self._pending.values():
-                    pending.waiting.discard(conn.number)
-                self._changed.notify_all()
-
-    def _handle_message(self, conn: _Connection, message: Message) -> bool:
-        """Handle one message; False closes the connection."""
-        message_type, flags, stream_id = rpc_fields(message)
-        if conn.rejected:
-            return True
-        if conn.component is None:
-            if message_type is not MessageType.CONNECT or stream_id != 0:
-                logger.warning("nucleus emulator: first message was %s, not CONNECT", message_type)
-                conn.send(rpc_message(MessageType.PROTOCOL_ERROR))
-                return False
-            return self._handle_connect(conn, message)
-        if message_type is MessageType.PING:
-            conn.send(rpc_message(MessageType.PING_RESPONSE, payload=message.payload))
-            return True
-        if message_type in (MessageType.PING_RESPONSE,):
-            return True
-        if message_type not in (MessageType.APPLICATION_MESSAGE, MessageType.APPLICATION_ERROR) \
-                or stream_id == 0:
-            logger.warning("nucleus emulator: unexpected %s on stream %d", message_type, stream_id)
-            conn.send(rpc_message(MessageType.PROTOCOL_ERROR))
-            return False
-        stream = conn.streams.get(stream_id)
-        if stream is None:
-            operation = message.header("operation")
-            if not isinstance(operation, str):
-                conn.send(rpc_message(MessageType.PROTOCOL_ERROR))
-                return False
-            stream = _Stream(stream_id, _short(operation), conn)
-            with self._lock:
-                conn.streams[stream_id] = stream
-            self._dispatch(stream, message)
-        elif flags & MessageFlag.TERMINATE_STREAM:
-            with self._changed:
-                conn.streams.pop(stream_id, None)
-                self._changed.notify_all()
-        return True
-
-    def _handle_connect(self, conn: _Connection, message: Message) -> bool:
-        version = message.header(":version")
+    def _authenticate(self, conn: RpcConnection, message: Message) -> str | None:
         try:
             token = json.loads(message.payload or b"{}").get("authToken")
         except (ValueError, AttributeError):
             token = None
         component = self.tokens.get(token) if isinstance(token, str) else None
-        if self.reject_connect or component is None or version != RPC_VERSION:
-            logger.info(
-                "nucleus emulator: connection %d rejected (%s)", conn.number,
-                "reject_connect" if self.reject_connect
-                else "bad token" if component is None else f"version {version!r}",
-            )
-            conn.send(rpc_message(MessageType.CONNECT_ACK, flags=MessageFlag.NONE))
-            # The client closes on a rejected ack and then raises AccessDeniedError; closing first
-            # would make it report a plain socket error instead. Close later in case it does not.
-            conn.rejected = True
-            timer = threading.Timer(REJECTED_GRACE_S, conn.close)
-            timer.daemon = True
-            timer.start()
-            return True
+        if self.reject_connect or component is None:
+            logger.info("nucleus emulator: connection %d rejected (%s)", conn.number,
+                        "reject_connect" if self.reject_connect else "bad token")
+            return None
         with self._changed:
-            conn.component = component
             self.connect_count += 1
             self._changed.notify_all()
-        conn.send(rpc_message(MessageType.CONNECT_ACK, flags=MessageFlag.CONNECTION_ACCEPTED))
         logger.debug("nucleus emulator: %s connected (connection %d)", component, conn.number)
-        return True
+        return component
+
+    def _on_request(
+        self, conn: RpcConnection, stream_id: int, operation: str, message: Message
+    ) -> None:
+        stream = _Stream(stream_id, _short(operation), conn)
+        with self._lock:
+            conn.streams[stream_id] = stream
+        self._dispatch(stream, message)
+
+    def _on_stream_closed(self, conn: RpcConnection, stream_id: int) -> None:
+        with self._changed:
+            conn.streams.pop(stream_id, None)
+            self._changed.notify_all()
+
+    def _on_disconnect(self, conn: RpcConnection) -> None:
+        with self._changed:
+            for pending in self._pending.values():
+                pending.waiting.discard(conn.number)
+            self._changed.notify_all()
 
     # -------------------------------------------------------------- operations
 
@@ -600,9 +451,9 @@ class NucleusEmulator:
                 raise ValueError("not an object")
         except ValueError:
             request = {"_unparsed": message.payload.decode("utf-8", "replace")}
-        assert stream.conn.component is not None
+        assert stream.conn.principal is not None
         with self._changed:
-            call = Call(stream.operation, request, stream.conn.component, time.monotonic())
+            call = Call(stream.operation, request, stream.conn.principal, time.monotonic())
             self.calls.append(call)
             self._changed.notify_all()
         delay = self.delay_s.get(stream.operation, 0.0)
@@ -710,10 +561,10 @@ class NucleusEmulator:
         if qos not in (None, "0", "1"):
             raise _OperationError("InvalidArgumentsError", f"qos must be '0' or '1', not {qos!r}")
         payload = _unb64(request.get("payload"), "payload")
-        assert stream.conn.component is not None
+        assert stream.conn.principal is not None
         self._authorize(stream, topic)
         self._record_publish(PublishedMessage(
-            "PublishToIoTCore", topic, payload, stream.conn.component, qos=qos, request=request,
+            "PublishToIoTCore", topic, payload, stream.conn.principal, qos=qos, request=request,
         ))
         self._deliver_iot_core(topic, payload)
         return {}
@@ -731,19 +582,19 @@ class NucleusEmulator:
         publish = request.get("publishMessage")
         if not isinstance(topic, str) or not topic or not isinstance(publish, dict):
             raise _OperationError("InvalidArgumentsError", "topic and publishMessage are required")
-        assert stream.conn.component is not None
+        assert stream.conn.principal is not None
         self._authorize(stream, topic)
         message: Any
         if isinstance(publish.get("jsonMessage"), dict):
             message = publish["jsonMessage"].get("message")
             record = PublishedMessage(
-                "PublishToTopic", topic, json.dumps(message).encode(), stream.conn.component,
+                "PublishToTopic", topic, json.dumps(message).encode(), stream.conn.principal,
                 json_message=message, request=request,
             )
         elif isinstance(publish.get("binaryMessage"), dict):
             message = _unb64(publish["binaryMessage"].get("message"), "binaryMessage.message")
             record = PublishedMessage(
-                "PublishToTopic", topic, message, stream.conn.component, request=request,
+                "PublishToTopic", topic, message, stream.conn.principal, request=request,
             )
         else:
             raise _OperationError("InvalidArgumentsError", "publishMessage needs a message")
@@ -763,7 +614,7 @@ class NucleusEmulator:
     def _authorize(self, stream: _Stream, resource: str) -> None:
         if not self.enforce_access_control:
             return
-        component = stream.conn.component
+        component = stream.conn.principal
         assert component is not None
         with self._lock:
             found, access = lookup(self.config.get(component, {}), ("accessControl",))
@@ -776,7 +627,7 @@ class NucleusEmulator:
             )
 
     def _component_arg(self, stream: _Stream, request: dict[str, Any]) -> str:
-        name = request.get("componentName") or stream.conn.component
+        name = request.get("componentName") or stream.conn.principal
         assert isinstance(name, str)
         return name
 
@@ -809,7 +660,7 @@ class NucleusEmulator:
         return {"componentName": component, "value": value}
 
     def _update_configuration(self, stream: _Stream, request: dict[str, Any]) -> dict[str, Any]:
-        component = stream.conn.component
+        component = stream.conn.principal
         assert component is not None
         key_path = self._key_path(request)
         value = request.get("valueToMerge")
@@ -842,8 +693,8 @@ class NucleusEmulator:
         return {}
 
     def _subscribe_to_validate(self, stream: _Stream, request: dict[str, Any]) -> dict[str, Any]:
-        assert stream.conn.component is not None
-        stream.kind, stream.component = "validate", stream.conn.component
+        assert stream.conn.principal is not None
+        stream.kind, stream.component = "validate", stream.conn.principal
         return {}
 
     def _send_validity_report(self, stream: _Stream, request: dict[str, Any]) -> dict[str, Any]:
@@ -856,7 +707,7 @@ class NucleusEmulator:
         with self._changed:
             candidates = [
                 p for p in self._pending.values()
-                if p.component == stream.conn.component
+                if p.component == stream.conn.principal
                 and (deployment_id is None or p.deployment_id == deployment_id)
             ]
             if not candidates:
@@ -879,16 +730,16 @@ class NucleusEmulator:
         with self._changed:
             self.states.append(state)
             self._changed.notify_all()
-        logger.info("UpdateState from %s: %s", stream.conn.component, state)
+        logger.info("UpdateState from %s: %s", stream.conn.principal, state)
         return {}
 
     # -------------------------------------------------------------- delivery
 
     def _subscriptions(self) -> Iterator[_Stream]:
+        connections = self._server.connections()
         with self._lock:
             streams = [
-                s for conn in self._connections.values() for s in conn.streams.values()
-                if s.kind and s.ready and not conn.closed.is_set()
+                s for conn in connections for s in conn.streams.values() if s.kind and s.ready
             ]
         return iter(streams)
 
@@ -901,7 +752,7 @@ class NucleusEmulator:
                 count += 1
         return count
 
-    def _deliver_topic(self, topic: str, message: Any, source: _Connection | None) -> int:
+    def _deliver_topic(self, topic: str, message: Any, source: RpcConnection | None) -> int:
         body: dict[str, Any]
         if isinstance(message, bytes | bytearray):
             body = {"binaryMessage": {"message": _b64(bytes(message)), "context": {"topic": topic}}}
