@@ -38,6 +38,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_FORMAT = "2020-01-25"
 REQUIRED_KEYS = ("RecipeFormatVersion", "ComponentName", "ComponentVersion", "Manifests")
+# The only top-level keys the recipe format has (GDK's schema refuses any other).
+KNOWN_KEYS = frozenset({*REQUIRED_KEYS, "ComponentDescription", "ComponentPublisher",
+                        "ComponentConfiguration", "ComponentDependencies", "ComponentType",
+                        "ComponentSource", "Lifecycle"})
 ARCHITECTURES = ("amd64", "aarch64")  # Greengrass's names for Linux x86_64 and aarch64
 GDK_URI_PREFIX = "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/"
 STREAM_MANAGER = "aws.greengrass.StreamManager"
@@ -206,6 +210,10 @@ def check_recipe(component: Component, where: str, report: Report, built: bool =
     for key in REQUIRED_KEYS:
         if key not in recipe:
             report.add(where, f"required key {key} missing")
+    known = {k.lower() for k in KNOWN_KEYS}
+    for key in recipe:
+        if str(key).lower() not in known:
+            report.add(where, f"unknown top-level key {key!r}")
     if str(recipe.get("RecipeFormatVersion")) != RECIPE_FORMAT:
         report.add(where, f"RecipeFormatVersion must be {RECIPE_FORMAT}")
     name, version = recipe.get("ComponentName"), str(recipe.get("ComponentVersion"))

@@ -55,6 +55,14 @@ def test_inference_configuration_has_every_settings_key() -> None:
     Settings.from_mapping(defaults)
 
 
+def test_docs_describe_every_setting() -> None:
+    from inspector.settings import Settings
+
+    doc = (REPO / "docs" / "greengrass.md").read_text()
+    missing = [key for key in Settings.model_fields if f"| `{key}` |" not in doc]
+    assert not missing, f"docs/greengrass.md's configuration table lacks {missing}"
+
+
 def test_run_step_hands_the_model_and_its_digest_to_the_service() -> None:
     from inspector.integrity import MODEL_PATH_ENV, MODEL_SHA256_ENV
 
@@ -232,6 +240,10 @@ MUTATIONS: dict[str, tuple[Callable[[Path], object], str]] = {
         "must start with s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/",
     ),
     "duplicate YAML key": (_duplicate_yaml_key, "duplicate key 'QueueSize'"),
+    "unknown top-level key": (
+        _edit_recipe("model", lambda r: r.update(ComponentAuthor="me")),
+        "unknown top-level key 'ComponentAuthor'",
+    ),
     "second recipe file": (
         lambda repo: (repo / "recipes" / "model" / "recipe.json").write_text("{}"),
         "both recipe.json and recipe.yaml",
