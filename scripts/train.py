@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", type=Path, help="start from these weights (curriculum stage 2)")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--time", type=float, default=None,
+                   help="hours to train; Ultralytics fits the epochs (and LR schedule) to it")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument(
         "--threads",
@@ -132,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             patience=args.patience,
             val=not args.val_every_end,
         )
+        if args.time is not None:
+            train_args["time"] = args.time
         if args.lr0 is not None:
             train_args["lr0"] = args.lr0
         results = model.train(**train_args)
