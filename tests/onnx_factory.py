@@ -174,3 +174,93 @@ class FakeRuntime:
     def run(self, tensor: np.ndarray) -> np.ndarray:
         self.calls.append(tensor)
         return self.raw
+
+
+def conv_proxy_model(
+    *,
+    input_size: Size = DEFAULT_INPUT_SIZE,
+    widths: Sequence[int] = (16, 32, 64, 128, 256),
+    blocks_per_level: int = 4,
+    score_bias: float = -1.95,
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """A random-weight conv net with roughly YOLOv8n's compute and a real (1, 5, N) head.
+
+    For benchmarks and throughput tests only: its boxes mean nothing. Five stride-2 3x3 convs
+    (widths ``widths``), ``blocks_per_level`` extra 3x3 convs at strides 4..32, 1x1 heads at
+    strides 8, 16 and 32 concatenated like YOLOv8 (8400 anchors at 640x640); box channels are
+    sigmoid-scaled to pixels, the score channel is sigmoid(x + ``score_bias``) so only a few
+    hundred anchors pass 0.25. About 4 GMACs at 640x640 with the defaults (YOLOv8n: 4.4).
+    """
+    rng = np.random.default_rng(seed)
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def conv(x: str, cin: int, cout: int, k: int, stride: int, name: str, act: bool) -> str:
+        w = rng.normal(0, np.sqrt(2.0 / (cin * k * k)), (cout, cin, k, k)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"{name}_w"))
+        inits.append(numpy_helper.from_array(np.zeros(cout, np.float32), f"{name}_b"))
+        pad = k // 2
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, f"{name}_w", f"{name}_b"],
+                [f"{name}_c"],
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=[pad] * 4,
+            )
+        )
+        if not act:
+            return f"{name}_c"
+        nodes.append(helper.make_node("Relu", [f"{name}_c"], [f"{name}_r"]))
+        return f"{name}_r"
+
+    x, cin = INPUT_NAME, 3
+    levels: list[tuple[str, int]] = []
+    for level, cout in enumerate(widths):
+        x = conv(x, cin, cout, 3, 2, f"down{level}", act=True)
+        cin = cout
+        if level >= 1:
+            for block in range(blocks_per_level):
+                x = conv(x, cin, cin, 3, 1, f"l{level}b{block}", act=True)
+        levels.append((x, cin))
+    heads = []
+    for level, (feature, channels) in list(enumerate(levels))[-3:]:
+        head = conv(feature, channels, 5, 1, 1, f"head{level}", act=False)
+        nodes.append(helper.make_node("Reshape", [head, "flat"], [f"flat{level}"]))
+        heads.append(f"flat{level}")
+    nodes += [
+        helper.make_node("Concat", heads, ["logits"], axis=2),
+        helper.make_node("Add", ["logits", "bias"], ["shifted"]),
+        helper.make_node("Sigmoid", ["shifted"], ["unit"]),
+        helper.make_node("Mul", ["unit", "scale"], [OUTPUT_NAME]),
+    ]
+    scale = [input_size.width, input_size.height, 64.0, 64.0, 1.0]
+    inits += [
+        numpy_helper.from_array(np.array([1, 5, -1], np.int64), "flat"),
+        numpy_helper.from_array(
+            np.array([0, 0, 0, 0, score_bias], np.float32).reshape(1, 5, 1), "bias"
+        ),
+        numpy_helper.from_array(np.array(scale, np.float32).reshape(1, 5, 1), "scale"),
+    ]
+    anchors = sum((input_size.height // s) * (input_size.width // s) for s in (8, 16, 32))
+    graph = helper.make_graph(
+        nodes,
+        "conv_proxy",
+        [
+            helper.make_tensor_value_info(
+                INPUT_NAME, TensorProto.FLOAT, [1, 3, input_size.height, input_size.width]
+            )
+        ],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [1, 5, anchors])],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="onnx_factory"
+    )
+    model.ir_version = IR_VERSION
+    for key, value in ultralytics_metadata(SCRATCH, input_size, name="conv-proxy").items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    return model

@@ -233,3 +233,18 @@ def test_class_aware_nms_equals_per_class_nms():
         idx = np.flatnonzero(class_id == k)
         per_class |= set(idx[nms(xyxy[idx], scores[idx], 0.5)].tolist())
     assert together == per_class
+
+
+def test_nms_on_a_long_suppression_chain_matches_cv2():
+    """Each box overlaps only its neighbours (IoU 0.25): greedy keeps every other one. The chain
+    is longer than the fixed-point rounds allow, so the sequential fallback runs too."""
+    n = 300
+    x = np.arange(n, dtype=np.float32) * 6
+    xyxy = np.stack([x, np.zeros(n), x + 10, np.full(n, 10)], axis=1).astype(np.float32)
+    scores = np.linspace(1, 0.5, n, dtype=np.float32)
+    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    for iou, kept in ((0.1, n // 2), (0.2, n // 2), (0.3, n)):
+        expected = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, iou))
+        ours = nms(xyxy, scores, iou)
+        assert ours.tolist() == expected.reshape(-1).tolist()
+        assert ours.size == kept

@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Time the inference core stage by stage, and our NMS against cv2.dnn.NMSBoxes.
+
+    python benchmarks/bench_core.py --model models/scratch-yolov8n.onnx [--image tag.jpg]
+
+Stages (medians over --repeats, all in one run): decode (read_image: read, sha256, checks,
+cv2.imdecode), letterbox, tensor (NCHW float32), session (ONNX Runtime), post (decode + NMS +
+inverse letterbox, on the model's real output for that image). Then post-processing on a
+synthetic (1, 5, 8400) head with detector-like candidates, and NMS alone at 10, 100 and 1,000
+candidates against cv2.dnn.NMSBoxes with the same thresholds (cv2 is timed from the same numpy
+xyxy boxes, so its xywh conversion counts; the kept sets are checked to be equal).
+
+Without --model it uses the bundled default model; with neither it stops with a message.
+Prints a table and writes the figures as JSON (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import cv2
+import numpy as np
+
+from inspector.detector import Detector
+from inspector.errors import InspectorError
+from inspector.imageio import read_image
+from inspector.models import default_model_path
+from inspector.postprocess import nms, postprocess
+from inspector.preprocess import letterbox, letterbox_geometry, to_tensor
+from inspector.types import Size
+
+NMS_SIZES = (10, 100, 1000)
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def synthetic_image(path: Path, rng: np.random.Generator) -> Path:
+    """A 1280x960 JPEG shaped like DOMAIN.md: dark belt, grey tag, a few bright strokes."""
+    image = rng.normal(40, 6, (960, 1280, 3)).clip(0, 255).astype(np.uint8)
+    cv2.rectangle(image, (320, 300), (960, 660), (170, 170, 170), cv2.FILLED)
+    for _ in range(3):
+        x, y = int(rng.integers(360, 900)), int(rng.integers(330, 620))
+        cv2.line(image, (x, y), (x + 60, y + 25), (240, 240, 240), 3)
+    cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return path
+
+
+def detector_like_boxes(
+    rng: np.random.Generator, n: int, objects: int = 20, size: int = 640
+) -> tuple[np.ndarray, np.ndarray]:
+    """n candidates clustered around a few objects, as a detector emits them before NMS."""
+    centres = rng.uniform(50, size - 50, (objects, 2))
+    wh = rng.uniform(10, 120, (objects, 2))
+    which = rng.integers(0, objects, n)
+    centre = centres[which] + rng.normal(0, 4, (n, 2))
+    box_wh = wh[which] * rng.uniform(0.85, 1.15, (n, 2))
+    xyxy = np.concatenate([centre - box_wh / 2, centre + box_wh / 2], axis=1).astype(np.float32)
+    return xyxy, rng.uniform(0.25, 1.0, n).astype(np.float32)
+
+
+def scattered_boxes(rng: np.random.Generator, n: int, size: int = 640) -> tuple[np.ndarray, ...]:
+    """n candidates spread over the image: most survive NMS (the worst case for greedy NMS)."""
+    xy = rng.uniform(0, size, (n, 2))
+    wh = rng.uniform(5, 80, (n, 2))
+    xyxy = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    return xyxy, rng.uniform(0.25, 1.0, n).astype(np.float32)
+
+
+def synthetic_head(rng: np.random.Generator, candidates: int = 200) -> np.ndarray:
+    """(1, 5, 8400) with ``candidates`` anchors above 0.25 around ~20 objects, noise elsewhere."""
+    raw = np.zeros((1, 5, 8400), dtype=np.float32)
+    raw[0, :2] = rng.uniform(0, 640, (2, 8400))
+    raw[0, 2:4] = rng.uniform(4, 60, (2, 8400))
+    raw[0, 4] = rng.uniform(0, 0.05, 8400)
+    xyxy, scores = detector_like_boxes(rng, candidates)
+    idx = rng.choice(8400, candidates, replace=False)
+    raw[0, 0, idx] = (xyxy[:, 0] + xyxy[:, 2]) / 2
+    raw[0, 1, idx] = (xyxy[:, 1] + xyxy[:, 3]) / 2
+    raw[0, 2, idx] = xyxy[:, 2] - xyxy[:, 0]
+    raw[0, 3, idx] = xyxy[:, 3] - xyxy[:, 1]
+    raw[0, 4, idx] = scores
+    return raw
+
+
+def cv2_list_input(xyxy: np.ndarray) -> list[tuple[float, float, float, float]]:
+    return [(float(a), float(b), float(c - a), float(d - b)) for a, b, c, d in xyxy.tolist()]
+
+
+def bench_nms(rng: np.random.Generator, repeats: int, iou: float) -> list[dict[str, Any]]:
+    rows = []
+    for kind, make in (("clustered", detector_like_boxes), ("scattered", scattered_boxes)):
+        for n in NMS_SIZES:
+            xyxy, scores = make(rng, n)
+
+            def cv2_nms(xyxy: np.ndarray = xyxy, scores: np.ndarray = scores) -> Any:
+                xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+                return cv2.dnn.NMSBoxes(xywh, scores, 0.0, iou)
+
+            ours_kept = nms(xyxy, scores, iou)
+            cv2_kept = np.asarray(cv2_nms()).reshape(-1)
+            xywh_list = cv2_list_input(xyxy)
+            score_list = scores.tolist()
+            rows.append(
+                {
+                    "boxes": kind,
+                    "candidates": n,
+                    "kept": int(ours_kept.size),
+                    "same_as_cv2": ours_kept.tolist() == cv2_kept.tolist(),
+                    "ours_ms": median_ms(
+                        lambda xyxy=xyxy, scores=scores: nms(xyxy, scores, iou), repeats
+                    ),
+                    "cv2_ms": median_ms(cv2_nms, repeats),
+                    "cv2_prebuilt_lists_ms": median_ms(
+                        lambda b=xywh_list, s=score_list: cv2.dnn.NMSBoxes(b, s, 0.0, iou),
+                        repeats,
+                    ),
+                }
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, help="ONNX model (default: the bundled one)")
+    parser.add_argument("--image", type=Path, help="image to time (default: a synthetic JPEG)")
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
+    parser.add_argument("--iou", type=float, default=0.7)
+    parser.add_argument("--out", type=Path, default=Path("bench_core.json"), help="JSON output")
+    args = parser.parse_args(argv)
+
+    try:
+        model_path = args.model or default_model_path()
+        detector = Detector.from_path(model_path, intra_op_threads=args.threads)
+    except InspectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        image_path = args.image or synthetic_image(Path(tmp) / "tag.jpg", rng)
+        image = read_image(image_path)
+        target = detector.model.input_size
+        padded, box = letterbox(image.bgr, target)
+        tensor = to_tensor(padded)
+        raw = detector.infer(tensor)
+        stages = {
+            "decode": median_ms(lambda: read_image(image_path), args.repeats),
+            "letterbox": median_ms(lambda: letterbox(image.bgr, target), args.repeats),
+            "tensor": median_ms(lambda: to_tensor(padded), args.repeats),
+            "session": median_ms(lambda: detector.infer(tensor), args.repeats),
+            "post": median_ms(lambda: detector.postprocess(raw, box), args.repeats),
+        }
+    head = synthetic_head(rng)
+    head_box = letterbox_geometry(Size(960, 1280), Size(640, 640))
+    synthetic_post_ms = median_ms(lambda: postprocess(head, head_box), args.repeats)
+    nms_rows = bench_nms(rng, args.repeats, args.iou)
+
+    report: dict[str, Any] = {
+        "model": str(model_path),
+        "model_name": detector.model.name,
+        "input_size": {"height": target.height, "width": target.width},
+        "output_shape": list(np.shape(raw)),
+        "image": {
+            "name": image.info.name,
+            "width": image.info.size.width,
+            "height": image.info.size.height,
+        },
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "machine": {
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "stages_ms": stages,
+        "post_share_of_session": stages["post"] / stages["session"] if stages["session"] else None,
+        "synthetic_head_post_ms": synthetic_post_ms,
+        "nms": nms_rows,
+    }
+    print(
+        f"model {report['model_name']} ({model_path}), input {target}, "
+        f"output {report['output_shape']}, image {image.info.size}, "
+        f"{args.repeats} repeats, medians"
+    )
+    print(f"{'stage':<10} {'ms':>9}")
+    for name, ms in stages.items():
+        print(f"{name:<10} {ms:>9.3f}")
+    share = report["post_share_of_session"]
+    print(f"post / session = {share:.2%}" if share is not None else "post / session = n/a")
+    print(f"post on a synthetic (1, 5, 8400) head, 200 candidates: {synthetic_post_ms:.3f} ms")
+    print()
+    print("NMS: cv2 ms = from the same numpy xyxy (conversion timed); cv2 lists = from prebuilt")
+    print("Python lists of xywh tuples (conversion not timed); ratio = ours / cv2")
+    print(
+        f"{'boxes':<10} {'n':>5} {'kept':>5} {'ours ms':>9} {'cv2 ms':>9} {'cv2 lists':>9} "
+        f"{'ratio':>6} same"
+    )
+    for row in nms_rows:
+        ratio = row["ours_ms"] / row["cv2_ms"] if row["cv2_ms"] else float("nan")
+        print(
+            f"{row['boxes']:<10} {row['candidates']:>5} {row['kept']:>5} "
+            f"{row['ours_ms']:>9.3f} {row['cv2_ms']:>9.3f} {row['cv2_prebuilt_lists_ms']:>9.3f} "
+            f"{ratio:>6.2f} {row['same_as_cv2']}"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
