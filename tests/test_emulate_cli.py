@@ -9,7 +9,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+
+from awsiot.greengrasscoreipc import connect
+from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 
 from inspector.testing.fixtures import running_greengrass, running_nucleus
 
@@ -51,7 +55,8 @@ def test_emulate_prints_env_and_serves_a_real_client(tmp_path: Path) -> None:
     config.write_text(json.dumps({"threshold": 0.4}))
     proc = subprocess.Popen(
         [sys.executable, "-m", "inspector", "emulate", "--config", str(config),
-         "--s3-dir", str(tmp_path / "s3"), "--thing-name", "line-7", "--component", "x.Y"],
+         "--s3-dir", str(tmp_path / "s3"), "--thing-name", "line-7", "--component", "x.Y",
+         "--watch-config"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -69,11 +74,32 @@ def test_emulate_prints_env_and_serves_a_real_client(tmp_path: Path) -> None:
         result = run_component(env)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "ok"
+        assert_redeploys_on_change(env, config)
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert "PublishToIoTCore from x.Y: topic=inspector/line-7" in output
+
+
+def assert_redeploys_on_change(env: dict[str, str], config: Path) -> None:
+    """--watch-config: editing the file deploys it; subscribers get an update event."""
+    ipc = GreengrassCoreIPCClientV2(client=connect(
+        ipc_socket=env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
+        authtoken=env["SVCUID"]))
+    try:
+        updated = threading.Event()
+        _, operation = ipc.subscribe_to_configuration_update_async(
+            on_stream_event=lambda event: updated.set())
+        operation.get_response().result(5)
+        config.write_text(json.dumps({"threshold": 0.9}))
+        stat = config.stat()
+        os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+        assert updated.wait(10)
+        value = ipc.get_configuration_async(key_path=["threshold"]).result(5).value
+        assert value == {"threshold": 0.9}
+    finally:
+        ipc.close()
 
 
 def test_emulate_rejects_a_bad_config_file(tmp_path: Path) -> None:
