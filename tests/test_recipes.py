@@ -55,6 +55,22 @@ def test_inference_configuration_has_every_settings_key() -> None:
     Settings.from_mapping(defaults)
 
 
+def test_access_control_allows_the_service_exactly_its_publishes() -> None:
+    """Judged by the nucleus emulator's authorization rules (inspector.testing.ipcrules)."""
+    from inspector.testing.ipcrules import authorized
+
+    recipe = yaml.safe_load((REPO / "recipes" / "inference" / "recipe.yaml").read_text())
+    config = _defaults(recipe)
+    access = config["accessControl"]
+    assert authorized(access, "PublishToIoTCore", config["PublishResultsOnTopic"])
+    assert authorized(access, "PublishToIoTCore", config["MetricsTopic"])
+    assert authorized(access, "PublishToTopic", config["PubSubTopic"])
+    assert not authorized(access, "PublishToIoTCore", "inspector/other")
+    assert not authorized(access, "PublishToTopic", config["MetricsTopic"])
+    assert not authorized(access, "SubscribeToIoTCore", config["PublishResultsOnTopic"])
+    assert not authorized(access, "SubscribeToTopic", config["PubSubTopic"])
+
+
 def test_docs_describe_every_setting() -> None:
     from inspector.settings import Settings
 
