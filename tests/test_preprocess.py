@@ -117,3 +117,15 @@ def test_preprocess_pads_with_114_over_255():
 def test_letterbox_rejects_a_non_bgr_array():
     with pytest.raises(ValueError, match=r"expected \(H, W, 3\)"):
         letterbox(np.zeros((10, 10), dtype=np.uint8), Size(64, 64))
+
+
+@pytest.mark.parametrize(("source", "target", "resized", "pad_top", "pad_left"), GEOMETRY)
+def test_one_pass_preprocess_equals_letterbox_then_tensor(
+    source, target, resized, pad_top, pad_left
+):
+    rng = np.random.default_rng(source.pixels)
+    image = rng.integers(0, 256, (source.height, source.width, 3), dtype=np.uint8)
+    tensor, box = preprocess(image, target)
+    padded, expected_box = letterbox(image, target)
+    assert box == expected_box
+    np.testing.assert_array_equal(tensor, to_tensor(padded))

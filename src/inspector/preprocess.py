@@ -81,6 +81,36 @@ def to_tensor(image_bgr: np.ndarray) -> np.ndarray:
 
 
 def preprocess(image_bgr: np.ndarray, target: Size) -> tuple[np.ndarray, Letterbox]:
-    """Letterbox then tensor: the model input (1, 3, H, W) float32 and the geometry to undo it."""
-    padded, box = letterbox(image_bgr, target)
-    return to_tensor(padded), box
+    """Letterbox and tensor in one pass: (1, 3, H, W) float32 model input and its geometry.
+
+    Equal to ``to_tensor(letterbox(image, target)[0])`` but without the padded uint8
+    intermediate: the resized content is scaled straight into the tensor and only the padding
+    bands are filled, so every output element is written once.
+    """
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError(f"image: expected (H, W, 3), got {image_bgr.shape}")
+    source = Size(height=image_bgr.shape[0], width=image_bgr.shape[1])
+    box = letterbox_geometry(source, target)
+    if box.resized != source:
+        content = cv2.resize(
+            image_bgr, (box.resized.width, box.resized.height), interpolation=cv2.INTER_LINEAR
+        )
+    else:
+        content = image_bgr
+    tensor = np.empty((1, 3, target.height, target.width), dtype=np.float32)
+    top, left = box.pad_top, box.pad_left
+    bottom, right = top + box.resized.height, left + box.resized.width
+    pad = np.float32(PAD_VALUE) * _INV_255  # bit-equal to what to_tensor makes of 114
+    planes = tensor[0]
+    planes[:, :top] = pad
+    planes[:, bottom:] = pad
+    planes[:, top:bottom, :left] = pad
+    planes[:, top:bottom, right:] = pad
+    for plane in range(3):  # RGB plane 0 comes from BGR channel 2
+        np.multiply(
+            content[:, :, 2 - plane],
+            _INV_255,
+            out=planes[plane, top:bottom, left:right],
+            casting="unsafe",
+        )
+    return tensor, box
