@@ -4,8 +4,9 @@
     python benchmarks/bench_core.py --model models/scratch-yolov8n.onnx [--image tag.jpg]
 
 Stages (medians over --repeats, all in one run): decode (read_image: read, sha256, checks,
-cv2.imdecode), letterbox, tensor (NCHW float32), session (ONNX Runtime), post (decode + NMS +
-inverse letterbox, on the model's real output for that image). Then post-processing on a
+cv2.imdecode), letterbox, tensor (NCHW float32), preprocess (the one-pass letterbox + tensor the
+detector uses), session (ONNX Runtime), post (decode + NMS + inverse letterbox, on the model's
+real output for that image). Then post-processing on a
 synthetic (1, 5, 8400) head with detector-like candidates, and NMS alone at 10, 100 and 1,000
 candidates against cv2.dnn.NMSBoxes with the same thresholds (cv2 is timed from the same numpy
 xyxy boxes, so its xywh conversion counts; the kept sets are checked to be equal).
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             "decode": median_ms(lambda: read_image(image_path), args.repeats),
             "letterbox": median_ms(lambda: letterbox(image.bgr, target), args.repeats),
             "tensor": median_ms(lambda: to_tensor(padded), args.repeats),
+            "preprocess": median_ms(lambda: detector.preprocess(image.bgr), args.repeats),
             "session": median_ms(lambda: detector.infer(tensor), args.repeats),
             "post": median_ms(lambda: detector.postprocess(raw, box), args.repeats),
         }
