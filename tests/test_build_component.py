@@ -255,7 +255,8 @@ def test_bootstrap_builds_once_and_skips_when_nothing_changed(
 ) -> None:
     caplog.set_level("INFO", logger="inspector.bootstrap")
     requirements = tmp_path / "requirements.txt"
-    requirements.write_text("# no packages: a venv without pip is enough for this test\n")
+    first_requirements = "# no packages: a venv without pip is enough for this test\n"
+    requirements.write_text(first_requirements)
     link = tmp_path / "work" / "venv"
 
     assert bootstrap.main(["--venv", str(link), "--requirements", str(requirements)]) == 0
@@ -272,8 +273,20 @@ def test_bootstrap_builds_once_and_skips_when_nothing_changed(
     requirements.write_text("# changed requirements: a new environment\n")
     assert bootstrap.main(["--venv", str(link), "--requirements", str(requirements)]) == 0
     second = link.resolve()
-    assert second != first and not first.exists()
-    assert sorted(p.name for p in (tmp_path / "work" / "venvs").iterdir()) == [second.name]
+    assert second != first
+    assert first.exists(), "the previous environment is kept for a rollback"
+
+    requirements.write_text(first_requirements)  # a rollback to the first release
+    caplog.clear()
+    assert bootstrap.main(["--venv", str(link), "--requirements", str(requirements)]) == 0
+    assert link.resolve() == first and "already built" in caplog.text
+
+    requirements.write_text("# a third set of requirements\n")
+    assert bootstrap.main(["--venv", str(link), "--requirements", str(requirements)]) == 0
+    third = link.resolve()
+    venvs = sorted(p.name for p in (tmp_path / "work" / "venvs").iterdir())
+    assert venvs == sorted([third.name, first.name]), "only the last used previous one is kept"
+    assert not second.exists()
 
 
 def test_bootstrap_never_trusts_an_unfinished_environment(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ symbolic link to the current one. An update that changes none of these (a code-o
 finds its environment ready and installs nothing; a changed requirements file builds a new
 environment next to the old one, and the link is switched only after pip succeeded and the stamp
 was written, so a failed or interrupted install never leaves a half-built environment in use.
+The previous environment is kept (one, the most recently used): a deployment that fails and is
+rolled back finds it ready instead of downloading its packages again over a slow link.
 
 Standard library only, and no syntax newer than Python 3.6, so that an old system Python gets a
 clear message instead of a SyntaxError.
@@ -32,6 +34,7 @@ logger = logging.getLogger("inspector.bootstrap")
 MIN_PYTHON = (3, 10)
 STAMP = "inspector-install.json"
 KEY_CHARS = 16
+KEEP_PREVIOUS = 1
 
 
 def install_key(requirements: bytes) -> str:
@@ -77,10 +80,20 @@ def point_link(link: Path, target: Path) -> None:
     os.replace(tmp, link)
 
 
-def remove_others(root: Path, keep: Path) -> None:
-    for child in root.iterdir():
-        if child != keep and child.is_dir() and not child.is_symlink():
-            logger.info("removing the previous environment %s", child)
+def use(env_dir: Path) -> None:
+    """Mark an environment as just used (its stamp's mtime orders the ones kept)."""
+    os.utime(env_dir / STAMP)
+
+
+def remove_others(root: Path, keep: Path, keep_previous: int = KEEP_PREVIOUS) -> None:
+    """Delete every environment but ``keep`` and the ``keep_previous`` most recently used."""
+    others = [c for c in root.iterdir() if c != keep and c.is_dir() and not c.is_symlink()]
+    finished = sorted((c for c in others if (c / STAMP).is_file()),
+                      key=lambda c: (c / STAMP).stat().st_mtime, reverse=True)
+    kept = set(finished[:keep_previous])
+    for child in others:
+        if child not in kept:
+            logger.info("removing the environment %s", child)
             shutil.rmtree(child, ignore_errors=True)
 
 
@@ -140,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     root = link.parent / "venvs"
     env_dir = root / key[:KEY_CHARS]
     if is_ready(env_dir, key):
+        use(env_dir)
         if link.is_symlink() and link.resolve() == env_dir.resolve():
             logger.info("environment %s is up to date (key %s): nothing to install",
                         link, key[:KEY_CHARS])
