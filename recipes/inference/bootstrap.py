@@ -105,7 +105,12 @@ def build(env_dir: Path, requirements: Path, text: str, key: str, pip_args: list
     if not needs_pip:
         command.insert(3, "--without-pip")
     logger.info("creating %s", env_dir)
-    subprocess.run(command, check=True)
+    try:
+        subprocess.run(command, check=True)
+    except subprocess.CalledProcessError:
+        logger.error("python3 -m venv failed: on Debian/Ubuntu install python3-venv "
+                     "(sudo apt-get install python3-venv)")
+        raise
     if needs_pip:
         python = str(env_dir / "bin" / "python3")
         logger.info("installing %s (this can take minutes on a slow link)", requirements)
