@@ -210,3 +210,8 @@ def test_fifo_is_refused_without_blocking(tmp_path: Path):
     os.mkfifo(path)
     with pytest.raises(ImageUnavailableError, match="not a regular file"):
         read_image(path)
+
+
+def test_jpeg_with_a_trailer_after_eoi_is_fine(tmp_path: Path):
+    data = encode(gradient(30, 70), ".jpg") + b"MAKER-TRAILER" * 1000
+    assert read_image(write(tmp_path, "trailer.jpg", data)).info.size == Size(30, 70)

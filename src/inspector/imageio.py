@@ -35,7 +35,7 @@ from inspector.types import ImageInfo, Size
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 50_000_000
-_TAIL_BYTES = 4096  # where the end markers must be found
+_TAIL_BYTES = 4096  # where the PNG IEND chunk must be found
 
 
 @dataclass(frozen=True)
@@ -220,8 +220,9 @@ def _truncation(data: bytes, kind: str) -> str:
     if kind == "jpeg":
         last_scan = data.rfind(b"\xff\xda")
         end = data.rfind(b"\xff\xd9")
-        # EOI after the last scan (an EXIF thumbnail's EOI comes before it), near the end
-        if end < max(last_scan, 0) or end < len(data) - _TAIL_BYTES:
+        # EOI after the last scan: an EXIF thumbnail's EOI comes before it, and FF D9 cannot
+        # occur inside entropy-coded data; trailers after the EOI (MPF, maker data) are fine.
+        if end < last_scan:
             return "truncated JPEG (no end-of-image marker after the last scan)"
     elif kind == "png" and data.rfind(b"IEND", max(0, len(data) - _TAIL_BYTES)) < 0:
         return "truncated PNG (no IEND chunk)"
