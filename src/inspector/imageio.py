@@ -222,7 +222,7 @@ def _truncation(data: bytes, kind: str) -> str:
         end = data.rfind(b"\xff\xd9")
         # EOI after the last scan: an EXIF thumbnail's EOI comes before it, and FF D9 cannot
         # occur inside entropy-coded data; trailers after the EOI (MPF, maker data) are fine.
-        if end < last_scan:
+        if end < 0 or end < last_scan:
             return "truncated JPEG (no end-of-image marker after the last scan)"
     elif kind == "png" and data.rfind(b"IEND", max(0, len(data) - _TAIL_BYTES)) < 0:
         return "truncated PNG (no IEND chunk)"
