@@ -133,14 +133,16 @@ def _expand(paths: Sequence[Path]) -> Iterator[Path]:
             yield path  # read_image reports what is wrong with it (missing, a directory ...)
 
 
-def _summary(result: dict) -> str:
+def _summary(result: dict, shown: int = 5) -> str:
+    """One human line per image: the verdict and the best ``shown`` detections."""
     image = result["image"]
-    found = ", ".join(
-        f"{d['label']} {d['confidence']:.2f} {d['box']}" for d in result["detections"]
-    )
+    detections = result["detections"]
+    found = ", ".join(f"{d['label']} {d['confidence']:.2f} {d['box']}" for d in detections[:shown])
+    if len(detections) > shown:
+        found += f", ... (+{len(detections) - shown} more)"
     return (
         f"{image['name']} {image['width']}x{image['height']}: {result['verdict']}, "
-        f"{len(result['detections'])} detection(s){': ' + found if found else ''} "
+        f"{len(detections)} detection(s){': ' + found if found else ''} "
         f"({result['timings_ms']['total']:.1f} ms)"
     )
 
