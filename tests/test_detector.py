@@ -155,3 +155,18 @@ def test_thresholds_are_range_checked(kwargs):
 def test_fake_runtime_metadata_defaults_to_ultralytics():
     fake = FakeRuntime(head_tensor([]))
     assert fake.metadata == ultralytics_metadata(input_size=Size(640, 640))
+
+
+def test_inspect_from_several_threads_at_once(tiny_model_path, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    detector = Detector.from_path(tiny_model_path, intra_op_threads=1)
+    images = [
+        read_image(image_file(tmp_path, 960, 1280)),
+        read_image(image_file(tmp_path, 1280, 960)),
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        boxes = list(pool.map(lambda i: detector.inspect(images[i % 2]).detections.xyxy, range(16)))
+    for i, xyxy in enumerate(boxes):
+        expected = [600, 300, 680, 340] if i % 2 == 0 else [440, 460, 520, 500]
+        np.testing.assert_allclose(xyxy, [expected], atol=1e-3)

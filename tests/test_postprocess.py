@@ -78,6 +78,12 @@ TABLE = [
     ),
     ("conf 1 keeps nothing", head((*A, 1.0)), {"conf": 1.0}, []),
     (
+        "non-finite boxes and scores are dropped",
+        head((np.nan, 100, 40, 20, 0.9), (100, 100, np.inf, 20, 0.9), (*A, np.nan), (*A, 0.5)),
+        {},
+        [(80, 90, 120, 110, 0.5, 0)],
+    ),
+    (
         "iou 0 suppresses any overlap",
         head((*A, 0.9), (*A_HALF, 0.8)),
         {"iou": 0.0},

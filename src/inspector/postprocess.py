@@ -81,6 +81,9 @@ def decode(
     xyxy = np.stack(
         (cxcywh[0] - half_w, cxcywh[1] - half_h, cxcywh[0] + half_w, cxcywh[1] + half_h), axis=1
     )
+    finite = np.isfinite(xyxy).all(axis=1)
+    if not finite.all():  # a broken model must not put NaN into results (JSON forbids it)
+        xyxy, confidence, class_id = xyxy[finite], confidence[finite], class_id[finite]
     return Detections(xyxy=xyxy, confidence=confidence, class_id=class_id)
 
 
