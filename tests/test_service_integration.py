@@ -275,6 +275,7 @@ def _drop(watch: Path, names: list[str]) -> threading.Thread:
     def run() -> None:
         for n, name in enumerate(names):
             write_atomically(watch / name, jpeg(1000 + n))
+            time.sleep(0.01)  # a camera, not a copy: the burst outlasts the SIGTERM
 
     thread = threading.Thread(target=run)
     thread.start()

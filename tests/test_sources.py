@@ -228,3 +228,18 @@ def test_recursive_watch_ignores_the_state_folder(tmp_path: Path):
         assert len(got.paths) == 1
     finally:
         source.stop()
+
+
+def test_rescan_finds_files_whose_events_were_lost(tmp_path: Path):
+    ff = FileFilter(tmp_path, extensions=EXTS)
+    source = DirectorySource(tmp_path, ff, stable_s=0.1, poll_s=0.02, rescan_s=0.3)
+    got = Collector(source)
+    source.start(got)
+    try:
+        assert source._observer is not None
+        source._observer.unschedule_all()  # from now on no events arrive
+        time.sleep(0.1)
+        (tmp_path / "silent.jpg").write_bytes(b"abc")
+        assert [p.name for p in got.wait_for(1, timeout=5)] == ["silent.jpg"]
+    finally:
+        source.stop()

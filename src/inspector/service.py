@@ -133,6 +133,7 @@ class Service:
             ),
             watch=not drain,
             stable_s=settings.StableSeconds,
+            rescan_s=settings.RescanSeconds,
         )
         self.disposer = Disposer(
             root=root,

@@ -83,6 +83,12 @@ class Settings(BaseModel):
             "other platforms) a file is read only once it has not changed for this long."
         ),
     )
+    RescanSeconds: float = Field(
+        default=60.0,
+        ge=0.0,
+        description="Every so often the directory is listed again, in case file events were "
+        "lost (the kernel's event queue can overflow); 0 = never.",
+    )
     MaxImagePixels: int = Field(
         default=40_000_000,
         ge=1,

@@ -136,6 +136,7 @@ class _Pending:
     complete: bool  # closed after write, or renamed in
     seen_writing: bool  # an event said it was being written
     since: float  # monotonic time it became pending
+    rescanned: bool = False  # found by a periodic rescan, not by an event
 
 
 class DirectorySource:
@@ -150,6 +151,7 @@ class DirectorySource:
         stable_s: float = 1.0,
         fallback_factor: float = 10.0,
         poll_s: float = 0.05,
+        rescan_s: float = 60.0,
     ) -> None:
         self.root = Path(os.path.abspath(root))
         self.filter = file_filter
@@ -157,6 +159,8 @@ class DirectorySource:
         self.stable_s = stable_s
         self.fallback_s = max(stable_s * fallback_factor, stable_s)
         self.poll_s = poll_s
+        self.rescan_s = rescan_s  # a safety net for lost events (inotify queue overflow); 0 = off
+        self._next_rescan = time.monotonic() + rescan_s
         self._pending: dict[Path, _Pending] = {}
         self._in_flight: set[Path] = set()
         self._cond = threading.Condition()
@@ -231,7 +235,7 @@ class DirectorySource:
         observer.start()
         self._observer = observer
 
-    def _scan(self) -> None:
+    def _scan(self, *, rescan: bool = False) -> None:
         found: list[tuple[int, str, Path]] = []
         stack = [self.root]
         while stack:
@@ -260,13 +264,18 @@ class DirectorySource:
                 found.append((mtime_ns, entry.name, path))
         found.sort()
         now = time.monotonic()
+        added = 0
         with self._cond:
             for _, _, path in found:
-                self._pending.setdefault(path, _Pending(False, False, now))
+                if path not in self._pending and path not in self._in_flight:
+                    self._pending[path] = _Pending(False, False, now, rescanned=rescan)
+                    added += 1
             self._scan_done = True
             self._cond.notify_all()
-        if found:
-            logger.info("start-up scan: %d image(s) waiting in %s", len(found), shown(self.root))
+        if added and not rescan:
+            logger.info("start-up scan: %d image(s) waiting in %s", added, shown(self.root))
+        elif added:
+            logger.debug("rescan: %d image(s) without an event", added)
 
     def note(self, path: Path, *, complete: bool, writing: bool) -> None:
         if not self.filter.accepts(path):
@@ -289,6 +298,9 @@ class DirectorySource:
 
     def _feed(self, submit: Submit) -> None:
         while not self._stopping.is_set():
+            if self.watch and self.rescan_s > 0 and time.monotonic() >= self._next_rescan:
+                self._scan(rescan=True)
+                self._next_rescan = time.monotonic() + self.rescan_s
             path = self._next_ready()
             if path is None:
                 continue
@@ -306,7 +318,8 @@ class DirectorySource:
                 verdict = self._readiness(path, entry)
                 if verdict == "gone":
                     del self._pending[path]
-                    logger.info("%s: vanished before it could be read; skipped", shown(path.name))
+                    log = logger.debug if entry.rescanned else logger.info
+                    log("%s: vanished before it could be read; skipped", shown(path.name))
                     self._cond.notify_all()
                     continue
                 if verdict == "ready":
