@@ -151,3 +151,17 @@ def test_check_config_lists_every_error_and_exits_nonzero(tmp_path: Path):
     assert "OK" in good.stdout
     keys = _cli("check-config", "--keys")
     assert keys.returncode == 0 and "UploadKeyTemplate\t" in keys.stdout
+
+
+def test_greengrass_access_control_and_comma_lists():
+    data = {
+        "ImageDirectory": "/x",
+        "Extensions": "jpg, PNG",
+        "ExecutionProviders": "CPUExecutionProvider",
+        "accessControl": {"aws.greengrass.ipc.mqttproxy": {}},
+    }
+    assert validate_mapping(data) == []
+    s = Settings.from_mapping(data)
+    assert s.Extensions == ("jpg", "png")
+    assert s.ExecutionProviders == ("CPUExecutionProvider",)
+    assert "accessControl" not in s.to_mapping()

@@ -55,6 +55,9 @@ UPLOAD_KEY_FIELDS: frozenset[str] = frozenset(
 
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff")
 
+# Keys Greengrass keeps in a component's configuration beside its settings: not settings.
+RESERVED_KEYS = frozenset({"accesscontrol"})  # compared lower-case
+
 
 class Settings(BaseModel):
     """Everything ``inspector run`` can be told. Extra keys are errors; instances are frozen."""
@@ -237,6 +240,14 @@ class Settings(BaseModel):
         "it below the recipe's shutdown timeout (15 s by default).",
     )
 
+    @field_validator("Extensions", "ExecutionProviders", mode="before")
+    @classmethod
+    def _split_strings(cls, value: Any) -> Any:
+        # a recipe or --set may give "jpg, png" for a list
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     @field_validator("Extensions", mode="after")
     @classmethod
     def _normalise_extensions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -279,7 +290,7 @@ class Settings(BaseModel):
         problems = validate_mapping(data)
         if problems:
             raise ConfigError(_summary(problems), problems)
-        return cls.model_validate(dict(data))
+        return cls.model_validate(settings_only(data))
 
     def to_mapping(self) -> dict[str, Any]:
         """The recipe-style dict (JSON types only): ``from_mapping(s.to_mapping()) == s``."""
@@ -302,10 +313,15 @@ def validate_mapping(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     if not isinstance(data, Mapping):
         return [("", f"expected a mapping of settings, got {type(data).__name__}")]
     try:
-        Settings.model_validate(dict(data))
+        Settings.model_validate(settings_only(data))
     except ValidationError as exc:
         return [(_key_path(err["loc"]), err["msg"]) for err in exc.errors()]
     return []
+
+
+def settings_only(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The mapping without Greengrass' own keys (``accessControl``)."""
+    return {k: v for k, v in data.items() if str(k).lower() not in RESERVED_KEYS}
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     from inspector.settings import Settings
 
-    paths = resolve_paths(Settings.model_validate(data))
+    paths = resolve_paths(Settings.from_mapping(data))
     out.write(f"{args.file}: OK\n")
     for label in ("watch", "done", "failed", "held", "outbox", "results", "journal"):
         out.write(f"  {label}: {getattr(paths, label)}\n")
