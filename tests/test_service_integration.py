@@ -353,6 +353,10 @@ def test_bad_settings_and_missing_model_exit_nonzero(tmp_path: Path):
                          text=True, env=env, timeout=60)
     assert bad.returncode == 2
     assert "ConfidenceThreshold" in bad.stderr and "Nope" in bad.stderr
+    env.pop("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", None)
+    nowhere = subprocess.run([sys.executable, "-m", "inspector", "run"], capture_output=True,
+                             text=True, env=env, timeout=60)
+    assert nowhere.returncode == 2 and "--watch" in nowhere.stderr
     missing = subprocess.run([*base, "--model", str(tmp_path / "none.onnx")],
                              capture_output=True, text=True, env=env, timeout=60)
     assert missing.returncode == 3

@@ -59,9 +59,21 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Config file, then flags, then --set; raises ConfigError listing every problem."""
+    data: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    data.update(overrides_from_args(args))
+    if "ImageDirectory" not in data:
+        raise ConfigError(
+            "no image directory: give --watch DIR or ImageDirectory in --config",
+            [("ImageDirectory", "required (--watch DIR)")],
+        )
+    return Settings.from_mapping(data)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the command line sets (flags, then --set), to lay over any other source."""
     import yaml
 
-    data: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    data: dict[str, Any] = {}
     for dest, key in FLAG_KEYS.items():
         value = getattr(args, dest, None)
         if value is not None:
@@ -74,12 +86,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             data[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: {exc}", [(key, str(exc))]) from exc
-    if "ImageDirectory" not in data:
-        raise ConfigError(
-            "no image directory: give --watch DIR or ImageDirectory in --config",
-            [("ImageDirectory", "required (--watch DIR)")],
-        )
-    return Settings.from_mapping(data)
+    return data
 
 
 def report_config_error(exc: ConfigError) -> None:
@@ -87,7 +94,12 @@ def report_config_error(exc: ConfigError) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inspector.service import build_service
+    import os
+
+    from inspector.service import build_service, is_greengrass
+
+    if args.config is None and args.watch is None and is_greengrass(os.environ):
+        return _run_greengrass(args)
 
     try:
         settings = settings_from_args(args)
@@ -106,3 +118,22 @@ def run(args: argparse.Namespace) -> int:
         report_config_error(exc)
         return 2
     return 0
+
+
+def _run_greengrass(args: argparse.Namespace) -> int:
+    """Under Greengrass the settings come from the component configuration over IPC.
+
+    ``inspector.greengrass.component.main(args)`` reads them (laying ``overrides_from_args``
+    over them), builds the service with ``inspector.service.build_service(settings, sinks=...)``,
+    answers validation with ``inspector.settings.validate_mapping`` and applies updates with
+    ``Service.apply_settings``.
+    """
+    try:
+        from inspector.greengrass.component import main
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("inspector.greengrass", "inspector.greengrass.component"):
+            raise
+        logger.error("running under Greengrass, but this build has no Greengrass component "
+                     "module; give --config FILE or --watch DIR to run standalone")
+        return 4
+    return int(main(args))

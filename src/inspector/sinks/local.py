@@ -140,22 +140,15 @@ def _write_annotated(delivery: Delivery, target: Path) -> None:
     import cv2
     import numpy as np
 
+    from inspector.annotate import annotate
+
     data = np.fromfile(str(delivery.image_path), dtype=np.uint8)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)  # applies EXIF orientation, like the decoder
     if bgr is None:
         raise OSError(f"cannot decode {delivery.image_path} again for annotation")
-    detections = delivery.inspection.detections
-    names = delivery.inspection.model.class_names
-    thickness = max(1, round(max(bgr.shape[:2]) / 400))
-    for (x1, y1, x2, y2), conf, cls in zip(
-        detections.xyxy, detections.confidence, detections.class_id, strict=True
-    ):
-        p1, p2 = (round(float(x1)), round(float(y1))), (round(float(x2)), round(float(y2)))
-        cv2.rectangle(bgr, p1, p2, (0, 0, 255), thickness)
-        label = f"{names[cls] if 0 <= cls < len(names) else cls} {conf:.2f}"
-        cv2.putText(bgr, label, (p1[0], max(12, p1[1] - 4)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4 * thickness, (0, 0, 255), thickness)
-    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    inspection = delivery.inspection
+    drawn = annotate(bgr, inspection.detections, inspection.model.class_names)
+    ok, encoded = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise OSError("cannot encode the annotated image")
     _write_atomic(target, encoded.tobytes())
