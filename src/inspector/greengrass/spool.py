@@ -1,0 +1,123 @@
+"""A bounded on-disk spool of messages not yet acknowledged by the nucleus.
+
+One small JSON file per message, named by a growing sequence number, so the oldest is re-sent
+first and a crash leaves at worst one torn ``.part`` file (ignored). A message leaves the spool
+only when its publish was acknowledged; everything still there is re-sent after a reconnect or a
+restart. Re-sending after a timeout may duplicate a message: the cloud de-duplicates results by
+``image.sha256`` + ``time``.
+
+    spool = Spool(state / "spool", max_items=10_000)
+    entry = spool.put({"target": "iotcore", "topic": "t", "payload": "..."})
+    for entry in spool.pending(): ...
+    spool.remove(entry.id)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inspector.errors import SinkError
+
+logger = logging.getLogger(__name__)
+
+_SUFFIX = ".json"
+
+
+class SpoolFull(SinkError):
+    """The spool holds ``max_items`` messages already: the new one is refused (not lost silently:
+    the caller reports it)."""
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    id: int
+    record: dict[str, Any]
+
+
+class Spool:
+    """Thread-safe; the folder is created on first use."""
+
+    def __init__(self, folder: Path, *, max_items: int = 10_000) -> None:
+        self.folder = Path(folder)
+        self.max_items = max_items
+        self._lock = threading.Lock()
+        self._ids: list[int] = []
+        self._next = 1
+        self._loaded = False
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        ids = []
+        for path in self.folder.iterdir():
+            if path.suffix == _SUFFIX and path.stem.isdigit():
+                ids.append(int(path.stem))
+            elif path.name.endswith(".part"):
+                path.unlink(missing_ok=True)  # torn by a crash before its rename
+        self._ids = sorted(ids)
+        self._next = (self._ids[-1] + 1) if self._ids else 1
+        self._loaded = True
+        if self._ids:
+            logger.info("spool %s: %d message(s) from an earlier run to send", self.folder,
+                        len(self._ids))
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._load()
+            return len(self._ids)
+
+    def put(self, record: dict[str, Any]) -> SpoolEntry:
+        """Write ``record`` (JSON types only); raises SpoolFull, or SinkError on I/O errors."""
+        data = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        with self._lock:
+            self._load()
+            if len(self._ids) >= self.max_items:
+                raise SpoolFull(
+                    f"spool {self.folder} is full ({self.max_items} messages waiting for the "
+                    "nucleus); this message is not published"
+                )
+            entry_id = self._next
+            path = self._path(entry_id)
+            temp = path.with_name(path.name + ".part")
+            try:
+                temp.write_bytes(data)
+                os.replace(temp, path)
+            except OSError as exc:
+                raise SinkError(f"cannot write to the spool {self.folder}: {exc}") from exc
+            self._next += 1
+            self._ids.append(entry_id)
+        return SpoolEntry(entry_id, record)
+
+    def pending(self, limit: int | None = None) -> list[SpoolEntry]:
+        """The oldest messages first (at most ``limit``); unreadable files are dropped, logged."""
+        with self._lock:
+            self._load()
+            ids = list(self._ids if limit is None else self._ids[:limit])
+        entries = []
+        for entry_id in ids:
+            try:
+                record = json.loads(self._path(entry_id).read_bytes())
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            except (OSError, ValueError) as exc:
+                logger.error("spool: dropping unreadable message %d: %s", entry_id, exc)
+                self.remove(entry_id)
+                continue
+            entries.append(SpoolEntry(entry_id, record))
+        return entries
+
+    def remove(self, entry_id: int) -> None:
+        with self._lock:
+            self._path(entry_id).unlink(missing_ok=True)
+            if entry_id in self._ids:
+                self._ids.remove(entry_id)
+
+    def _path(self, entry_id: int) -> Path:
+        return self.folder / f"{entry_id:012d}{_SUFFIX}"

@@ -1,0 +1,260 @@
+"""The Greengrass results sink: every result to AWS IoT Core (QoS 1), local pub/sub, or both.
+
+``send`` only writes the result to the on-disk spool (one entry per destination) and wakes the
+publisher thread, so a slow or absent nucleus never holds up the pipeline. The publisher sends the
+spool oldest first, each message with a timeout, retried with exponential backoff (tenacity),
+and removes it once the nucleus acknowledged it. What is left (nucleus down, component stopped)
+is sent after the reconnect or the next start.
+
+Delivery is at least once: a publish that timed out is "unknown" and is sent again, so the cloud
+may see a result twice; ``image.sha256`` + ``time`` identify it for de-duplication.
+
+Payloads stay under ``MAX_PAYLOAD_BYTES`` (AWS IoT Core's 128 KB message limit): the detections
+with the lowest confidence are dropped, ``detections_truncated`` is set and ``detections_total``
+holds the count before truncation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import string
+import threading
+import time
+from typing import Any, Protocol
+
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_when_event_set,
+    wait_exponential,
+)
+
+from inspector.errors import SinkError
+from inspector.result import to_json
+from inspector.sinks.base import Delivery, Sink
+
+logger = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 128 * 1024
+TOPIC_FIELDS = frozenset({"thingName"})
+MAX_TOPIC_BYTES = 256
+MAX_TOPIC_SLASHES = 7  # AWS IoT Core: at most 8 topic levels
+
+
+class Publisher(Protocol):
+    """What the sink needs of ``inspector.greengrass.ipc.IpcClient``."""
+
+    def publish_to_iot_core(self, topic: str, payload: bytes, *, qos: str = "1",
+                            attempts: int | None = None) -> None: ...
+
+    def publish_to_topic(self, topic: str, message: dict[str, Any], *,
+                         attempts: int | None = None) -> None: ...
+
+
+class SpoolLike(Protocol):
+    def put(self, record: dict[str, Any]) -> Any: ...
+    def pending(self, limit: int | None = None) -> list[Any]: ...
+    def remove(self, entry_id: int) -> None: ...
+    def __len__(self) -> int: ...
+
+
+def render_topic(template: str, thing_name: str) -> str:
+    """``template`` with ``{thingName}`` filled in; raises ValueError for other placeholders."""
+    problems = topic_problems(template)
+    if problems:
+        raise ValueError(problems[0])
+    return template.replace("{thingName}", thing_name)
+
+
+def topic_problems(template: str) -> list[str]:
+    """What is wrong with a publish-topic template (empty when it is fine)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        return [f"malformed topic template {template!r}: {exc}"]
+    unknown = sorted({f for f in fields if f not in TOPIC_FIELDS})
+    if unknown:
+        return [f"unknown placeholder(s) {unknown} in topic {template!r}; allowed: {{thingName}}"]
+    problems = []
+    if "+" in template or "#" in template:
+        problems.append(f"a publish topic cannot contain the wildcards + or #: {template!r}")
+    if template.startswith("/") or template.endswith("/") or "//" in template:
+        problems.append(f"topic {template!r} has an empty level")
+    bare = template.replace("{thingName}", "")
+    if bare.count("/") > MAX_TOPIC_SLASHES:
+        problems.append(f"topic {template!r} has more than {MAX_TOPIC_SLASHES + 1} levels")
+    if len(bare.encode("utf-8")) > MAX_TOPIC_BYTES - 128:  # room for a thing name
+        problems.append(f"topic {template!r} is too long for AWS IoT Core")
+    return problems
+
+
+def fit_payload(result: dict[str, Any], limit: int = MAX_PAYLOAD_BYTES) -> tuple[bytes, bool]:
+    """The JSON bytes of ``result``, detections truncated to fit ``limit``; (bytes, truncated)."""
+    data = to_json(result).encode("utf-8")
+    if len(data) <= limit:
+        return data, False
+    detections = sorted(result.get("detections") or [],
+                        key=lambda d: float(d.get("confidence", 0.0)), reverse=True)
+    total = int(result.get("detections_total", len(detections)))
+
+    def build(n: int) -> bytes:
+        cut = {**result, "detections": detections[:n], "detections_truncated": True,
+               "detections_total": total}
+        return to_json(cut).encode("utf-8")
+
+    lo, hi = 0, len(detections)  # the largest n that fits, by bisection
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(build(mid)) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    data = build(lo)
+    if len(data) > limit:
+        raise SinkError(f"result is {len(data)} bytes even without detections (limit {limit})")
+    return data, True
+
+
+class MqttSink(Sink):
+    """Spool, then publish in order; see the module docstring."""
+
+    name = "mqtt"
+
+    def __init__(
+        self,
+        ipc: Publisher,
+        spool: SpoolLike,
+        *,
+        thing_name: str,
+        target: str = "iotcore",
+        iot_topic: str = "inspector/results",
+        pubsub_topic: str = "inspector/results",
+        backoff_s: float = 0.2,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        self.ipc = ipc
+        self.spool = spool
+        self.thing_name = thing_name
+        self.target = target
+        self.iot_topic = render_topic(iot_topic, thing_name)
+        self.pubsub_topic = render_topic(pubsub_topic, thing_name)
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.published = 0
+        self.truncated = 0
+        self.rejected = 0
+        self._wake = threading.Event()  # new messages in the spool
+        self._retry_now = threading.Event()  # reconnected: cut the backoff short
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the Sink seam -----------------------------------------------------------------------
+
+    def start(self) -> MqttSink:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._publish_loop, name="mqtt-publisher",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """Try the spool now (after a reconnect)."""
+        self._retry_now.set()
+        self._wake.set()
+
+    def send(self, delivery: Delivery) -> None:
+        payload, truncated = fit_payload(delivery.result)
+        if truncated:
+            self.truncated += 1
+            logger.warning("%s: result truncated to fit %d bytes",
+                           delivery.result["image"]["name"], MAX_PAYLOAD_BYTES)
+        text = payload.decode("utf-8")
+        for target, topic in self._destinations():
+            self.spool.put({"target": target, "topic": topic, "payload": text})
+        self._wake.set()
+
+    def reconfigure(self, settings: Any) -> None:
+        self.target = str(settings.PublishTarget)
+        self.iot_topic = render_topic(settings.PublishResultsOnTopic, self.thing_name)
+        self.pubsub_topic = render_topic(settings.PubSubTopic, self.thing_name)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Publish what the spool holds for up to ``timeout_s``; the rest waits on disk."""
+        deadline = time.monotonic() + timeout_s
+        self._wake.set()
+        while len(self.spool) and time.monotonic() < deadline and self._thread is not None \
+                and self._thread.is_alive():
+            time.sleep(0.05)
+        self._stop.set()
+        self.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        left = len(self.spool)
+        if left:
+            logger.warning("%d result message(s) not yet acknowledged; kept in the spool for "
+                           "the next start", left)
+
+    def pending(self) -> int:
+        return len(self.spool)
+
+    def _destinations(self) -> list[tuple[str, str]]:
+        out = []
+        if self.target in ("iotcore", "both"):
+            out.append(("iotcore", self.iot_topic))
+        if self.target in ("pubsub", "both"):
+            out.append(("pubsub", self.pubsub_topic))
+        return out
+
+    # --- the publisher thread ----------------------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        while not self._stop.is_set():
+            entries = self.spool.pending(limit=64)
+            if not entries:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            for entry in entries:
+                if self._stop.is_set() or not self._publish_with_retry(entry):
+                    break
+
+    def _publish_with_retry(self, entry: Any) -> bool:
+        """Publish one spooled message until acknowledged (True) or stopping (False)."""
+        from inspector.greengrass.ipc import IpcError, IpcRejected
+
+        retrying = Retrying(
+            stop=stop_when_event_set(self._stop),
+            wait=wait_exponential(multiplier=self.backoff_s, min=self.backoff_s,
+                                  max=self.backoff_max_s),
+            retry=retry_if_exception_type(IpcError) & retry_if_not_exception_type(IpcRejected),
+            sleep=self._sleep, reraise=True,
+            before_sleep=lambda state: logger.warning(
+                "publish failed, will retry: %s",
+                state.outcome.exception() if state.outcome else "?"),
+        )
+        try:
+            retrying(self._publish_once, entry.record)
+        except IpcRejected as exc:
+            self.rejected += 1
+            logger.error("result dropped: the nucleus refused it: %s", exc)
+        except IpcError:
+            return False  # stopping; the message stays in the spool
+        except Exception:
+            logger.exception("result dropped: cannot publish spooled message %s", entry.id)
+        self.spool.remove(entry.id)
+        return True
+
+    def _publish_once(self, record: dict[str, Any]) -> None:
+        if record["target"] == "pubsub":
+            self.ipc.publish_to_topic(record["topic"], json.loads(record["payload"]), attempts=1)
+        else:
+            self.ipc.publish_to_iot_core(record["topic"], record["payload"].encode("utf-8"),
+                                         qos="1", attempts=1)
+        self.published += 1
+
+    def _sleep(self, seconds: float) -> None:
+        # a reconnect or a stop cuts the backoff short
+        self._retry_now.wait(seconds)
+        self._retry_now.clear()
