@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,7 +51,8 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class ServiceProcess:
     """The service as Greengrass runs it: a process, stopped with SIGTERM."""
 
-    def __init__(self, tmp_path: Path, model: Path, *extra: str) -> None:
+    def __init__(self, tmp_path: Path, model: Path, *extra: str,
+                 prefix: tuple[str, ...] = ()) -> None:
         self.watch = tmp_path / "watch"
         self.watch.mkdir(exist_ok=True)
         self.results = tmp_path / "results.jsonl"
@@ -58,7 +60,7 @@ class ServiceProcess:
         self.logs: list[Path] = []
         self.tmp_path = tmp_path
         self.args = [
-            sys.executable, "-m", "inspector", "--log-level", "INFO", "run",
+            *prefix, sys.executable, "-m", "inspector", "--log-level", "INFO", "run",
             "--watch", str(self.watch), "--results", str(self.results), "--model", str(model),
             "--device", "line-1", "--set", "StableSeconds=0.3", *extra,
         ]
@@ -123,8 +125,8 @@ class ServiceProcess:
 def service_factory(tmp_path: Path, model_path: Path):
     started: list[ServiceProcess] = []
 
-    def make(*extra: str) -> ServiceProcess:
-        service = ServiceProcess(tmp_path, model_path, *extra)
+    def make(*extra: str, prefix: tuple[str, ...] = ()) -> ServiceProcess:
+        service = ServiceProcess(tmp_path, model_path, *extra, prefix=prefix)
         started.append(service)
         return service
 
@@ -214,8 +216,21 @@ def test_images_present_before_start_are_inspected_oldest_first(service_factory)
     assert service.images_left() == []
 
 
+def without_root_file_powers() -> tuple[tuple[str, ...], bool]:
+    """A command prefix under which a mode-000 file cannot be read, and whether there is one.
+
+    Root reads anything; with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH dropped it cannot."""
+    if os.geteuid() != 0:
+        return (), True
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return (), False
+    return (setpriv, "--bounding-set=-dac_override,-dac_read_search"), True
+
+
 def test_every_bad_input_is_logged_and_the_service_goes_on(service_factory, tmp_path: Path):
-    service = service_factory()
+    prefix, unreadable = without_root_file_powers()
+    service = service_factory(prefix=prefix)
     before = write_bad_inputs(service.watch, tmp_path / "outside")  # half found by the scan ...
     service.start()
     later = tmp_path / "later"
@@ -228,7 +243,6 @@ def test_every_bad_input_is_logged_and_the_service_goes_on(service_factory, tmp_
         renamed[new] = after[name]
     cases = {**before, **renamed}
     ignored = ignored_files(service.watch)
-    unreadable = os.geteuid() != 0  # root reads anything: no permission-denied case then
     if unreadable:
         write_unreadable(service.watch / "locked.jpg")
     fd = os.open(service.watch / "vanishing.jpg", os.O_WRONLY | os.O_CREAT)
