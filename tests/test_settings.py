@@ -146,6 +146,10 @@ def test_check_config_lists_every_error_and_exits_nonzero(tmp_path: Path):
     assert done.returncode == 1
     for key in ("ConfidenceThreshold", "IouThreshold", "Typo"):
         assert f"  {key}: " in done.stderr
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "inference" / "recipe.yaml"
+    if recipe.exists():
+        assert read_config_file(recipe)["ImageDirectory"]
+        assert validate_mapping(read_config_file(recipe)) == []
     good = _cli("check-config", str(EXAMPLE))
     assert good.returncode == 0, good.stderr
     assert "OK" in good.stdout

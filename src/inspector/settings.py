@@ -337,9 +337,9 @@ def _summary(problems: list[tuple[str, str]]) -> str:
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read a JSON or YAML settings file into a dict (not validated yet).
 
-    Raises ``ConfigError`` when the file is missing or not a mapping. A Greengrass-style file
-    whose settings sit under ``ComponentConfiguration.DefaultConfiguration`` or
-    ``DefaultConfiguration`` is unwrapped, so a recipe fragment can be checked as is.
+    Raises ``ConfigError`` when the file is missing or not a mapping. A component recipe, or a
+    fragment whose settings sit under ``ComponentConfiguration.DefaultConfiguration`` or
+    ``DefaultConfiguration``, is unwrapped, so a recipe can be checked as is.
     """
     import yaml  # YAML is a superset of JSON, but JSON files get JSON's error messages
 
@@ -357,6 +357,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping of settings",
                           [("<root>", f"expected a mapping, got {type(data).__name__}")])
+    if "RecipeFormatVersion" in data:  # a whole component recipe
+        data = {"ComponentConfiguration": data.get("ComponentConfiguration") or {}}
     for wrapper in ("ComponentConfiguration", "DefaultConfiguration"):
         if set(data) == {wrapper} and isinstance(data[wrapper], dict):
             data = data[wrapper]

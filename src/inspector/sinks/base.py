@@ -47,7 +47,8 @@ class Sink(ABC):
         """True when this sink reads ``delivery.image_path`` after ``send`` returns (an S3 upload
         through StreamManager reads the file later). The image is then held, and ``send`` must
         make sure ``delivery.hold.release(self.name, ok=...)`` is called once the upload is
-        confirmed or has finally failed. Asked before ``send``, on the delivery thread."""
+        confirmed or has finally failed. Asked before ``send``, on the delivery thread, with
+        ``image_path`` still in the watch directory and ``hold`` None."""
         return False
 
     def resume_hold(self, result: dict[str, Any], image_path: Path, hold: Hold) -> bool:
