@@ -302,7 +302,7 @@ def test_sigterm_mid_burst_then_restart_keeps_one_result_per_image(service_facto
     writer = _drop(service.watch, names)
     service.wait_results(20)
     assert service.stop() == 0
-    assert service.stop_seconds < 10
+    assert service.stop_seconds < 15  # Greengrass kills a component that takes longer
     writer.join()
     first = len(service.lines())
     assert first < len(names), "the burst ended before SIGTERM: nothing was tested"
