@@ -131,6 +131,15 @@ class IpcClient:
         self._closing.set()
         self._wake.set()
         with self._lock:
+            operations = [s.operation for s in self._subscriptions if s.operation is not None]
+        # Close the streams first: a stream closing after the client shut its executor makes
+        # the SDK raise from its network thread ("cannot schedule new futures after shutdown").
+        for operation in operations:
+            try:
+                operation.close().result(1.0)
+            except Exception:
+                logger.debug("closing a subscription failed", exc_info=True)
+        with self._lock:
             client, self._client = self._client, None
             self._connected.clear()
         if client is not None:

@@ -1,0 +1,176 @@
+"""``inspector run`` under Greengrass: the composition of the IPC-side service.
+
+    rc = main(args)   # called by inspector.commands.run when the nucleus environment is present
+
+1. Connect to the nucleus (IpcClient with the real client from ``clients.connect_ipc``).
+2. GetConfiguration -> Settings (the command line's flags and --set laid over it).
+3. Sinks: MQTT results (spooled), S3 uploads through StreamManager, latency for the metrics.
+4. ``build_service`` loads (and verifies) the model; subscriptions for validation and live
+   updates; metrics thread; UpdateState RUNNING; run until SIGTERM.
+
+A fatal error (invalid configuration, a model that cannot be loaded or whose sha256 differs from
+the model component's) is logged, reported with UpdateState ERRORED, and the process exits
+non-zero: 2 configuration, 3 model, 5 no nucleus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from inspector.errors import ConfigError, ModelError
+from inspector.greengrass.config import ConfigSource
+from inspector.greengrass.ipc import IpcClient, IpcError, IpcUnavailable
+from inspector.greengrass.metrics import LatencySink, MetricsPublisher, collect_metrics
+from inspector.greengrass.spool import Spool
+from inspector.greengrass.streams import S3Uploader
+from inspector.settings import Settings, resolve_paths
+from inspector.sinks.mqtt import MqttSink, render_topic
+from inspector.sinks.upload import UploadSink
+
+logger = logging.getLogger(__name__)
+
+EXIT_CONFIG = 2
+EXIT_MODEL = 3
+EXIT_NO_NUCLEUS = 5
+CONNECT_WAIT_S = 30.0
+
+
+def main(args: argparse.Namespace) -> int:
+    from inspector.commands.run import overrides_from_args, report_config_error
+    from inspector.greengrass.clients import connect_ipc
+
+    try:
+        overrides = overrides_from_args(args)
+    except ConfigError as exc:
+        report_config_error(exc)
+        return EXIT_CONFIG
+    ipc = IpcClient(connect_ipc)
+    try:
+        ipc.start(wait_s=CONNECT_WAIT_S)
+    except IpcUnavailable as exc:
+        logger.error("%s; is this running as a Greengrass component?", exc)
+        return EXIT_NO_NUCLEUS
+    try:
+        return Component(ipc, os.environ, overrides=overrides,
+                         drain=bool(getattr(args, "once", False))).run()
+    finally:
+        ipc.close()
+
+
+def thing_name(settings: Settings, environ: Mapping[str, str]) -> str:
+    from inspector.service import device_name
+
+    return environ.get("AWS_IOT_THING_NAME") or device_name(settings, environ)
+
+
+class Component:
+    """One run of the service under Greengrass; ``ipc`` is connected and owned by the caller."""
+
+    def __init__(
+        self,
+        ipc: IpcClient,
+        environ: Mapping[str, str],
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        drain: bool = False,
+    ) -> None:
+        self.ipc = ipc
+        self.environ = dict(environ)
+        self.drain = drain
+        self.config = ConfigSource(ipc, apply=self._apply, overrides=overrides)
+        self.service: Any = None
+        self.metrics: MetricsPublisher | None = None
+        self.thing = ""
+
+    def run(self) -> int:
+        from inspector.greengrass.clients import stream_manager_client
+        from inspector.service import build_service
+
+        try:
+            settings = self.config.read()
+        except ConfigError as exc:
+            return self._fatal(EXIT_CONFIG, f"invalid configuration: {exc}")
+        except IpcError as exc:
+            return self._fatal(EXIT_CONFIG, f"cannot read the component configuration: {exc}")
+        paths = resolve_paths(settings)
+        self.thing = thing_name(settings, self.environ)
+        mqtt = MqttSink(
+            self.ipc, Spool(paths.state / "spool"), thing_name=self.thing,
+            target=settings.PublishTarget, iot_topic=settings.PublishResultsOnTopic,
+            pubsub_topic=settings.PubSubTopic,
+        )
+        uploader = S3Uploader(stream_manager_client, max_retries=settings.UploadMaxRetries)
+        upload = UploadSink(uploader, bucket=settings.UploadBucket,
+                            key_template=settings.UploadKeyTemplate,
+                            max_retries=settings.UploadMaxRetries)
+        latency = LatencySink()
+        try:
+            self.service = build_service(settings, sinks=[mqtt, upload, latency],
+                                         drain=self.drain, environ=self.environ)
+        except ModelError as exc:
+            return self._fatal(EXIT_MODEL, f"cannot load the model: {exc}")
+        if not self.service.paths.watch.is_dir():
+            return self._fatal(EXIT_CONFIG, f"ImageDirectory {self.service.paths.watch} does "
+                               "not exist or is not a directory")
+        mqtt.start()
+        self.ipc.on_reconnect(mqtt.wake)
+        uploader.start()
+
+        def extra() -> dict[str, Any]:
+            return {
+                "results_spooled": mqtt.pending(),
+                "uploads": {"pending": uploader.pending(), "uploaded": uploader.uploaded,
+                            "failed": uploader.failed, "retried": uploader.retried},
+                "config": {"applied": self.config.applied, "rejected": self.config.rejected},
+            }
+
+        self.metrics = MetricsPublisher(
+            self.ipc, lambda: collect_metrics(self.service, latency, extra=extra),
+            topic=self._metrics_topic(settings), interval_s=settings.MetricsIntervalSeconds,
+        ).start()
+        try:
+            self.config.start()
+        except IpcError as exc:
+            logger.warning("configuration subscriptions not open yet (%s); retried on "
+                           "reconnect", exc)
+        self._report("RUNNING")
+        self.service.install_signal_handlers()
+        try:
+            self.service.run()
+        except ConfigError as exc:
+            return self._fatal(EXIT_CONFIG, str(exc))
+        finally:
+            self.metrics.close()
+            self.config.close()
+            uploader.close()
+        return 0
+
+    def _metrics_topic(self, settings: Settings) -> str:
+        return render_topic(settings.MetricsTopic, self.thing) if settings.MetricsTopic else ""
+
+    def _apply(self, settings: Settings) -> None:
+        if self.service is None:
+            return
+        restart = self.service.apply_settings(settings)
+        if self.metrics is not None:
+            self.metrics.configure(topic=self._metrics_topic(settings),
+                                   interval_s=settings.MetricsIntervalSeconds)
+        if restart:
+            logger.warning("these settings take effect after a restart of the component: %s",
+                           ", ".join(sorted(restart)))
+
+    def _report(self, state: str) -> None:
+        try:
+            self.ipc.update_state(state)
+            logger.info("reported state %s to the nucleus", state)
+        except IpcError as exc:
+            logger.error("cannot report state %s: %s", state, exc)
+
+    def _fatal(self, code: int, message: str) -> int:
+        logger.error("fatal: %s", message)
+        self._report("ERRORED")
+        return code

@@ -1,0 +1,172 @@
+"""The component configuration over IPC: read at start, validated before a deployment, applied live.
+
+    source = ConfigSource(ipc, overrides={}, apply=service.apply_settings)
+    settings = source.read()              # GetConfiguration -> Settings (ConfigError if invalid)
+    source.start()                        # validation hook + live updates
+
+- ``SubscribeToValidateConfigurationUpdates``: every proposed configuration is checked with the
+  same rules as at start (``proposal_problems``) and answered ACCEPTED, or REJECTED with a message
+  naming each bad key; the nucleus then does not apply it.
+- ``SubscribeToConfigurationUpdate``: the nucleus sends one event per changed key; they are
+  coalesced for ``debounce_s``, the whole configuration is read again and handed to ``apply``
+  (``Service.apply_settings``: thresholds, topics and uploads between two images; a new model is
+  loaded and swapped in between two images). A configuration that is invalid anyway (a deployment
+  whose validation timed out) is logged and the running one is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from inspector.errors import ConfigError
+from inspector.settings import Settings, settings_only, validate_mapping
+from inspector.sinks.mqtt import topic_problems
+
+logger = logging.getLogger(__name__)
+
+TOPIC_KEYS = ("PublishResultsOnTopic", "PubSubTopic", "MetricsTopic")
+
+
+class ConfigIpc(Protocol):
+    """What the source needs of ``inspector.greengrass.ipc.IpcClient``."""
+
+    def get_configuration(self, key_path: list[str] | None = None) -> dict[str, Any]: ...
+    def subscribe_to_configuration_update(
+        self, on_update: Callable[[list[str]], None]) -> None: ...
+    def subscribe_to_validate_configuration_updates(
+        self, on_proposal: Callable[[str, dict[str, Any]], None]) -> None: ...
+    def send_configuration_validity_report(
+        self, deployment_id: str, *, accepted: bool, message: str = "") -> None: ...
+
+
+def proposal_problems(
+    configuration: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> list[tuple[str, str]]:
+    """Every problem of a component configuration as (key, message); empty when it is valid."""
+    data = {**settings_only(configuration), **(overrides or {})}
+    problems = validate_mapping(data)
+    if problems:
+        return problems
+    for key in TOPIC_KEYS:
+        value = data.get(key)
+        if key == "MetricsTopic" and not value:
+            continue
+        if isinstance(value, str):
+            problems += [(key, msg) for msg in topic_problems(value)]
+    model_path = data.get("ModelPath")
+    if isinstance(model_path, str) and model_path:
+        path = Path(model_path).expanduser()
+        if not path.is_file():
+            problems.append(("ModelPath", f"{path}: no such model file on this device"))
+    return problems
+
+
+def describe_problems(problems: list[tuple[str, str]]) -> str:
+    return "; ".join(f"{key}: {msg}" for key, msg in problems)
+
+
+def settings_from_configuration(
+    configuration: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """The settings a component configuration describes; ConfigError naming every bad key."""
+    problems = proposal_problems(configuration, overrides)
+    if problems:
+        raise ConfigError(
+            f"invalid component configuration: {describe_problems(problems)}", problems
+        )
+    return Settings.from_mapping({**settings_only(configuration), **(overrides or {})})
+
+
+class ConfigSource:
+    """See the module docstring. ``apply`` runs on this source's own thread."""
+
+    def __init__(
+        self,
+        ipc: ConfigIpc,
+        *,
+        apply: Callable[[Settings], Any],
+        overrides: Mapping[str, Any] | None = None,
+        debounce_s: float = 0.2,
+    ) -> None:
+        self.ipc = ipc
+        self.apply = apply
+        self.overrides = dict(overrides or {})
+        self.debounce_s = debounce_s
+        self.rejected = 0
+        self.applied = 0
+        self._pending = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def read(self) -> Settings:
+        """GetConfiguration -> Settings; raises ConfigError (or an IpcError)."""
+        return settings_from_configuration(self.ipc.get_configuration(), self.overrides)
+
+    def start(self) -> ConfigSource:
+        self.ipc.subscribe_to_validate_configuration_updates(self._validate)
+        self.ipc.subscribe_to_configuration_update(self._changed)
+        self._thread = threading.Thread(target=self._loop, name="config-updates", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pending.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+
+    def _validate(self, deployment_id: str, configuration: dict[str, Any]) -> None:
+        from inspector.greengrass.ipc import IpcError
+
+        problems = proposal_problems(configuration, self.overrides)
+        if problems:
+            self.rejected += 1
+            message = f"inspector rejects this configuration: {describe_problems(problems)}"
+            logger.warning("deployment %s rejected: %s", deployment_id, describe_problems(problems))
+        else:
+            message = "configuration accepted"
+            logger.info("deployment %s: proposed configuration accepted", deployment_id)
+        try:
+            self.ipc.send_configuration_validity_report(
+                deployment_id, accepted=not problems, message=message)
+        except IpcError as exc:
+            logger.error("cannot answer the validation of deployment %s: %s", deployment_id, exc)
+
+    def _changed(self, key_path: list[str]) -> None:
+        logger.debug("configuration changed: %s", "/".join(key_path) or "<root>")
+        self._pending.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._pending.wait()
+            if self._stop.is_set():
+                return
+            self._stop.wait(self.debounce_s)  # one deployment = one event per changed key
+            self._pending.clear()
+            self.refresh()
+
+    def refresh(self) -> bool:
+        """Read the configuration again and apply it; False when it was not applied."""
+        from inspector.greengrass.ipc import IpcError
+
+        try:
+            settings = self.read()
+        except ConfigError as exc:
+            logger.error("configuration update not applied, keeping the running settings: %s",
+                         exc)
+            return False
+        except IpcError as exc:
+            logger.error("cannot read the updated configuration: %s", exc)
+            return False
+        try:
+            self.apply(settings)
+        except Exception as exc:
+            logger.error("configuration update not applied, keeping the running settings: %s",
+                         exc)
+            return False
+        self.applied += 1
+        return True

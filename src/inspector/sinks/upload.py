@@ -1,0 +1,120 @@
+"""The S3 upload sink: flagged images go to S3 through StreamManager (``greengrass.streams``).
+
+The sink claims every ``defect`` image when ``UploadBucket`` is set, so the pipeline holds the
+file (held folder) until the upload's final status: ``release(ok=True)`` after Success (the
+image is then settled per ``ProcessedAction``: moved to done or deleted), ``release(ok=False)``
+after the last failed retry (moved to the failed folder with the reason). After a restart the
+pipeline offers the images still held, with their results; they are uploaded again.
+
+The S3 key comes from ``UploadKeyTemplate``, filled from the result (its ``time``, not the
+clock, so a re-issued upload writes the same key) and sanitised: only ``[A-Za-z0-9._-/=+!*()]``,
+no empty, ``.`` or ``..`` segments, no leading ``/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any, Protocol
+
+from inspector.sinks.base import Delivery, Hold, Sink
+
+logger = logging.getLogger(__name__)
+
+MAX_KEY_BYTES = 1024
+_UNSAFE = re.compile(r"[^A-Za-z0-9._\-=+!*()]")
+
+
+class Uploader(Protocol):
+    """What the sink needs of ``inspector.greengrass.streams.S3Uploader``."""
+
+    max_retries: int
+
+    def submit(self, task: Any) -> None: ...
+
+
+def _segment(value: str) -> str:
+    return _UNSAFE.sub("_", value)
+
+
+def object_key(template: str, result: dict[str, Any]) -> str:
+    """The sanitised S3 key of ``result``'s image (see the module docstring)."""
+    name = str(result["image"]["name"])
+    path = Path(name)
+    when = str(result.get("time", ""))  # 2026-11-25T19:41:08.123Z
+    fields = {
+        "device": result.get("device") or "unknown-device",
+        "date": when[:10] or "unknown-date",
+        "time": when[11:19].replace(":", "") or "000000",
+        "name": name,
+        "stem": path.stem,
+        "suffix": path.suffix.lower(),
+        "sha256": str(result["image"]["sha256"]),
+        "verdict": str(result.get("verdict", "")),
+    }
+    # a value is never a path: its slashes must not add levels (or climb with "..")
+    safe = {k: str(v).replace("/", "_").replace("\\", "_") for k, v in fields.items()}
+    raw = template.format(**safe)
+    parts = [_segment(p) for p in raw.replace("\\", "/").split("/")]
+    parts = [p for p in parts if p and p not in (".", "..")]
+    key = "/".join(p if set(p) != {"."} else p.replace(".", "_") for p in parts)
+    if not key:
+        key = _segment(f"{fields['stem']}-{fields['sha256']}{fields['suffix']}")
+    encoded = key.encode("utf-8")
+    if len(encoded) > MAX_KEY_BYTES:
+        key = encoded[:MAX_KEY_BYTES].decode("utf-8", "ignore")
+    return key
+
+
+def user_metadata(result: dict[str, Any]) -> dict[str, str]:
+    return {
+        "verdict": str(result.get("verdict", "")),
+        "detections": str(result.get("detections_total", len(result.get("detections") or []))),
+        "model-name": str(result.get("model", {}).get("name", "")),
+        "model-version": str(result.get("model", {}).get("version", "")),
+        "image-sha256": str(result["image"]["sha256"]),
+    }
+
+
+class UploadSink(Sink):
+    name = "s3"
+
+    def __init__(self, uploader: Uploader, *, bucket: str, key_template: str,
+                 max_retries: int = 3) -> None:
+        self.uploader = uploader
+        self.bucket = bucket
+        self.key_template = key_template
+        self.uploader.max_retries = max_retries
+
+    def claims_image(self, delivery: Delivery) -> bool:
+        return bool(self.bucket) and delivery.result.get("verdict") == "defect"
+
+    def send(self, delivery: Delivery) -> None:
+        if delivery.hold is None:  # not claimed (no bucket, or not a defect)
+            return
+        self._submit(delivery.result, delivery.image_path, delivery.hold)
+
+    def resume_hold(self, result: dict[str, Any], image_path: Path, hold: Hold) -> bool:
+        if not self.bucket or not result.get("image"):
+            return False
+        self._submit(result, image_path, hold)
+        return True
+
+    def reconfigure(self, settings: Any) -> None:
+        self.bucket = str(settings.UploadBucket)
+        self.key_template = str(settings.UploadKeyTemplate)
+        self.uploader.max_retries = int(settings.UploadMaxRetries)
+
+    def _submit(self, result: dict[str, Any], path: Path, hold: Hold) -> None:
+        from inspector.greengrass.streams import UploadTask
+
+        def done(ok: bool, reason: str) -> None:
+            hold.release(self.name, ok=ok, reason="" if ok else f"upload failed: {reason}")
+
+        key = object_key(self.key_template, result)
+        self.uploader.submit(UploadTask(
+            path=Path(path).absolute(), bucket=self.bucket, key=key,
+            metadata=user_metadata(result), on_done=done,
+        ))
+        logger.debug("%s: upload to s3://%s/%s submitted", path.name, self.bucket, key)
