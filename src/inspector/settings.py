@@ -118,7 +118,8 @@ class Settings(BaseModel):
     ModelSha256: str = Field(
         default="",
         pattern=r"^([0-9a-f]{64})?$",
-        description="Expected sha256 of the model file (lower-case hex); empty = not checked.",
+        description="Expected sha256 of the model file (lower-case hex); empty = not checked, "
+        "except the deployed model, checked against INSPECTOR_MODEL_SHA256.",
     )
     ConfidenceThreshold: float = Field(
         default=0.25,
