@@ -128,13 +128,13 @@ class Settings(BaseModel):
         description="Detections below this confidence are dropped; any left make a 'defect'.",
     )
     IouThreshold: float = Field(
-        default=0.45,
+        default=0.7,
         ge=0.0,
         le=1.0,
         description="IoU above which non-maximum suppression drops the weaker box of a class.",
     )
     MaxDetections: int = Field(
-        default=100, ge=1, le=10_000, description="Most detections kept per image."
+        default=300, ge=1, le=10_000, description="Most detections kept per image."
     )
     ExecutionProviders: tuple[str, ...] = Field(
         default=("CPUExecutionProvider",),
