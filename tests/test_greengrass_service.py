@@ -1,0 +1,423 @@
+"""``inspector run`` under Greengrass, as a subprocess, against both emulators and the real SDKs.
+
+The service finds the nucleus environment (socket, SVCUID, thing name, StreamManager port) and
+takes everything else from the component configuration the nucleus emulator serves. The model's
+score is the brightest pixel of the input: white images are defects at ConfidenceThreshold 0.6,
+dark ones (and the grey letterbox padding, 114/255) pass.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from jsonschema import Draft202012Validator
+from onnx import TensorProto, helper, numpy_helper
+
+from inspector.result import load_schema
+from inspector.testing.fixtures import Greengrass, running_greengrass
+from inspector.types import Size
+from onnx_factory import (
+    INPUT_NAME,
+    IR_VERSION,
+    OPSET,
+    OUTPUT_NAME,
+    constant_head_model,
+    head_tensor,
+    ultralytics_metadata,
+    write_model,
+)
+
+COMPONENT = "com.inspector.Inference"
+THING = "line-7"
+INPUT = Size(64, 96)
+BRIGHT, DARK = 255, 40
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def brightness_model(name: str = "bright", version: str = "7") -> onnx.ModelProto:
+    """One box (cx 48, cy 32, w 20, h 10) whose score is the input's maximum (0..1)."""
+    head = np.zeros((1, 5, 1), np.float32)
+    head[0, :4, 0] = (48.0, 32.0, 20.0, 10.0)
+    mask = np.zeros((1, 5, 1), np.float32)
+    mask[0, 4, 0] = 1.0
+    nodes = [
+        helper.make_node("ReduceMax", [INPUT_NAME], ["image_max"], keepdims=0),
+        helper.make_node("Mul", ["mask", "image_max"], ["score"]),
+        helper.make_node("Add", ["head", "score"], [OUTPUT_NAME]),
+    ]
+    graph = helper.make_graph(
+        nodes, "brightness",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
+                                       [1, 3, INPUT.height, INPUT.width])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [1, 5, 1])],
+        initializer=[numpy_helper.from_array(head, "head"), numpy_helper.from_array(mask, "mask")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    for key, value in ultralytics_metadata(input_size=INPUT, name=name, version=version).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_model(tmp_path_factory.mktemp("model") / "bright.onnx", brightness_model())
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.05)
+
+
+def write_image(folder: Path, name: str, value: int) -> bytes:
+    ok, data = cv2.imencode(".png", np.full((INPUT.height, INPUT.width, 3), value, np.uint8))
+    assert ok
+    temp = folder / f".{name}.part"
+    temp.write_bytes(data.tobytes())
+    os.replace(temp, folder / name)
+    return data.tobytes()
+
+
+class Component:
+    """The service as Greengrass starts it: ``python -m inspector run``, nucleus env only."""
+
+    def __init__(self, gg: Greengrass, tmp_path: Path, extra_env: dict[str, str] | None = None):
+        self.gg = gg
+        self.tmp_path = tmp_path
+        self.env = {**os.environ, **gg.env, "AWS_IOT_THING_NAME": THING,
+                    "PYTHONUNBUFFERED": "1", "ORT_DISABLE_TELEMETRY": "1", **(extra_env or {})}
+        self.logs: list[Path] = []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, wait_running: bool = True) -> Component:
+        log = self.tmp_path / f"component-{len(self.logs)}.log"
+        self.logs.append(log)
+        states_before = len(self.gg.nucleus.states)
+        with open(log, "wb") as out:
+            proc = self.proc = subprocess.Popen(
+                [sys.executable, "-m", "inspector", "run"], env=self.env, stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        if wait_running:
+            wait_until(lambda: len(self.gg.nucleus.states) > states_before
+                       or proc.poll() is not None, 60, "UpdateState")
+            assert self.gg.nucleus.states[-1] == "RUNNING", self.log_text()
+        return self
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=20)
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def log_text(self) -> str:
+        return "".join(p.read_text("utf-8", "replace") for p in self.logs if p.exists())
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def greengrass(tmp_path: Path, model_path: Path) -> Iterator[tuple[Greengrass, Path]]:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    config = {
+        "ImageDirectory": str(watch),
+        "ModelPath": str(model_path),
+        "ConfidenceThreshold": 0.6,
+        "StableSeconds": 0.2,
+        "ProcessedAction": "delete",
+        "PublishResultsOnTopic": "factory/{thingName}/results",
+        "UploadBucket": "defects-bucket",
+        "UploadMaxRetries": 2,
+        "MetricsIntervalSeconds": 0.5,
+        "accessControl": {"aws.greengrass.ipc.mqttproxy": {}},
+    }
+    with running_greengrass(tmp_path, config=config, component_name=COMPONENT,
+                            thing_name=THING) as gg:
+        yield gg, watch
+
+
+@pytest.fixture
+def component(greengrass: tuple[Greengrass, Path], tmp_path: Path) -> Iterator[Component]:
+    gg, _ = greengrass
+    comp = Component(gg, tmp_path)
+    yield comp
+    comp.kill()
+
+
+def results(gg: Greengrass, operation: str = "PublishToIoTCore") -> list[dict[str, Any]]:
+    return [m.json() for m in list(gg.nucleus.published)
+            if m.operation == operation and m.topic == f"factory/{THING}/results"]
+
+
+def result_names(gg: Greengrass) -> set[str]:
+    return {r["image"]["name"] for r in results(gg)}
+
+
+def successes(gg: Greengrass) -> dict[str, Any]:
+    return {u.key: u for u in list(gg.stream_manager.uploads) if u.status == "Success"}
+
+
+def held_files(watch: Path) -> list[str]:
+    held = watch / ".inspector" / "held"
+    return sorted(p.name for p in held.iterdir()) if held.exists() else []
+
+
+def test_results_published_and_defects_uploaded(
+    greengrass: tuple[Greengrass, Path], component: Component
+) -> None:
+    gg, watch = greengrass
+    gg.nucleus.config[COMPONENT]["PublishTarget"] = "both"
+    component.start()
+    images = {f"img{i}.png": write_image(watch, f"img{i}.png", BRIGHT if i % 2 else DARK)
+              for i in range(6)}
+    wait_until(lambda: len(results(gg)) >= 6 and len(successes(gg)) >= 3, 30, "results")
+    wait_until(lambda: not held_files(watch) and not any(watch.glob("*.png")), 10, "settled")
+
+    iot = results(gg)
+    assert sorted(r["image"]["name"] for r in iot) == sorted(images)  # one message per image
+    validator = Draft202012Validator(load_schema())
+    for result in iot:
+        validator.validate(result)
+        assert result["device"] == THING
+        assert result["verdict"] == ("defect" if result["image"]["name"] in
+                                     {"img1.png", "img3.png", "img5.png"} else "pass")
+    assert {m.qos for m in gg.nucleus.published if m.operation == "PublishToIoTCore"
+            and "results" in m.topic} == {"1"}
+    assert len(results(gg, "PublishToTopic")) == 0  # the local topic is its own
+    local = [m for m in gg.nucleus.published if m.operation == "PublishToTopic"]
+    assert sorted(m.json_message["image"]["name"] for m in local) == sorted(images)
+
+    uploads = successes(gg)
+    assert len(uploads) == 3 and len(gg.stream_manager.uploads) == 3
+    for key, upload in uploads.items():
+        name = Path(upload.input_url).name
+        assert key.startswith(f"inspector/{THING}/") and key.endswith(".png")
+        assert upload.path is not None and upload.path.read_bytes() == images[name]
+        assert upload.user_metadata["verdict"] == "defect"
+        assert upload.user_metadata["detections"] == "1"
+        assert upload.user_metadata["model-version"] == "7"
+    # streams created once, never per upload
+    creates = [r for op, r in gg.stream_manager.requests if op == "CreateMessageStream"]
+    assert len(creates) == 2
+
+    wait_until(lambda: any(m.topic == "inspector/metrics" for m in gg.nucleus.published), 10,
+               "metrics")
+    metrics = [m.json() for m in gg.nucleus.published if m.topic == "inspector/metrics"][-1]
+    assert metrics["model"]["name"] == "bright" and metrics["model"]["version"] == "7"
+    assert set(metrics["latency_ms"]["total"]) == {"p50", "p95"}
+    for key in ("images", "defects", "failures", "queue_depth", "uptime_s"):
+        assert key in metrics
+    assert component.stop() == 0
+
+
+def test_configuration_update_applied_live_and_invalid_rejected(
+    greengrass: tuple[Greengrass, Path], component: Component, tmp_path: Path
+) -> None:
+    gg, watch = greengrass
+    component.start()
+    write_image(watch, "a.png", DARK)
+    wait_until(lambda: "a.png" in result_names(gg), 30, "a.png")
+
+    outcome = gg.nucleus.update_config(COMPONENT, {"ConfidenceThreshold": 0.1}, merge=True)
+    assert outcome.status == "ACCEPTED"
+    wait_until(lambda: "settings changed: ConfidenceThreshold" in component.log_text(), 10)
+    write_image(watch, "b.png", DARK)
+    wait_until(lambda: "b.png" in result_names(gg), 30, "b.png")
+
+    for bad, key in (({"ConfidenceThreshold": 1.5}, "ConfidenceThreshold"),
+                     ({"ConfidenceTreshold": 0.5}, "ConfidenceTreshold"),
+                     ({"PublishResultsOnTopic": "results/#"}, "PublishResultsOnTopic")):
+        outcome = gg.nucleus.update_config(COMPONENT, bad, merge=True)
+        assert outcome.status == "REJECTED" and not outcome.applied
+        assert outcome.message is not None and key in outcome.message
+    assert gg.nucleus.config[COMPONENT]["ConfidenceThreshold"] == 0.1
+    write_image(watch, "c.png", DARK)
+    wait_until(lambda: "c.png" in result_names(gg), 30, "c.png")
+
+    # a new model path: loaded and swapped between two images
+    other = write_model(tmp_path / "other.onnx", constant_head_model(
+        head_tensor([(48.0, 32.0, 20.0, 10.0, 0.05)]), input_size=INPUT, name="other",
+        version="2"))
+    assert gg.nucleus.update_config(COMPONENT, {"ModelPath": str(other)},
+                                    merge=True).status == "ACCEPTED"
+    wait_until(lambda: "settings changed: ModelPath" in component.log_text(), 10)
+    write_image(watch, "d.png", BRIGHT)
+    wait_until(lambda: "d.png" in result_names(gg), 30, "d.png")
+
+    by_name = {r["image"]["name"]: r for r in results(gg)}
+    assert by_name["a.png"]["verdict"] == "pass"  # dark (0.16) at 0.6
+    assert by_name["b.png"]["verdict"] == "defect"  # dark (0.16) at 0.1
+    assert by_name["c.png"]["verdict"] == "defect"  # the rejected 1.5 never applied
+    assert by_name["d.png"]["model"]["name"] == "other"
+    assert by_name["d.png"]["verdict"] == "pass"
+    assert component.stop() == 0
+
+
+def test_nucleus_restart_mid_burst_loses_no_result(
+    greengrass: tuple[Greengrass, Path], component: Component
+) -> None:
+    gg, watch = greengrass
+    gg.nucleus.config[COMPONENT]["UploadBucket"] = ""
+    component.start()
+    names = [f"burst{i:02d}.png" for i in range(40)]
+    for name in names[:20]:
+        write_image(watch, name, DARK)
+    wait_until(lambda: len(results(gg)) >= 5, 30, "first results")
+    gg.nucleus.restart(down_s=1.0)  # every connection dropped, then listening again
+    for name in names[20:]:
+        write_image(watch, name, DARK)
+    wait_until(lambda: result_names(gg) >= set(names), 60, "every result")
+    assert gg.nucleus.connect_count >= 2
+    wait_until(lambda: gg.nucleus.subscriber_count() == 2, 10, "subscriptions again")
+    assert "lost the connection to the Greengrass nucleus" in component.log_text()
+    assert component.stop() == 0
+    spool = watch / ".inspector" / "spool"
+    assert not list(spool.glob("*.json"))
+
+
+def test_stream_manager_down_then_back_every_defect_uploaded(
+    greengrass: tuple[Greengrass, Path], component: Component
+) -> None:
+    gg, watch = greengrass
+    gg.stream_manager.stop()
+    component.start()
+    names = [f"d{i}.png" for i in range(4)]
+    for name in names:
+        write_image(watch, name, BRIGHT)
+    wait_until(lambda: len(results(gg)) >= 4, 30, "results")
+    wait_until(lambda: "cannot reach StreamManager" in component.log_text(), 10)
+    assert sorted(held_files(watch)) == names  # kept until uploaded
+    gg.stream_manager.fail_uploads = 1  # and the first export fails: retried
+    gg.stream_manager.start()
+    wait_until(lambda: len(successes(gg)) >= 4, 60, "uploads")
+    wait_until(lambda: not held_files(watch), 10, "held released")
+    assert sorted(Path(u.input_url).name for u in successes(gg).values()) == names
+    assert [u.status for u in gg.stream_manager.uploads].count("Failure") == 1
+    assert component.stop() == 0
+
+
+def test_upload_failing_past_retries_goes_to_failed_folder(
+    greengrass: tuple[Greengrass, Path], component: Component
+) -> None:
+    gg, watch = greengrass
+    gg.nucleus.config[COMPONENT]["UploadMaxRetries"] = 1
+    gg.stream_manager.fail_uploads = lambda task: "doomed" in task.key
+    component.start()
+    write_image(watch, "doomed.png", BRIGHT)
+    write_image(watch, "fine.png", BRIGHT)
+    failed = watch / ".inspector" / "failed"
+    wait_until(lambda: (failed / "doomed.png").exists(), 60, "doomed.png failed")
+    wait_until(lambda: len(successes(gg)) == 1 and not held_files(watch), 30, "fine.png")
+    reason = (failed / "doomed.png.reason.txt").read_text()
+    assert "upload failed 2 time(s)" in reason
+    assert [u.status for u in gg.stream_manager.uploads].count("Failure") == 2
+    assert "doomed.png: upload to s3://defects-bucket/" in component.log_text()
+    assert component.stop() == 0
+
+
+def test_pending_uploads_survive_a_component_restart(
+    greengrass: tuple[Greengrass, Path], component: Component
+) -> None:
+    gg, watch = greengrass
+    gg.stream_manager.stop()
+    component.start()
+    for name in ("p0.png", "p1.png"):
+        write_image(watch, name, BRIGHT)
+    wait_until(lambda: len(held_files(watch)) == 2 and len(results(gg)) == 2, 30, "held")
+    assert component.stop() == 0
+    gg.stream_manager.start()
+    component.start()
+    wait_until(lambda: len(successes(gg)) == 2 and not held_files(watch), 60, "uploads")
+    assert len(results(gg)) == 2  # resumed uploads are not published again
+    assert component.stop() == 0
+
+
+def test_unloadable_model_reports_errored_and_exits(
+    greengrass: tuple[Greengrass, Path], component: Component, tmp_path: Path
+) -> None:
+    gg, _ = greengrass
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx model")
+    gg.nucleus.config[COMPONENT]["ModelPath"] = str(broken)
+    component.start(wait_running=False)
+    assert component.wait_exit() == 3
+    assert gg.nucleus.states == ["ERRORED"]
+    assert "fatal: cannot load the model" in component.log_text()
+    assert "broken.onnx" in component.log_text()
+
+
+def test_tampered_model_reports_errored_and_exits(
+    greengrass: tuple[Greengrass, Path], tmp_path: Path, model_path: Path
+) -> None:
+    gg, _ = greengrass
+    gg.nucleus.config[COMPONENT]["ModelPath"] = ""  # the model component's file, as deployed
+    tampered = tmp_path / "deployed.onnx"
+    tampered.write_bytes(model_path.read_bytes() + b"\0")
+    comp = Component(gg, tmp_path, {"INSPECTOR_MODEL_PATH": str(tampered),
+                                    "INSPECTOR_MODEL_SHA256": "ab" * 32})
+    try:
+        comp.start(wait_running=False)
+        assert comp.wait_exit() == 3
+    finally:
+        comp.kill()
+    assert gg.nucleus.states == ["ERRORED"]
+    log = comp.log_text()
+    assert "sha256 mismatch" in log and "ab" * 32 in log
+
+
+def test_invalid_configuration_reports_errored(
+    greengrass: tuple[Greengrass, Path], component: Component
+) -> None:
+    gg, _ = greengrass
+    gg.nucleus.config[COMPONENT]["IouThreshold"] = "high"
+    component.start(wait_running=False)
+    assert component.wait_exit() == 2
+    assert gg.nucleus.states == ["ERRORED"]
+    assert "IouThreshold" in component.log_text()
+
+
+def test_results_spooled_while_the_nucleus_is_away_are_sent_after_a_restart(
+    greengrass: tuple[Greengrass, Path], component: Component
+) -> None:
+    gg, watch = greengrass
+    gg.nucleus.config[COMPONENT]["UploadBucket"] = ""
+    gg.nucleus.config[COMPONENT]["ShutdownSeconds"] = 1.0  # don't wait out the silent nucleus
+    component.start()
+    gg.nucleus.delay_s["PublishToIoTCore"] = float("inf")  # a silent nucleus: timeouts
+    write_image(watch, "s0.png", DARK)
+    write_image(watch, "s1.png", DARK)
+    wait_until(lambda: len(list((watch / ".inspector" / "spool").glob("*.json"))) == 2, 30,
+               "spooled")
+    assert component.stop() == 0
+    assert len(list((watch / ".inspector" / "spool").glob("*.json"))) == 2
+    gg.nucleus.delay_s.clear()
+    component.start()
+    wait_until(lambda: {"s0.png", "s1.png"} <= result_names(gg), 30, "re-sent")
+    wait_until(lambda: not list((watch / ".inspector" / "spool").glob("*.json")), 10)
+    assert component.stop() == 0
+    # a publish that timed out is sent again: the cloud may see it twice (same sha256 + time)
+    sent = [(r["image"]["sha256"], r["time"]) for r in results(gg)]
+    assert len(set(sent)) == 2
