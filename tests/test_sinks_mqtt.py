@@ -1,0 +1,222 @@
+"""The MQTT results sink: payload fitting, topics, spool-then-publish against the nucleus emulator
+with the real awsiotsdk client (in-process)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+
+from inspector.greengrass.clients import connect_ipc
+from inspector.greengrass.ipc import IpcClient
+from inspector.greengrass.spool import Spool
+from inspector.result import load_schema, to_result
+from inspector.settings import Settings
+from inspector.sinks.base import Delivery
+from inspector.sinks.mqtt import MAX_PAYLOAD_BYTES, MqttSink, fit_payload, render_topic
+from inspector.testing.fixtures import running_nucleus
+from inspector.testing.nucleus import NucleusEmulator
+from inspector.types import Detections, ImageInfo, Inspection, ModelInfo, Size
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def inspection(n_detections: int = 1, name: str = "tag.jpg") -> Inspection:
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 1000, (n_detections, 2)).astype(np.float32)
+    detections = Detections(
+        xyxy=np.concatenate([xy, xy + 10.5], axis=1),
+        confidence=rng.uniform(0.25, 1.0, n_detections).astype(np.float32),
+        class_id=np.zeros(n_detections, np.int64),
+    )
+    return Inspection(
+        image=ImageInfo(name=name, size=Size(960, 1280), sha256="a" * 64),
+        model=ModelInfo("m", "1", "b" * 64, ("scratch",), Size(640, 640)),
+        detections=detections,
+        conf_threshold=0.25,
+        timings_ms={"decode": 1, "preprocess": 1, "inference": 1, "postprocess": 1, "total": 4},
+        time_utc="2026-11-25T19:22:48.123Z",
+    )
+
+
+def delivery(name: str = "tag.jpg", n: int = 1) -> Delivery:
+    insp = inspection(n, name)
+    return Delivery(to_result(insp, device="thing-1"), insp, Path(name))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+# --- payloads and topics ---------------------------------------------------------------------
+
+def test_small_result_untouched() -> None:
+    result = delivery(n=3).result
+    data, truncated = fit_payload(result)
+    assert not truncated
+    assert b"detections_truncated" not in data
+
+
+def test_large_result_truncated_to_fit_with_count_and_flag() -> None:
+    result = delivery(n=5000).result
+    data, truncated = fit_payload(result)
+    assert truncated and len(data) <= MAX_PAYLOAD_BYTES
+    import json
+
+    fitted = json.loads(data)
+    jsonschema.Draft202012Validator(load_schema()).validate(fitted)
+    assert fitted["detections_truncated"] is True and fitted["detections_total"] == 5000
+    kept = [d["confidence"] for d in fitted["detections"]]
+    assert 0 < len(kept) < 5000
+    dropped_max = sorted((d["confidence"] for d in result["detections"]), reverse=True)[len(kept)]
+    assert min(kept) >= dropped_max  # the most confident ones are kept
+    assert len(json.dumps(fitted).encode()) > MAX_PAYLOAD_BYTES * 0.9  # not cut needlessly
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("inspector/results", "inspector/results"),
+    ("factory/{thingName}/results", "factory/thing-1/results"),
+])
+def test_topic_templates(template: str, expected: str) -> None:
+    assert render_topic(template, "thing-1") == expected
+
+
+@pytest.mark.parametrize(("template", "why"), [
+    ("results/#", "wildcards"),
+    ("results/+/x", "wildcards"),
+    ("a/{device}", "unknown placeholder"),
+    ("/a", "empty level"),
+    ("a//b", "empty level"),
+    ("a/b/c/d/e/f/g/h/i", "levels"),
+    ("a/{thingName", "malformed"),
+])
+def test_bad_topic_templates(template: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        render_topic(template, "thing-1")
+
+
+# --- against the nucleus emulator ------------------------------------------------------------
+
+@pytest.fixture
+def nucleus(tmp_path: Path) -> Iterator[NucleusEmulator]:
+    with running_nucleus(tmp_path, config={"ImageDirectory": "/x"}) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def ipc(nucleus: NucleusEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[IpcClient]:
+    for key, value in nucleus.env.items():
+        monkeypatch.setenv(key, value)
+    client = IpcClient(connect_ipc, timeout_s=1.0, backoff_max_s=0.5)
+    client.start(wait_s=5)
+    yield client
+    client.close()
+
+
+def make_sink(ipc: IpcClient, tmp_path: Path, **kwargs: Any) -> MqttSink:
+    sink = MqttSink(ipc, Spool(tmp_path / "spool"), thing_name="thing-1",
+                    iot_topic="factory/{thingName}/results", backoff_max_s=0.3, **kwargs)
+    ipc.on_reconnect(sink.wake)
+    return sink.start()
+
+
+def test_publishes_qos1_in_order_and_empties_the_spool(
+    ipc: IpcClient, nucleus: NucleusEmulator, tmp_path: Path
+) -> None:
+    sink = make_sink(ipc, tmp_path)
+    for n in range(5):
+        sink.send(delivery(f"img{n}.jpg"))
+    published = nucleus.wait_for_published(5)
+    assert [m.json()["image"]["name"] for m in published] == [f"img{n}.jpg" for n in range(5)]
+    assert {(m.operation, m.topic, m.qos) for m in published} == {
+        ("PublishToIoTCore", "factory/thing-1/results", "1")}
+    wait_until(lambda: sink.pending() == 0)
+    sink.close(1.0)
+
+
+def test_targets_pubsub_and_both_live(
+    ipc: IpcClient, nucleus: NucleusEmulator, tmp_path: Path
+) -> None:
+    sink = make_sink(ipc, tmp_path, target="pubsub", pubsub_topic="local/results")
+    sink.send(delivery("a.jpg"))
+    nucleus.wait_for_published(1)
+    settings = Settings(ImageDirectory="/x", PublishTarget="both",
+                        PublishResultsOnTopic="r/{thingName}", PubSubTopic="local/results")
+    sink.reconfigure(settings)
+    sink.send(delivery("b.jpg"))
+    published = nucleus.wait_for_published(3)
+    assert [(m.operation, m.topic) for m in published] == [
+        ("PublishToTopic", "local/results"), ("PublishToIoTCore", "r/thing-1"),
+        ("PublishToTopic", "local/results")]
+    assert published[0].json_message["image"]["name"] == "a.jpg"
+    sink.close(1.0)
+
+
+def test_nucleus_down_then_back_sends_everything(
+    ipc: IpcClient, nucleus: NucleusEmulator, tmp_path: Path
+) -> None:
+    sink = make_sink(ipc, tmp_path)
+    nucleus.stop()
+    wait_until(lambda: not ipc.connected)
+    for n in range(4):
+        sink.send(delivery(f"img{n}.jpg"))
+    time.sleep(0.3)
+    assert sink.pending() == 4 and not nucleus.published
+    nucleus.start()
+    published = nucleus.wait_for_published(4, timeout_s=15)
+    assert [m.json()["image"]["name"] for m in published] == [f"img{n}.jpg" for n in range(4)]
+    wait_until(lambda: sink.pending() == 0)
+    sink.close(1.0)
+
+
+def test_timeout_is_retried_and_may_duplicate(
+    ipc: IpcClient, nucleus: NucleusEmulator, tmp_path: Path
+) -> None:
+    nucleus.delay_s["PublishToIoTCore"] = 1.5  # answered after the 1 s timeout
+    sink = make_sink(ipc, tmp_path)
+    sink.send(delivery("slow.jpg"))
+    nucleus.wait_for_published(1)
+    nucleus.delay_s.clear()
+    wait_until(lambda: sink.pending() == 0)
+    names = [m.json()["image"]["name"] for m in nucleus.published]
+    assert set(names) == {"slow.jpg"} and len(names) >= 2  # at least once: a duplicate
+    sink.close(1.0)
+
+
+def test_refused_publish_is_dropped_and_counted(
+    ipc: IpcClient, nucleus: NucleusEmulator, tmp_path: Path
+) -> None:
+    nucleus.fail_next("PublishToIoTCore", "UnauthorizedError")
+    sink = make_sink(ipc, tmp_path)
+    sink.send(delivery("denied.jpg"))
+    sink.send(delivery("ok.jpg"))
+    published = nucleus.wait_for_published(1)
+    assert [m.json()["image"]["name"] for m in published] == ["ok.jpg"]
+    wait_until(lambda: sink.pending() == 0)
+    assert sink.rejected == 1
+    sink.close(1.0)
+
+
+def test_close_keeps_unsent_messages_for_the_next_start(
+    ipc: IpcClient, nucleus: NucleusEmulator, tmp_path: Path
+) -> None:
+    nucleus.stop()
+    wait_until(lambda: not ipc.connected)
+    sink = make_sink(ipc, tmp_path)
+    sink.send(delivery("later.jpg"))
+    sink.close(0.3)
+    assert len(Spool(tmp_path / "spool")) == 1
+    nucleus.start()
+    assert ipc.wait_connected(10)
+    again = make_sink(ipc, tmp_path)
+    assert nucleus.wait_for_published(1)[0].json()["image"]["name"] == "later.jpg"
+    wait_until(lambda: again.pending() == 0)
+    again.close(1.0)

@@ -1,0 +1,56 @@
+"""The bounded on-disk spool of unacknowledged messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inspector.greengrass.spool import Spool, SpoolFull
+
+
+def test_oldest_first_and_removed_on_ack(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    ids = [spool.put({"n": n}).id for n in range(3)]
+    assert [e.record["n"] for e in spool.pending()] == [0, 1, 2]
+    spool.remove(ids[1])
+    assert [e.record["n"] for e in spool.pending()] == [0, 2]
+    assert len(spool) == 2
+    assert [e.record["n"] for e in spool.pending(limit=1)] == [0]
+
+
+def test_survives_a_restart_and_keeps_numbering(tmp_path: Path) -> None:
+    first = Spool(tmp_path / "spool")
+    for n in range(3):
+        first.put({"n": n})
+    first.remove(first.pending()[0].id)
+    second = Spool(tmp_path / "spool")
+    assert [e.record["n"] for e in second.pending()] == [1, 2]
+    new = second.put({"n": 3})
+    assert new.id > max(e.id for e in second.pending()[:-1])
+    assert [e.record["n"] for e in second.pending()] == [1, 2, 3]
+
+
+def test_bounded_refuses_when_full(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", max_items=2)
+    spool.put({"n": 0})
+    spool.put({"n": 1})
+    with pytest.raises(SpoolFull, match="full"):
+        spool.put({"n": 2})
+    spool.remove(spool.pending()[0].id)
+    spool.put({"n": 2})
+    assert [e.record["n"] for e in spool.pending()] == [1, 2]
+
+
+def test_torn_and_unreadable_files_are_dropped(tmp_path: Path) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    (folder / "000000000001.json").write_text('{"n": 1}')
+    (folder / "000000000002.json").write_text('{"n": ')  # corrupt
+    (folder / "000000000003.json.part").write_text("{")  # torn before its rename
+    (folder / "notes.txt").write_text("not mine")
+    spool = Spool(folder)
+    assert [e.record for e in spool.pending()] == [{"n": 1}]
+    assert len(spool) == 1
+    assert not (folder / "000000000003.json.part").exists()
+    assert (folder / "notes.txt").exists()
