@@ -8,7 +8,8 @@ pipeline offers the images still held, with their results; they are uploaded aga
 
 The S3 key comes from ``UploadKeyTemplate``, filled from the result (its ``time``, not the
 clock, so a re-issued upload writes the same key) and sanitised: only ``[A-Za-z0-9._-/=+!*()]``,
-no empty, ``.`` or ``..`` segments, no leading ``/``.
+no empty or ``.`` segments, no ``..`` anywhere, no leading ``/``; a value's own slashes never
+add levels.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 MAX_KEY_BYTES = 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-=+!*()]")
+_DOTS = re.compile(r"\.{2,}")  # no ".." anywhere, not only as a whole segment
 
 
 class Uploader(Protocol):
@@ -57,10 +59,10 @@ def object_key(template: str, result: dict[str, Any]) -> str:
     safe = {k: str(v).replace("/", "_").replace("\\", "_") for k, v in fields.items()}
     raw = template.format(**safe)
     parts = [_segment(p) for p in raw.replace("\\", "/").split("/")]
-    parts = [p for p in parts if p and p not in (".", "..")]
-    key = "/".join(p if set(p) != {"."} else p.replace(".", "_") for p in parts)
-    if not key:
-        key = _segment(f"{fields['stem']}-{fields['sha256']}{fields['suffix']}")
+    parts = [p for p in parts if p not in ("", ".", "..")]
+    key = _DOTS.sub("_", "/".join(parts))
+    if not key.strip("/_"):
+        key = _DOTS.sub("_", _segment(f"{fields['stem']}-{fields['sha256']}{fields['suffix']}"))
     encoded = key.encode("utf-8")
     if len(encoded) > MAX_KEY_BYTES:
         key = encoded[:MAX_KEY_BYTES].decode("utf-8", "ignore")
