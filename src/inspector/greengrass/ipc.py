@@ -184,11 +184,16 @@ class IpcClient:
             self._wake.clear()
             if self._closing.is_set():
                 return
-            if not self._connected.is_set():
-                if not self._reconnect():
-                    return
-                self._notify()
-            self._resubscribe()
+            try:
+                if not self._connected.is_set():
+                    if not self._reconnect():
+                        return
+                    self._notify()
+                self._resubscribe()
+            except Exception:  # the keeper must outlive any one failure
+                logger.exception("IPC keeper: unexpected error; trying again")
+                self._closing.wait(self.backoff_max_s)
+                self._wake.set()
 
     def _reconnect(self) -> bool:
         try:
@@ -221,6 +226,9 @@ class IpcClient:
         with self._lock:
             pending = [s for s in self._subscriptions if s.operation is None]
         for sub in pending:
+            if not self._connected.is_set():
+                self._wake.set()
+                return
             try:
                 self._subscribe(sub)
             except IpcError as exc:
@@ -268,7 +276,8 @@ class IpcClient:
             shape = type(exc).__name__
             raise IpcRejected(f"{name}: {shape}: {getattr(exc, 'message', exc)}") from exc
         except (ConnectionClosedError, StreamClosedError, EventStreamError,
-                EventStreamOperationError, OSError) as exc:
+                EventStreamOperationError, OSError, RuntimeError) as exc:
+            # awscrt raises a bare RuntimeError ("event stream rpc connection has been closed")
             self._lost(generation)
             raise IpcUnavailable(f"{name}: connection lost: {exc!r}") from exc
 
