@@ -116,3 +116,16 @@ def test_start_fails_clearly_without_a_nucleus(tmp_path: Path,
     with pytest.raises(IpcUnavailable, match="cannot connect"):
         client.start(wait_s=0.5)
     assert issubclass(IpcUnavailable, IpcError)
+
+
+def test_a_subscription_the_nucleus_does_not_answer_is_retried(
+    ipc: IpcClient, nucleus: NucleusEmulator
+) -> None:
+    nucleus.delay_s["SubscribeToConfigurationUpdate"] = math.inf
+    updates: list[list[str]] = []
+    ipc.subscribe_to_configuration_update(updates.append)  # times out: no exception
+    assert nucleus.subscriber_count("SubscribeToConfigurationUpdate") == 0
+    nucleus.delay_s.clear()
+    wait_until(lambda: nucleus.subscriber_count("SubscribeToConfigurationUpdate") == 1)
+    nucleus.set_config(COMPONENT, {"ImageDirectory": "/w"})
+    wait_until(lambda: ["ImageDirectory"] in updates)

@@ -132,11 +132,7 @@ class Component:
             self.ipc, lambda: collect_metrics(self.service, latency, extra=extra),
             topic=self._metrics_topic(settings), interval_s=settings.MetricsIntervalSeconds,
         ).start()
-        try:
-            self.config.start()
-        except IpcError as exc:
-            logger.warning("configuration subscriptions not open yet (%s); retried on "
-                           "reconnect", exc)
+        self.config.start()  # a subscription the nucleus does not answer yet is retried
         self._report("RUNNING")
         self.service.install_signal_handlers()
         try:

@@ -364,9 +364,16 @@ class IpcClient:
         ))
 
     def _add_subscription(self, sub: _Subscription) -> None:
+        """Open it now, or (when the nucleus does not answer) later: never raises."""
         with self._lock:
             self._subscriptions.append(sub)
-        self._subscribe(sub)
+        try:
+            self._subscribe(sub)
+        except IpcError as exc:
+            logger.warning("%s: not subscribed yet (%s); trying again", sub.name, exc)
+            timer = threading.Timer(self.backoff_max_s, self._wake.set)
+            timer.daemon = True
+            timer.start()
 
     def _subscribe(self, sub: _Subscription) -> None:
         holder: list[Any] = []
