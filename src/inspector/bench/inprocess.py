@@ -1,0 +1,141 @@
+"""What the model and the core cost in this process: per-stage latency, raw session throughput,
+the sequential detector loop, and a cProfile of the per-image path."""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from inspector.bench.images import ImagePool
+from inspector.bench.timing import summarize
+
+# The stages of one image, in the order the service runs them ("letterbox" + "tensor" is the
+# two-step path; the service runs the equivalent one-pass "preprocess").
+STAGES = ("decode", "letterbox", "tensor", "preprocess", "session", "post")
+SERVICE_PATH = ("decode", "preprocess", "session", "post")
+
+
+def stage_latencies(
+    detector: Any, pool: ImagePool, repeats: int, warmup: int = 2
+) -> dict[str, Any]:
+    """Each stage timed on every image (cycling through the pool); medians and p95."""
+    from inspector.imageio import read_image
+    from inspector.preprocess import letterbox, to_tensor
+
+    target = detector.model.input_size
+    samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    samples["total"] = []
+    for i in range(warmup + repeats):
+        path = pool.path(i)
+        t0 = time.perf_counter()
+        image = read_image(path)
+        t1 = time.perf_counter()
+        padded, _ = letterbox(image.bgr, target)
+        t2 = time.perf_counter()
+        to_tensor(padded)
+        t3 = time.perf_counter()
+        tensor, box = detector.preprocess(image.bgr)
+        t4 = time.perf_counter()
+        raw = detector.infer(tensor)
+        t5 = time.perf_counter()
+        detector.postprocess(raw, box)
+        t6 = time.perf_counter()
+        if i < warmup:
+            continue
+        times = dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5),
+                         strict=True))
+        for stage, seconds in times.items():
+            samples[stage].append(seconds * 1000)
+        samples["total"].append(sum(times[s] for s in SERVICE_PATH) * 1000)
+    return {stage: summarize(values) for stage, values in samples.items()}
+
+
+def raw_session(detector: Any, pool: ImagePool, runs: int, warmup: int = 3) -> dict[str, Any]:
+    """The session alone, back to back on one prepared tensor: images per second."""
+    from inspector.imageio import read_image
+
+    tensor, _ = detector.preprocess(read_image(pool.path(0)).bgr)
+    for _ in range(warmup):
+        detector.infer(tensor)
+    times = []
+    start = time.perf_counter()
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        detector.infer(tensor)
+        times.append((time.perf_counter() - t0) * 1000)
+    seconds = time.perf_counter() - start
+    return {"runs": runs, "seconds": round(seconds, 3),
+            "images_per_s": round(runs / seconds, 3), "session_ms": summarize(times)}
+
+
+def detector_loop(detector: Any, paths: Sequence[Path], warmup: int = 3) -> dict[str, Any]:
+    """File -> detections, one image after another (read, pre, session, post): what a plain
+    Python loop around the detector does, comparable with Ultralytics' predictor."""
+    from inspector.imageio import read_image
+
+    for path in paths[:warmup]:
+        detector.inspect(read_image(path))
+    start = time.perf_counter()
+    for path in paths:
+        detector.inspect(read_image(path))
+    seconds = time.perf_counter() - start
+    return {"images": len(paths), "seconds": round(seconds, 3),
+            "images_per_s": round(len(paths) / seconds, 3)}
+
+
+def profile_image_path(detector: Any, pool: ImagePool, images: int, top: int = 15
+                       ) -> dict[str, Any]:
+    """cProfile of the service's per-image work, run sequentially in this process (the service
+    spreads it over threads, which cProfile cannot follow): the top functions by own time."""
+    from inspector.imageio import read_image
+    from inspector.result import to_json, to_result
+    from inspector.sinks.mqtt import fit_payload
+
+    def one(i: int) -> None:
+        result = to_result(detector.inspect(read_image(pool.path(i))), device="bench")
+        fit_payload(result)
+        to_json(result)
+
+    one(0)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for i in range(images):
+        one(i)
+    profiler.disable()
+    return {"images": images, "top": top_functions(profiler, top)}
+
+
+def top_functions(profiler: cProfile.Profile, top: int) -> list[dict[str, Any]]:
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
+    rows = []
+    entries = sorted(stats.stats.items(),  # type: ignore[attr-defined]
+                     key=lambda kv: kv[1][2], reverse=True)[:top]
+    for (filename, line, name), (_cc, calls, tottime, cumtime, _callers) in entries:
+        rows.append({
+            "function": _where(filename, line, name),
+            "calls": int(calls),
+            "own_s": round(tottime, 4),
+            "cumulative_s": round(cumtime, 4),
+            "own_share": round(tottime / total, 4) if total else None,
+        })
+    return rows
+
+
+def _where(filename: str, line: int, name: str) -> str:
+    if filename == "~":
+        return name  # a C function: "<method 'run' of ...>"
+    parts = Path(filename).parts
+    short = "/".join(parts[-2:]) if len(parts) >= 2 else filename
+    return f"{short}:{line}({name})"
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start

@@ -1,0 +1,355 @@
+"""One benchmark run: every model x thread setting, measured in the same run so ratios hold.
+
+    options = BenchOptions.full(models, out_dir=...)     # or .quick(...)
+    report = run_bench(options)                          # the JSON document (a dict)
+
+For each configuration: per-stage latency in this process, the raw session's throughput, then the
+real service under the emulators (start-up, single images, a burst). Then the publish stage, our
+NMS against OpenCV's, Ultralytics' predictor on the same files (when available), an optional
+soak, and a cProfile of the per-image path. ``inspector.bench.report`` grades and writes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspector.bench import inprocess
+from inspector.bench.images import ImagePool, make_pool
+from inspector.bench.nms import bench_nms
+from inspector.bench.timing import ratio, summarize
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "inspector.bench/1"
+IOU = 0.7
+CONF = 0.25
+
+
+@dataclass(frozen=True)
+class ModelUnderTest:
+    path: Path
+    precision: str  # "fp32", "int8" or "unknown" (from the manifest, else the file name)
+    label: str  # short name for tables: "<stem>"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    models: tuple[ModelUnderTest, ...]
+    threads: tuple[int, ...] = (1, 2)
+    quick: bool = False
+    pool_images: int = 12
+    stage_repeats: int = 40
+    session_runs: int = 100
+    burst: int = 300
+    singles: int = 10
+    nms_repeats: int = 50
+    compare_images: int = 60
+    profile_images: int = 20
+    soak: int = 0
+    soak_batch: int = 100
+    service: bool = True
+    ultralytics_python: Path | None = None
+    out_dir: Path = Path("benchmarks/results")
+    stem: str = ""
+    work_dir: Path | None = None  # default: a temporary directory, removed afterwards
+
+    @classmethod
+    def full(cls, models: Sequence[ModelUnderTest], **overrides: Any) -> BenchOptions:
+        return replace(cls(models=tuple(models)), **overrides)
+
+    @classmethod
+    def quick_run(cls, models: Sequence[ModelUnderTest], **overrides: Any) -> BenchOptions:
+        small = cls(models=tuple(models), quick=True, pool_images=3, stage_repeats=5,
+                    session_runs=10, burst=12, singles=2, nms_repeats=3, compare_images=6,
+                    profile_images=3, soak_batch=10)
+        return replace(small, **overrides)
+
+    def steps(self) -> int:
+        """Units of the progress bar: one per phase, one per image of bursts and the soak."""
+        per_config = 3 + ((1 + self.singles + self.burst) if self.service else 0)
+        return (len(self.models) * len(self.threads) * per_config + 3 + len(self.models)
+                + self.soak)
+
+
+Tick = Callable[[int], None]
+
+
+def describe_models(paths: Sequence[Path]) -> list[ModelUnderTest]:
+    """Precision from the bundled manifest when the file is listed there, else its name."""
+    from inspector.errors import InspectorError
+    from inspector.models import load_manifest
+
+    out = []
+    for path in paths:
+        precision = "int8" if "int8" in path.name.lower() else "unknown"
+        with contextlib.suppress(InspectorError):
+            manifest = load_manifest(path.parent)
+            entry = manifest.entry(path.name)
+            if entry is not None:
+                precision = entry.precision
+        if precision == "unknown" and ("fp32" in path.name.lower() or "int8" not in path.name):
+            precision = "fp32"
+        out.append(ModelUnderTest(Path(path), precision, path.stem))
+    return out
+
+
+def bundled_models() -> tuple[list[Path], list[str]]:
+    """The bundled fp32 and INT8 models (raises ModelNotFoundError when there is none)."""
+    from inspector.errors import ModelNotFoundError
+    from inspector.models import default_model_path
+
+    paths = [default_model_path(precision="fp32")]
+    notes = []
+    try:
+        paths.append(default_model_path(precision="int8"))
+    except ModelNotFoundError as exc:
+        notes.append(f"no bundled INT8 model ({exc}); INT8 not measured")
+    return paths, notes
+
+
+def run_bench(options: BenchOptions, tick: Tick = lambda n: None,
+              phase: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    """Measure everything; the report document (``inspector.bench.report`` writes it)."""
+    started = time.monotonic()
+    started_utc = datetime.now(timezone.utc)
+    notes: list[str] = []
+    with _work_dir(options.work_dir) as work:
+        phase("generating images")
+        pool = make_pool(work / "pool", options.pool_images, quick=options.quick)
+        models = [_model_info(m) for m in options.models]
+        configs = []
+        for model in options.models:
+            for threads in options.threads:
+                configs.append(_bench_config(model, threads, pool, options, work, notes,
+                                             tick, phase))
+        phase("publish stage")
+        publish = _publish_stage(options, pool, work, notes)
+        tick(1)
+        phase("NMS vs OpenCV")
+        nms_rows = bench_nms(np.random.default_rng(0), options.nms_repeats, IOU)
+        for row in nms_rows:
+            row["ours_over_cv2"] = ratio(row["ours_ms"], row["cv2_ms"])
+        tick(1)
+        comparison = _compare_ultralytics(options, pool, work, notes, tick, phase)
+        soak = None
+        if options.soak and options.service:
+            phase(f"soak: {options.soak} images")
+            soak = _soak(options, pool, work, notes, tick)
+        phase("profile")
+        profile = _profile(options, pool)
+        tick(1)
+    return {
+        "schema": SCHEMA,
+        "host": socket.gethostname(),
+        "date": started_utc.strftime("%Y-%m-%d"),
+        "started_utc": started_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": round(time.monotonic() - started, 1),
+        "quick": options.quick,
+        "machine": machine(),
+        "options": _options_json(options),
+        "models": models,
+        "configs": configs,
+        "publish_ms": publish,
+        "nms": nms_rows,
+        "ultralytics": comparison,
+        "soak": soak,
+        "profile": profile,
+        "notes": notes,
+    }
+
+
+def _bench_config(model: ModelUnderTest, threads: int, pool: ImagePool, options: BenchOptions,
+                  work: Path, notes: list[str], tick: Tick, phase: Callable[[str], None]
+                  ) -> dict[str, Any]:
+    from inspector.detector import Detector
+
+    name = f"{model.label} {threads}t"
+    config: dict[str, Any] = {"model": model.label, "path": str(model.path),
+                              "precision": model.precision, "threads": threads}
+    phase(f"{name}: stages")
+    detector = Detector.from_path(model.path, intra_op_threads=threads, conf_threshold=CONF,
+                                  iou_threshold=IOU)
+    config["stages_ms"] = inprocess.stage_latencies(detector, pool, options.stage_repeats)
+    tick(1)
+    phase(f"{name}: raw session")
+    config["raw_session"] = inprocess.raw_session(detector, pool, options.session_runs)
+    tick(1)
+    loop_paths = [pool.path(i) for i in range(max(options.compare_images // 2, 3))]
+    config["detector_loop"] = inprocess.detector_loop(detector, loop_paths)
+    tick(1)
+    del detector
+    config["service"] = None
+    if options.service:
+        config["service"] = _service_run(model, threads, pool, options, work / f"svc-{model.label}-"
+                                         f"{threads}t", notes, tick, phase, name)
+        burst = (config["service"] or {}).get("burst") or {}
+        config["burst_over_raw"] = ratio(burst.get("images_per_s"),
+                                         config["raw_session"]["images_per_s"])
+    return config
+
+
+def _service_run(model: ModelUnderTest, threads: int, pool: ImagePool, options: BenchOptions,
+                 work: Path, notes: list[str], tick: Tick, phase: Callable[[str], None],
+                 name: str) -> dict[str, Any] | None:
+    from inspector.bench import service
+
+    phase(f"{name}: service start")
+    try:
+        with service.running(work, model.path, threads, pool.path(0)) as svc:
+            out: dict[str, Any] = {"startup": svc.startup()}
+            tick(1)
+            phase(f"{name}: single images")
+            singles = svc.single_latency(pool, options.singles)
+            tick(len(singles))
+            out["single_latency_ms"] = summarize(singles)
+            phase(f"{name}: burst of {options.burst}")
+            out["burst"] = svc.burst(pool, work / "staging", options.burst, "burst", tick)
+            out["rss_peak_mb"] = service.mb(svc.rss.peak())
+            return out
+    except service.ServiceBenchError as exc:
+        notes.append(f"{name}: service run failed: {exc}")
+        logger.error("%s: service run failed: %s", name, exc)
+        return {"error": str(exc)}
+
+
+def _publish_stage(options: BenchOptions, pool: ImagePool, work: Path, notes: list[str]
+                   ) -> dict[str, Any] | None:
+    from inspector.bench.service import publish_ms
+    from inspector.detector import Detector
+    from inspector.imageio import read_image
+    from inspector.result import to_result
+
+    detector = Detector.from_path(options.models[0].path, conf_threshold=CONF, iou_threshold=IOU)
+    result = to_result(detector.inspect(read_image(pool.path(0))), device="bench")
+    try:
+        return summarize(publish_ms(result, options.stage_repeats, work / "publish"))
+    except Exception as exc:  # the other figures are still worth having
+        notes.append(f"publish stage not measured: {exc!r}")
+        return None
+
+
+def _compare_ultralytics(options: BenchOptions, pool: ImagePool, work: Path, notes: list[str],
+                         tick: Tick, phase: Callable[[str], None]) -> dict[str, Any]:
+    from inspector.bench.reference import find_interpreter, run_ultralytics
+    from inspector.detector import Detector
+
+    python, why = find_interpreter(options.ultralytics_python)
+    if python is None:
+        notes.append(f"Ultralytics comparison skipped: {why}")
+        tick(len(options.models))
+        return {"status": "skipped", "note": why, "runs": []}
+    paths = [pool.path(i) for i in range(options.compare_images)]
+    runs = []
+    for model in options.models:
+        phase(f"{model.label}: Ultralytics predictor")
+        detector = Detector.from_path(model.path, conf_threshold=CONF, iou_threshold=IOU)
+        size = detector.model.input_size
+        ours = inprocess.detector_loop(detector, paths)
+        del detector
+        theirs = run_ultralytics(python, model.path, paths, (size.height, size.width),
+                                 work / f"ultralytics-{model.label}", conf=CONF, iou=IOU)
+        if "error" in theirs:
+            notes.append(f"{model.label}: Ultralytics' predictor failed: {theirs['error']}")
+        runs.append({
+            "model": model.label, "precision": model.precision, "images": len(paths),
+            "ours_loop": ours, "theirs": theirs,
+            "ours_loop_over_theirs": ratio(ours["images_per_s"], theirs.get("images_per_s")),
+        })
+        tick(1)
+    return {"status": "ran", "note": why, "runs": runs}
+
+
+def _soak(options: BenchOptions, pool: ImagePool, work: Path, notes: list[str], tick: Tick
+          ) -> dict[str, Any] | None:
+    from inspector.bench import service
+
+    model, threads = options.models[0], max(options.threads)
+    try:
+        with service.running(work / "soak", model.path, threads, pool.path(0)) as svc:
+            startup = svc.startup()
+            out = svc.soak(pool, work / "soak" / "staging", options.soak, options.soak_batch,
+                           tick)
+            return {"model": model.label, "threads": threads, "startup": startup, **out}
+    except service.ServiceBenchError as exc:
+        notes.append(f"soak failed: {exc}")
+        return {"error": str(exc)}
+
+
+def _profile(options: BenchOptions, pool: ImagePool) -> dict[str, Any]:
+    from inspector.detector import Detector
+
+    model, threads = options.models[0], max(options.threads)
+    detector = Detector.from_path(model.path, intra_op_threads=threads, conf_threshold=CONF,
+                                  iou_threshold=IOU)
+    out = inprocess.profile_image_path(detector, pool, options.profile_images)
+    return {"model": model.label, "threads": threads, **out}
+
+
+def _model_info(model: ModelUnderTest) -> dict[str, Any]:
+    from inspector.detector import Detector
+
+    detector = Detector.from_path(model.path)
+    info = detector.model
+    return {
+        "label": model.label, "path": str(model.path), "precision": model.precision,
+        "name": info.name, "version": info.version, "sha256": info.sha256,
+        "input_size": {"height": info.input_size.height, "width": info.input_size.width},
+        "size_mb": round(model.path.stat().st_size / 2**20, 2),
+    }
+
+
+def machine() -> dict[str, Any]:
+    import cv2
+    import onnxruntime
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "onnxruntime": onnxruntime.__version__,
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+        "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _options_json(options: BenchOptions) -> dict[str, Any]:
+    data = asdict(options)
+    data["models"] = [str(m.path) for m in options.models]
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+
+
+@contextlib.contextmanager
+def _work_dir(given: Path | None) -> Iterator[Path]:
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given
+        return
+    # short: the nucleus' socket path must fit a Unix socket name
+    with tempfile.TemporaryDirectory(prefix="ibench-", dir="/tmp") as tmp:
+        yield Path(tmp)
+
+
+__all__ = ["BenchOptions", "ModelUnderTest", "bundled_models", "describe_models", "run_bench"]

@@ -1,0 +1,359 @@
+"""The component as Greengrass runs it: ``python -m inspector run`` under the emulators.
+
+One ``ServiceBench`` is one service process (one model, one thread setting) with the nucleus and
+StreamManager emulators in this process (``inspector.testing.fixtures.running_greengrass``).
+It measures, in this order: start-up to the first result (one image already waiting), the
+latency of single images (file closed -> result acknowledged by the nucleus), a burst (files
+renamed into the folder at once; first rename -> last result acknowledged) and, optionally, a
+soak (RSS after every batch). A sampler thread reads the process' RSS throughout.
+
+Times come from the emulator's own receipt stamps (``NucleusEmulator.calls[i].time_s``,
+``time.monotonic()``), so polling never adds to a measurement.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inspector.bench.images import ImagePool, drop
+from inspector.bench.timing import summarize
+
+logger = logging.getLogger(__name__)
+
+COMPONENT = "com.example.InspectorBench"
+THING = "bench-device"
+RESULTS_TOPIC = "bench/{thingName}/results"
+PUBLISH = "PublishToIoTCore"
+
+
+class ServiceBenchError(RuntimeError):
+    """The service did not start, died, or stopped publishing (the log tail says why)."""
+
+
+def psutil_module() -> Any:
+    try:
+        import psutil
+    except ModuleNotFoundError as exc:
+        raise ServiceBenchError(
+            "psutil is needed to read the service's memory: pip install 'inspector[bench]'"
+        ) from exc
+    return psutil
+
+
+@dataclass
+class RssSampler:
+    """Samples a process' resident set size every ``interval_s`` on a daemon thread."""
+
+    pid: int
+    interval_s: float = 0.05
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (monotonic s, bytes)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> RssSampler:
+        process = psutil_module().Process(self.pid)
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.samples.append((time.monotonic(), int(process.memory_info().rss)))
+                except Exception:  # the process is gone
+                    return
+                self._stop.wait(self.interval_s)
+
+        self._thread = threading.Thread(target=loop, name="rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def now(self) -> int:
+        return int(psutil_module().Process(self.pid).memory_info().rss)
+
+    def between(self, t0: float, t1: float) -> list[int]:
+        return [rss for t, rss in list(self.samples) if t0 <= t <= t1]
+
+    def peak(self) -> int:
+        return max((rss for _, rss in list(self.samples)), default=0)
+
+
+def service_config(watch: Path, model: Path, threads: int) -> dict[str, Any]:
+    """The component configuration the nucleus emulator serves (uploads of defects included)."""
+    return {
+        "ImageDirectory": str(watch),
+        "ModelPath": str(model),
+        "IntraOpThreads": threads,
+        "StableSeconds": 0.2,
+        "ProcessedAction": "delete",
+        "PublishResultsOnTopic": RESULTS_TOPIC,
+        "UploadBucket": "bench-defects",
+        "MetricsIntervalSeconds": 0,
+    }
+
+
+class ServiceBench:
+    """A running service under the emulators; use as a context manager (``running``)."""
+
+    def __init__(self, gg: Any, proc: subprocess.Popen[bytes], watch: Path, log: Path,
+                 started: float) -> None:
+        self.gg = gg
+        self.proc = proc
+        self.watch = watch
+        self.log = log
+        self.started = started
+        self.topic = RESULTS_TOPIC.replace("{thingName}", THING)
+        self.rss = RssSampler(proc.pid).start()
+        self._seen = 0  # results already handed out by ``_results_since``
+
+    # --- results as the nucleus received them ------------------------------------------------
+
+    def results(self) -> list[tuple[float, dict[str, Any]]]:
+        """(receipt monotonic s, result) for every result published so far, in order."""
+        out = []
+        for call in list(self.gg.nucleus.calls):
+            if call.operation == PUBLISH and call.request.get("topicName") == self.topic:
+                payload = base64.b64decode(call.request.get("payload") or b"")
+                out.append((call.time_s, json.loads(payload)))
+        return out
+
+    def count(self) -> int:
+        return sum(1 for c in list(self.gg.nucleus.calls)
+                   if c.operation == PUBLISH and c.request.get("topicName") == self.topic)
+
+    def wait_results(self, total: int, *, stall_s: float = 60.0,
+                     tick: Callable[[int], None] | None = None) -> None:
+        """Until ``total`` results were published; raises when none came for ``stall_s``."""
+        last, last_change = self.count(), time.monotonic()
+        while last < total:
+            if self.proc.poll() is not None:
+                raise ServiceBenchError(f"the service exited ({self.proc.returncode}) after "
+                                        f"{last} results:\n{self.log_tail()}")
+            if time.monotonic() - last_change > stall_s:
+                raise ServiceBenchError(f"no result for {stall_s:.0f} s ({last} of {total}):\n"
+                                        f"{self.log_tail()}")
+            time.sleep(0.02)
+            now = self.count()
+            if now != last:
+                if tick is not None:
+                    tick(now - last)
+                last, last_change = now, time.monotonic()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text("utf-8", "replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # --- the measurements ---------------------------------------------------------------------
+
+    def startup(self) -> dict[str, Any]:
+        """Seconds from process start to RUNNING and to the first result (one image waiting)."""
+        deadline = time.monotonic() + 120
+        running_at = None
+        while self.count() < 1:
+            if running_at is None and "RUNNING" in self.gg.nucleus.states:
+                running_at = time.monotonic()
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise ServiceBenchError(f"no first result (exit {self.proc.returncode}):\n"
+                                        f"{self.log_tail()}")
+            time.sleep(0.005)
+        first_t = self.results()[0][0]
+        return {
+            "to_running_s": None if running_at is None else round(running_at - self.started, 3),
+            "to_first_result_s": round(first_t - self.started, 3),
+            "rss_after_first_mb": mb(self.rss.now()),
+        }
+
+    def single_latency(self, pool: ImagePool, count: int, pause_s: float = 0.3) -> list[float]:
+        """ms from each file closed (written in place) to its result acknowledged."""
+        latencies = []
+        for i in range(count):
+            name = f"single-{i:04d}.jpg"
+            data = pool.path(i).read_bytes()
+            before = self.count()
+            with open(self.watch / name, "wb") as out:
+                out.write(data)
+            closed = time.monotonic()
+            self.wait_results(before + 1)
+            t, result = self.results()[before]
+            if result["image"]["name"] != name:
+                raise ServiceBenchError(f"expected the result of {name}, got "
+                                        f"{result['image']['name']}")
+            latencies.append((t - closed) * 1000)
+            time.sleep(pause_s)
+        return latencies
+
+    def burst(self, pool: ImagePool, staging: Path, count: int, prefix: str,
+              tick: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """``count`` files renamed into the folder at once; throughput and per-result timings."""
+        files = pool.copies(staging, prefix, count)
+        psutil = psutil_module()
+        process = psutil.Process(self.proc.pid)
+        before = self.count()
+        cpu0 = process.cpu_times()
+        t0 = time.monotonic()
+        drop(files, self.watch)
+        self.wait_results(before + count, tick=tick)
+        cpu1 = process.cpu_times()
+        results = self.results()[before:before + count]
+        t_last = results[-1][0]
+        seconds = t_last - t0
+        cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+        stages = {key: summarize([r["timings_ms"][key] for _, r in results if key in
+                                  r.get("timings_ms", {})])
+                  for key in ("decode", "preprocess", "inference", "postprocess", "total")}
+        settle_end = time.monotonic() + 1.0
+        time.sleep(1.0)  # idle: the steady RSS
+        steady = _median(self.rss.between(settle_end - 1.0, settle_end))
+        return {
+            "images": count,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(count / seconds, 3) if seconds > 0 else None,
+            "first_result_s": round(results[0][0] - t0, 3),
+            "service_cpu_s": round(cpu_s, 3),
+            "service_cpu_cores": round(cpu_s / seconds, 2) if seconds > 0 else None,
+            "stages_ms": stages,
+            "defects": sum(1 for _, r in results if r.get("verdict") == "defect"),
+            "rss_peak_mb": mb(max(self.rss.between(t0, t_last), default=0)),
+            "rss_steady_mb": None if steady is None else mb(steady),
+        }
+
+    def soak(self, pool: ImagePool, staging: Path, count: int, batch: int = 100,
+             tick: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """``count`` images in batches; the RSS after every batch (settled)."""
+        points = []
+        done = 0
+        while done < count:
+            n = min(batch, count - done)
+            self.burst_quiet(pool, staging, n, f"soak{done:06d}", tick)
+            done += n
+            time.sleep(0.3)
+            points.append({"images": done, "rss_mb": mb(self.rss.now())})
+        warm = points[0]["rss_mb"]
+        return {
+            "images": count,
+            "batch": batch,
+            "rss_after_mb": points[-1]["rss_mb"],
+            "rss_growth_mb": round(points[-1]["rss_mb"] - warm, 2),
+            "rss_growth_from": f"after the first {points[0]['images']} images",
+            "rss_peak_mb": mb(self.rss.peak()),
+            "points": points,
+        }
+
+    def burst_quiet(self, pool: ImagePool, staging: Path, count: int, prefix: str,
+                    tick: Callable[[int], None] | None = None) -> None:
+        files = pool.copies(staging, prefix, count)
+        before = self.count()
+        drop(files, self.watch)
+        self.wait_results(before + count, tick=tick)
+
+    def stop(self) -> int | None:
+        self.rss.stop()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@contextmanager
+def running(work: Path, model: Path, threads: int, first_image: Path,
+            extra_env: dict[str, str] | None = None) -> Iterator[ServiceBench]:
+    """The emulators and a service process on ``work/watch``, with ``first_image`` waiting."""
+    from inspector.testing.fixtures import running_greengrass
+
+    psutil_module()  # fail early, before starting anything
+    work.mkdir(parents=True, exist_ok=True)
+    watch = work / "watch"
+    watch.mkdir(exist_ok=True)
+    waiting = watch / "startup.jpg"
+    waiting.write_bytes(first_image.read_bytes())
+    old = time.time() - 60
+    os.utime(waiting, (old, old))  # already stable: the start-up scan takes it at once
+    log = work / "service.log"
+    with running_greengrass(work, config=service_config(watch, model, threads),
+                            component_name=COMPONENT, thing_name=THING) as gg:
+        env = {**os.environ, **gg.env, "AWS_IOT_THING_NAME": THING, "PYTHONUNBUFFERED": "1",
+               "ORT_DISABLE_TELEMETRY": "1", **(extra_env or {})}
+        with open(log, "wb") as out:
+            started = time.monotonic()
+            proc = subprocess.Popen([sys.executable, "-u", "-m", "inspector", "run"], env=env,
+                                    stdout=out, stderr=subprocess.STDOUT, cwd=work)
+        bench = ServiceBench(gg, proc, watch, log, started)
+        try:
+            yield bench
+        finally:
+            bench.stop()
+
+
+def publish_ms(result: dict[str, Any], repeats: int, work: Path) -> list[float]:
+    """The service's per-result publish path, timed in this process against the emulator:
+    fit the payload, spool it, PublishToIoTCore until acknowledged, unspool it."""
+    from inspector.greengrass.clients import connect_ipc
+    from inspector.greengrass.ipc import IpcClient
+    from inspector.greengrass.spool import Spool
+    from inspector.sinks.mqtt import fit_payload
+    from inspector.testing.fixtures import running_nucleus
+
+    work.mkdir(parents=True, exist_ok=True)
+    with running_nucleus(work, component_name=COMPONENT, thing_name=THING) as nucleus, \
+            _environ(nucleus.env):
+        ipc = IpcClient(connect_ipc)
+        ipc.start(wait_s=10)
+        spool = Spool(work / "spool")
+        try:
+            def once() -> None:
+                payload, _ = fit_payload(result)
+                entry = spool.put({"target": "iotcore", "topic": "bench/results",
+                                   "payload": payload.decode("utf-8")})
+                ipc.publish_to_iot_core("bench/results", payload, qos="1", attempts=1)
+                spool.remove(entry.id)
+
+            from inspector.bench.timing import sample_ms
+
+            return sample_ms(once, repeats, warmup=3)
+        finally:
+            ipc.close()
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def mb(rss_bytes: float) -> float:
+    return round(rss_bytes / 2**20, 2)
+
+
+def _median(values: list[int]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return float(ordered[len(ordered) // 2])

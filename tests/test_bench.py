@@ -1,0 +1,163 @@
+"""``inspector bench --quick`` end to end on tiny stand-in models (no timing assertions), and the
+report's grading on hand-made documents."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from inspector.bench.report import grade, render_markdown
+from inspector.bench.runner import describe_models
+from inspector.cli import main
+from inspector.types import Size
+from onnx_factory import conv_proxy_model, write_model
+
+pytest.importorskip("psutil")
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def proxy_models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two small conv nets with a real (1, 5, N) head; the second one named like an INT8 file
+    (same weights: this checks the plumbing, not quantisation)."""
+    folder = tmp_path_factory.mktemp("models")
+    model = conv_proxy_model(input_size=Size(96, 128), widths=(8, 8, 16, 16, 32),
+                             blocks_per_level=1)
+    return [write_model(folder / "proxy.onnx", model),
+            write_model(folder / "proxy-int8.onnx", model)]
+
+
+def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path, proxy_models: list[Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results"
+    rc = main(["bench", "--quick", "--models", *map(str, proxy_models), "--threads", "1", "2",
+               "--soak", "6", "--out-dir", str(out), "--stem", "ci"])
+    assert rc == 0
+    doc = json.loads((out / "ci.json").read_text())
+    assert {"schema", "host", "date", "machine", "models", "configs", "publish_ms", "nms",
+            "ultralytics", "soak", "profile", "goals", "notes", "plots"} <= set(doc)
+    assert doc["quick"] is True
+    assert [(c["model"], c["threads"]) for c in doc["configs"]] == [
+        ("proxy", 1), ("proxy", 2), ("proxy-int8", 1), ("proxy-int8", 2)]
+    for config in doc["configs"]:
+        assert {"decode", "letterbox", "tensor", "preprocess", "session", "post", "total"} == set(
+            config["stages_ms"])
+        assert config["stages_ms"]["session"]["median_ms"] > 0
+        assert config["raw_session"]["images_per_s"] > 0
+        service = config["service"]
+        assert "error" not in service, service.get("error")
+        assert service["burst"]["images"] == 12
+        assert service["burst"]["images_per_s"] > 0
+        assert set(service["burst"]["stages_ms"]) >= {"decode", "inference", "postprocess"}
+        assert service["single_latency_ms"]["n"] == 2
+        assert service["startup"]["to_first_result_s"] > 0
+        assert service["rss_peak_mb"] > 0
+        assert config["burst_over_raw"] > 0
+        assert config["where_time_goes"]["stage_share"]
+    assert [(r["boxes"], r["candidates"]) for r in doc["nms"]] == [
+        (kind, n) for kind in ("clustered", "scattered") for n in (10, 100, 1000)]
+    assert doc["publish_ms"]["n"] > 0
+    assert doc["soak"]["images"] == 6 and doc["soak"]["rss_after_mb"] > 0
+    assert doc["profile"]["top"]
+    assert doc["ultralytics"]["status"] == "skipped"
+    assert any("Ultralytics comparison skipped" in note for note in doc["notes"])
+    graded = {g["key"] for g in doc["goals"]}
+    assert {"burst_over_raw", "int8_speedup", "nms_over_cv2_1000", "rss_peak_mb",
+            "soak_rss_after_mb", "soak_rss_growth_mb"} <= graded
+
+    markdown = (out / "ci.md").read_text()
+    for heading in ("## Goals", "## Throughput and latency per configuration",
+                    "## Per-stage latency", "## Where the service's time goes",
+                    "## NMS: ours vs cv2.dnn.NMSBoxes", "## Ultralytics' predictor", "## Soak",
+                    "## Profile"):
+        assert heading in markdown
+    if doc["plots"]:  # matplotlib installed (the bench extra)
+        assert all((out / name).stat().st_size > 0 for name in doc["plots"])
+        assert "ci-stages.png" in doc["plots"] and "ci-throughput.png" in doc["plots"]
+    assert f"wrote {out / 'ci.md'}" in capsys.readouterr().out
+
+
+def test_no_model_anywhere_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("INSPECTOR_MODELS_DIR", str(tmp_path))
+    assert main(["bench", "--quick", "--out-dir", str(tmp_path / "out")]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--quick", "--models", str(tmp_path / "nope.onnx")]) == 2
+    assert "nope.onnx" in capsys.readouterr().err
+
+
+def test_precision_from_manifest_else_file_name(tmp_path: Path) -> None:
+    a = tmp_path / "m.onnx"
+    b = tmp_path / "m-int8.onnx"
+    assert [m.precision for m in describe_models([a, b])] == ["fp32", "int8"]
+    (tmp_path / "manifest.json").write_text(json.dumps({
+        "schema": "inspector.models/1", "default": "m.onnx",
+        "models": [{"file": "m.onnx", "name": "m", "version": "1", "precision": "int8",
+                    "sha256": "0" * 64, "input_size": {"height": 64, "width": 64},
+                    "classes": ["scratch"]}]}))
+    assert describe_models([a])[0].precision == "int8"
+
+
+def _doc(**overrides: object) -> dict:
+    config = {
+        "model": "m", "precision": "fp32", "threads": 2,
+        "stages_ms": {s: {"median_ms": 1.0, "p95_ms": 2.0} for s in (
+            "decode", "letterbox", "tensor", "preprocess", "session", "post", "total")},
+        "raw_session": {"images_per_s": 100.0, "session_ms": {"median_ms": 10.0}},
+        "detector_loop": {"images_per_s": 50.0},
+        "burst_over_raw": 0.9,
+        "service": {"rss_peak_mb": 210.0, "startup": {"to_first_result_s": 1.0},
+                    "single_latency_ms": {"median_ms": 20.0, "p95_ms": 30.0},
+                    "burst": {"images_per_s": 90.0, "rss_steady_mb": 150.0,
+                              "service_cpu_cores": 1.8,
+                              "stages_ms": {s: {"median_ms": 5.0} for s in (
+                                  "decode", "preprocess", "inference", "postprocess")}}},
+    }
+    nms = {"kept": 5, "ours_ms": 1.0, "cv2_ms": 1.0, "cv2_prebuilt_lists_ms": 1.0,
+           "same_as_cv2": True}
+    doc = {"configs": [config], "nms": [
+        {**nms, "boxes": "clustered", "candidates": 1000, "ours_over_cv2": 0.5},
+        {**nms, "boxes": "scattered", "candidates": 1000, "ours_over_cv2": 1.2}],
+        "ultralytics": {"runs": []}, "soak": None}
+    doc.update(overrides)
+    return doc
+
+
+def test_grade_says_by_how_much_a_goal_is_missed() -> None:
+    goals = {g["key"]: g for g in grade(_doc())}
+    assert goals["burst_over_raw"]["met"] is False
+    assert goals["burst_over_raw"]["shortfall"].startswith("missed by 5.3%")
+    assert "session alone 10.0 ms" in goals["burst_over_raw"]["detail"]
+    assert goals["nms_over_cv2_1000"]["value"] == 1.2  # the worst box set
+    assert goals["nms_over_cv2_1000"]["met"] is False
+    assert goals["rss_peak_mb"]["met"] is False
+    assert "int8_speedup" not in goals  # no INT8 model in this run
+    assert "over_ultralytics" not in goals
+
+
+def test_grade_int8_and_ultralytics() -> None:
+    doc = _doc()
+    int8 = json.loads(json.dumps(doc["configs"][0]))
+    int8.update(model="m-int8", precision="int8", raw_session={
+        "images_per_s": 180.0, "session_ms": {"median_ms": 5.5}})
+    doc["configs"].append(int8)
+    doc["ultralytics"] = {"status": "ran", "note": "x", "runs": [
+        {"model": "m", "precision": "fp32", "images": 10, "ours_loop": {"images_per_s": 50.0},
+         "theirs": {"images_per_s": 60.0}, "ours_loop_over_theirs": 50 / 60}]}
+    goals = {g["key"]: g for g in grade(doc)}
+    assert goals["int8_speedup"]["value"] == pytest.approx(1.8)
+    assert goals["int8_speedup"]["met"] is True
+    assert goals["over_ultralytics"]["value"] == pytest.approx(1.5)  # burst 90 / 60
+    assert goals["over_ultralytics"]["met"] is True
+    doc.update(host="h", date="d", started_utc="s", duration_s=1.0, quick=False, models=[],
+               machine={"processor": "p", "cpu_count": 2, "platform": "x", "python": "3",
+                        "onnxruntime": "1", "opencv": "4"}, publish_ms=None, profile=None,
+               notes=[])
+    text = render_markdown(doc, grade(doc), [])
+    assert "| INT8 / fp32 session throughput |" in text
