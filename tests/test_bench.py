@@ -36,7 +36,7 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path, proxy_models: 
                "--soak", "6", "--out-dir", str(out), "--stem", "ci"])
     assert rc == 0
     doc = json.loads((out / "ci.json").read_text())
-    assert {"schema", "host", "date", "machine", "models", "configs", "publish_ms", "nms",
+    assert {"schema", "host", "date", "machine", "models", "configs", "publish_ms", "memory", "nms",
             "ultralytics", "soak", "profile", "goals", "notes", "plots"} <= set(doc)
     assert doc["quick"] is True
     assert [(c["model"], c["threads"]) for c in doc["configs"]] == [
@@ -52,6 +52,7 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path, proxy_models: 
         assert service["burst"]["images_per_s"] > 0
         assert set(service["burst"]["stages_ms"]) >= {"decode", "inference", "postprocess"}
         assert service["single_latency_ms"]["n"] == 2
+        assert service["single_overhead_ms"]["n"] == 2
         assert service["startup"]["to_first_result_s"] > 0
         assert service["rss_peak_mb"] > 0
         assert config["burst_over_raw"] > 0
@@ -59,6 +60,8 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path, proxy_models: 
     assert [(r["boxes"], r["candidates"]) for r in doc["nms"]] == [
         (kind, n) for kind in ("clustered", "scattered") for n in (10, 100, 1000)]
     assert doc["publish_ms"]["n"] > 0
+    assert [m["model"] for m in doc["memory"]] == ["proxy", "proxy-int8"]
+    assert doc["memory"][0]["steps"][-1]["rss_mb"] > 0
     assert doc["soak"]["images"] == 6 and doc["soak"]["rss_after_mb"] > 0
     assert doc["profile"]["top"]
     assert doc["ultralytics"]["status"] == "skipped"
@@ -70,6 +73,7 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path, proxy_models: 
     markdown = (out / "ci.md").read_text()
     for heading in ("## Goals", "## Throughput and latency per configuration",
                     "## Per-stage latency", "## Where the service's time goes",
+                    "## Where the memory goes",
                     "## NMS: ours vs cv2.dnn.NMSBoxes", "## Ultralytics' predictor", "## Soak",
                     "## Profile"):
         assert heading in markdown

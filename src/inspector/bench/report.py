@@ -65,7 +65,7 @@ def grade(doc: dict[str, Any]) -> list[dict[str, Any]]:
     if peaks:
         value, where = max(peaks, key=lambda p: p[0])
         add("rss_peak_mb", value, f"highest of the service runs ({where['model']}, "
-            f"{where['threads']} threads)")
+            f"{where['threads']} threads)", _memory_detail(doc, where["model"]))
     soak = doc.get("soak")
     if soak and "error" not in soak:
         scope = f"{soak['images']} images, {soak['model']}, {soak['threads']} threads"
@@ -78,7 +78,12 @@ def grade(doc: dict[str, Any]) -> list[dict[str, Any]]:
         config = next((c for c in configs if c["model"] == run["model"]
                        and c["threads"] == top), None)
         theirs = run["theirs"].get("images_per_s")
-        add("over_ultralytics", ratio(_burst_ips(config), theirs) if config else None,
+        service_ips = _burst_ips(config)
+        if service_ips is None:  # --no-service: the like-for-like loop is all there is
+            add("over_ultralytics", run["ours_loop_over_theirs"],
+                f"{run['model']}, sequential detector loop (no service run)")
+            continue
+        add("over_ultralytics", ratio(service_ips, theirs),
             f"{run['model']}, service at {top} threads",
             f"same files, sequential detector loop vs predictor: "
             f"{_fmt(run['ours_loop_over_theirs'])}x")
@@ -135,18 +140,21 @@ def render_markdown(doc: dict[str, Any], goals: list[dict[str, Any]], plots: lis
             "acknowledged by the nucleus. Single: file closed -> result acknowledged, one image "
             "at a time. Start-up: process start -> first result (one image waiting).", "",
             "| model | threads | raw session img/s | loop img/s | burst img/s | burst/raw | "
-            "single ms (median / p95) | start-up s | RSS peak / steady MB |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "single ms (median / p95) | single: outside the stages ms | start-up s | "
+            "RSS peak / steady MB |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for c in doc["configs"]:
         svc = c.get("service") or {}
         burst = svc.get("burst") or {}
         single = svc.get("single_latency_ms") or {}
         startup = svc.get("startup") or {}
+        overhead = svc.get("single_overhead_ms") or {}
         out.append(
             f"| {c['model']} | {c['threads']} | {_fmt(c['raw_session']['images_per_s'])} | "
             f"{_fmt(c['detector_loop']['images_per_s'])} | {_fmt(burst.get('images_per_s'))} | "
             f"{_fmt(c.get('burst_over_raw'))} | {_fmt(single.get('median_ms'))} / "
-            f"{_fmt(single.get('p95_ms'))} | {_fmt(startup.get('to_first_result_s'))} | "
+            f"{_fmt(single.get('p95_ms'))} | {_fmt(overhead.get('median_ms'))} | "
+            f"{_fmt(startup.get('to_first_result_s'))} | "
             f"{_fmt(svc.get('rss_peak_mb'))} / {_fmt(burst.get('rss_steady_mb'))} |"
             + (f" service failed: {svc['error'].splitlines()[0]}" if "error" in svc else ""))
     out += ["", "## Per-stage latency in this process (ms, median / p95)", "",
@@ -179,6 +187,18 @@ def render_markdown(doc: dict[str, Any], goals: list[dict[str, Any]], plots: lis
         out.append(f"| {c['model']} {c['threads']}t | " + " | ".join(cells) +
                    f" | {_fmt(w['burst_ms_per_image'])} | {_fmt(w['session_alone_ms'])} | "
                    f"{_fmt(w['session_slowdown'])} | {_fmt(w['service_cpu_cores'])} |")
+    memory = [m for m in doc.get("memory") or [] if isinstance(m.get("steps"), list)]
+    if memory:
+        out += ["", "## Where the memory goes", "",
+                "RSS of a fresh process after each import and step, in the order the service "
+                "gets there (MB; the increase in brackets).", ""]
+        out.append("| step | " + " | ".join(f"{m['model']} {m['threads']}t" for m in memory)
+                   + " |")
+        out.append("|---" * (len(memory) + 1) + "|")
+        for i, step in enumerate(memory[0]["steps"]):
+            cells = [f"{_fmt(m['steps'][i]['rss_mb'])} (+{_fmt(m['steps'][i]['delta_mb'])})"
+                     if i < len(m["steps"]) else "-" for m in memory]
+            out.append(f"| {step['step']} | " + " | ".join(cells) + " |")
     out += ["", "## NMS: ours vs cv2.dnn.NMSBoxes (ms, medians)", "",
             "cv2 is timed from the same numpy xyxy boxes (its xywh conversion counts); "
             "'cv2 lists' from prebuilt Python lists.", "",
@@ -359,6 +379,16 @@ def _burst_detail(config: dict[str, Any]) -> str:
             f"{_fmt(w['stage_median_ms'].get('decode'))} ms + preprocess "
             f"{_fmt(w['stage_median_ms'].get('preprocess'))} ms beside it; service used "
             f"{_fmt(w['service_cpu_cores'])} CPU cores")
+
+
+def _memory_detail(doc: dict[str, Any], model: str) -> str:
+    entry = next((m for m in doc.get("memory") or [] if m.get("model") == model
+                  and isinstance(m.get("steps"), list)), None)
+    if entry is None:
+        return ""
+    biggest = sorted(entry["steps"], key=lambda s: s["delta_mb"], reverse=True)[:3]
+    return "largest parts: " + ", ".join(f"{s['step']} +{_fmt(s['delta_mb'])} MB"
+                                         for s in biggest)
 
 
 def _shortfall(value: float | None, op: str, goal: float) -> str:

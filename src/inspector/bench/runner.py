@@ -80,7 +80,7 @@ class BenchOptions:
     def steps(self) -> int:
         """Units of the progress bar: one per phase, one per image of bursts and the soak."""
         per_config = 3 + ((1 + self.singles + self.burst) if self.service else 0)
-        return (len(self.models) * len(self.threads) * per_config + 3 + len(self.models)
+        return (len(self.models) * len(self.threads) * per_config + 3 + 2 * len(self.models)
                 + self.soak)
 
 
@@ -135,6 +135,8 @@ def run_bench(options: BenchOptions, tick: Tick = lambda n: None,
             for threads in options.threads:
                 configs.append(_bench_config(model, threads, pool, options, work, notes,
                                              tick, phase))
+        phase("memory breakdown")
+        memory = _memory(options, pool, tick)
         phase("publish stage")
         publish = _publish_stage(options, pool, work, notes)
         tick(1)
@@ -163,6 +165,7 @@ def run_bench(options: BenchOptions, tick: Tick = lambda n: None,
         "models": models,
         "configs": configs,
         "publish_ms": publish,
+        "memory": memory,
         "nms": nms_rows,
         "ultralytics": comparison,
         "soak": soak,
@@ -214,7 +217,9 @@ def _service_run(model: ModelUnderTest, threads: int, pool: ImagePool, options: 
             phase(f"{name}: single images")
             singles = svc.single_latency(pool, options.singles)
             tick(len(singles))
-            out["single_latency_ms"] = summarize(singles)
+            out["single_latency_ms"] = summarize([latency for latency, _ in singles])
+            # what the image's own stages do not explain: watcher, queues, publish, IPC
+            out["single_overhead_ms"] = summarize([latency - own for latency, own in singles])
             phase(f"{name}: burst of {options.burst}")
             out["burst"] = svc.burst(pool, work / "staging", options.burst, "burst", tick)
             out["rss_peak_mb"] = service.mb(svc.rss.peak())
@@ -223,6 +228,18 @@ def _service_run(model: ModelUnderTest, threads: int, pool: ImagePool, options: 
         notes.append(f"{name}: service run failed: {exc}")
         logger.error("%s: service run failed: %s", name, exc)
         return {"error": str(exc)}
+
+
+def _memory(options: BenchOptions, pool: ImagePool, tick: Tick) -> list[dict[str, Any]]:
+    from inspector.bench.memory import memory_breakdown
+
+    out = []
+    for model in options.models:
+        threads = max(options.threads)
+        out.append({"model": model.label, "threads": threads,
+                    "steps": memory_breakdown(model.path, threads, pool.path(0))})
+        tick(1)
+    return out
 
 
 def _publish_stage(options: BenchOptions, pool: ImagePool, work: Path, notes: list[str]
