@@ -220,3 +220,33 @@ def test_close_keeps_unsent_messages_for_the_next_start(
     assert nucleus.wait_for_published(1)[0].json()["image"]["name"] == "later.jpg"
     wait_until(lambda: again.pending() == 0)
     again.close(1.0)
+
+
+class FlakyIpc:
+    """Raises an error nobody planned for (as awscrt's AwsCrtError was) before succeeding."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sent: list[bytes] = []
+
+    def publish_to_iot_core(self, topic: str, payload: bytes, *, qos: str = "1",
+                            attempts: int | None = None) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("something unexpected")
+        self.sent.append(payload)
+
+    def publish_to_topic(self, topic: str, message: dict[str, Any], *,
+                         attempts: int | None = None) -> None:
+        raise AssertionError("not used")
+
+
+def test_an_unexpected_error_is_retried_never_dropped(tmp_path: Path) -> None:
+    ipc = FlakyIpc(failures=2)
+    spool = Spool(tmp_path / "spool")
+    spool.put({"target": "iotcore"})  # malformed (an older version's record): dropped
+    sink = MqttSink(ipc, spool, thing_name="t", backoff_s=0.01, backoff_max_s=0.02).start()
+    sink.send(delivery("kept.jpg"))
+    wait_until(lambda: sink.pending() == 0)
+    assert len(ipc.sent) == 1 and b"kept.jpg" in ipc.sent[0]
+    sink.close(1.0)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from awscrt.exceptions import AwsCrtError
 from awsiot.eventstreamrpc import (
     ConnectionClosedError,
     EventStreamError,
@@ -276,8 +277,10 @@ class IpcClient:
             shape = type(exc).__name__
             raise IpcRejected(f"{name}: {shape}: {getattr(exc, 'message', exc)}") from exc
         except (ConnectionClosedError, StreamClosedError, EventStreamError,
-                EventStreamOperationError, OSError, RuntimeError) as exc:
-            # awscrt raises a bare RuntimeError ("event stream rpc connection has been closed")
+                EventStreamOperationError, AwsCrtError, OSError, RuntimeError) as exc:
+            # awscrt raises AwsCrtError (AWS_ERROR_IO_OPERATION_CANCELLED: the write was cut by
+            # the disconnect) or a bare RuntimeError ("event stream rpc connection has been
+            # closed"): the request may or may not have reached the nucleus
             self._lost(generation)
             raise IpcUnavailable(f"{name}: connection lost: {exc!r}") from exc
 

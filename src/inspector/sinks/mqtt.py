@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 from tenacity import (
     Retrying,
-    retry_if_exception_type,
     retry_if_not_exception_type,
     stop_when_event_set,
     wait_exponential,
@@ -221,40 +220,57 @@ class MqttSink(Sink):
                     break
 
     def _publish_with_retry(self, entry: Any) -> bool:
-        """Publish one spooled message until acknowledged (True) or stopping (False)."""
-        from inspector.greengrass.ipc import IpcError, IpcRejected
+        """Publish one spooled message until acknowledged (True) or stopping (False).
+
+        Only a refusal by the nucleus (or a malformed spool record) drops a message; any other
+        error, expected or not, keeps it and is retried with backoff.
+        """
+        from inspector.greengrass.ipc import IpcRejected
 
         retrying = Retrying(
             stop=stop_when_event_set(self._stop),
             wait=wait_exponential(multiplier=self.backoff_s, min=self.backoff_s,
                                   max=self.backoff_max_s),
-            retry=retry_if_exception_type(IpcError) & retry_if_not_exception_type(IpcRejected),
+            retry=retry_if_not_exception_type((IpcRejected, _BadRecord)),
             sleep=self._sleep, reraise=True,
-            before_sleep=lambda state: logger.warning(
-                "publish failed, will retry: %s",
-                state.outcome.exception() if state.outcome else "?"),
+            before_sleep=self._log_retry,
         )
         try:
             retrying(self._publish_once, entry.record)
         except IpcRejected as exc:
             self.rejected += 1
             logger.error("result dropped: the nucleus refused it: %s", exc)
-        except IpcError:
-            return False  # stopping; the message stays in the spool
+        except _BadRecord as exc:
+            logger.error("spooled message %s dropped: %s", entry.id, exc)
         except Exception:
-            logger.exception("result dropped: cannot publish spooled message %s", entry.id)
+            return False  # stopping; the message stays in the spool
         self.spool.remove(entry.id)
         return True
 
+    @staticmethod
+    def _log_retry(state: Any) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        known = type(error).__module__.startswith("inspector.")
+        logger.warning("publish failed, will retry: %s", error if known else repr(error),
+                       exc_info=None if known else error)
+
     def _publish_once(self, record: dict[str, Any]) -> None:
-        if record["target"] == "pubsub":
-            self.ipc.publish_to_topic(record["topic"], json.loads(record["payload"]), attempts=1)
+        try:
+            target, topic, payload = record["target"], record["topic"], record["payload"]
+            message: dict[str, Any] = json.loads(payload) if target == "pubsub" else {}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _BadRecord(f"malformed: {exc!r}") from exc
+        if target == "pubsub":
+            self.ipc.publish_to_topic(topic, message, attempts=1)
         else:
-            self.ipc.publish_to_iot_core(record["topic"], record["payload"].encode("utf-8"),
-                                         qos="1", attempts=1)
+            self.ipc.publish_to_iot_core(topic, payload.encode("utf-8"), qos="1", attempts=1)
         self.published += 1
 
     def _sleep(self, seconds: float) -> None:
         # a reconnect or a stop cuts the backoff short
         self._retry_now.wait(seconds)
         self._retry_now.clear()
+
+
+class _BadRecord(Exception):
+    """A spooled record that can never be published (torn or from an incompatible version)."""
