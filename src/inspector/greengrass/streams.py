@@ -19,6 +19,8 @@ written again in that case (the object is the same file).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import logging
 import threading
@@ -143,8 +145,9 @@ class S3Uploader:
                 logger.warning("StreamManager unavailable (%s); uploads wait", exc)
                 self._drop_client()
                 self._pause(_backoff(self._reconnect_wait, self._failures))
-            except Exception:
+            except Exception:  # unknown: start again from a fresh client; tasks are kept
                 logger.exception("uploader: unexpected error")
+                self._drop_client()
                 self._pause(1.0)
 
     def _pause(self, seconds: float) -> None:
@@ -216,8 +219,10 @@ class S3Uploader:
             return fn()
         except NotEnoughMessagesException:
             raise
-        except (ConnectionError, TimeoutError, OSError, ConnectFailedException,
-                ServerTimeoutException, UnknownFailureException) as exc:
+        except (ConnectionError, TimeoutError, asyncio.TimeoutError,
+                concurrent.futures.TimeoutError, asyncio.IncompleteReadError, OSError,
+                ConnectFailedException, ServerTimeoutException, UnknownFailureException) as exc:
+            # (on Python 3.10 the asyncio and futures timeouts are not TimeoutError)
             raise _Disconnected(f"{what}: {exc!r}") from exc
         except StreamManagerException as exc:
             if "closed" in str(exc).lower():  # "Client is closed. Create a new client first."
