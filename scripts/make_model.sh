@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Regenerate the bundled model from nothing, in one command (needs the `train` extra: torch,
+# ultralytics; never run on a device or in CI):
+#
+#   python3 -m venv .venv-train && .venv-train/bin/pip install -e '.[train,test]'
+#   PY=.venv-train/bin/python TRAIN_HOURS=1.75 scripts/make_model.sh
+#
+# Steps: synthetic data (two mixes, shared/DOMAIN.md) -> 320 px same-scale crops -> YOLOv8n from
+# yolov8n.yaml (no pretrained weights, offline) -> ONNX fp32 640x640 -> INT8 (static QDQ) ->
+# evaluation by our own pipeline on a held-out seed -> models/manifest.json.
+# Every seed and setting is recorded in the manifest. Optional FINETUNE_HOURS > 0 adds a second
+# stage on whole 640 px frames, starting from the crop-trained weights.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-python3}
+DATA=${DATA:-data}
+RUNS=${RUNS:-runs}
+TRAIN_HOURS=${TRAIN_HOURS:-1.75}
+FINETUNE_HOURS=${FINETUNE_HOURS:-0}
+EPOCHS=${EPOCHS:-14}
+VERSION=${VERSION:-1.0.0}
+DEVICE=${DEVICE:-cpu}
+EVAL_COUNT=${EVAL_COUNT:-300}
+export ORT_DISABLE_TELEMETRY=1
+
+"$PY" scripts/make_dataset.py "$DATA/trainA" --count 1100 --seed 1 --val-fraction 0.05 --workers 2 \
+  --max-side 640 --p-clean 0.15 --max-scratches 5
+"$PY" scripts/make_dataset.py "$DATA/trainB" --count 400 --seed 2 --val-fraction 0.0 --workers 2 \
+  --max-side 640 --p-clean 0.1 --max-scratches 5 --contrast-scale 1.4 --width-scale 1.25
+"$PY" scripts/make_crops.py "$DATA/trainA" "$DATA/trainB" --out "$DATA/crops320" --size 320 --per-image 3
+
+"$PY" scripts/train.py --data "$DATA/crops320/data.yaml" --imgsz 320 --epochs "$EPOCHS" \
+  --time "$TRAIN_HOURS" --batch 16 --project "$RUNS" --name crops320 --close-mosaic 2 --device "$DEVICE"
+weights="$RUNS/crops320/weights/best.pt"
+records=("$RUNS/crops320/inspector_train.json")
+if [ "$(echo "$FINETUNE_HOURS > 0" | bc)" = 1 ]; then
+  "$PY" scripts/train.py --data "$DATA/trainA/data.yaml" --weights "$weights" --imgsz 640 \
+    --epochs 3 --time "$FINETUNE_HOURS" --batch 16 --project "$RUNS" --name full640 \
+    --close-mosaic 1 --device "$DEVICE"
+  weights="$RUNS/full640/weights/best.pt"
+  records+=("$RUNS/full640/inspector_train.json")
+fi
+
+"$PY" scripts/export_model.py "$weights" models/scratch-yolov8n.onnx --imgsz 640 \
+  --name scratch-yolov8n --version "$VERSION"
+"$PY" scripts/quantize_model.py models/scratch-yolov8n.onnx models/scratch-yolov8n-int8.onnx
+"$PY" scripts/evaluate.py --count "$EVAL_COUNT" --out models/eval.json \
+  --models models/scratch-yolov8n.onnx models/scratch-yolov8n-int8.onnx
+"$PY" scripts/write_manifest.py --models-dir models --version "$VERSION" \
+  --fp32 scratch-yolov8n.onnx --int8 scratch-yolov8n-int8.onnx \
+  --data "$DATA/trainA/synth.json" "$DATA/trainB/synth.json" \
+  --training "${records[@]}" --eval models/eval.json

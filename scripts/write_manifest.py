@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Write ``models/manifest.json`` for the bundled models (read by ``inspector.models``).
+
+It records, for each ONNX file: sha256, input size and classes read from the file itself, the
+data sets it was trained on (their ``synth.json``), the training record
+(``inspector_train.json`` of each stage) and the held-out metrics from ``scripts/evaluate.py``.
+
+    python scripts/write_manifest.py --models-dir models --version 1.0.0 \
+        --fp32 scratch-yolov8n.onnx --int8 scratch-yolov8n-int8.onnx \
+        --data data/trainA/synth.json data/trainB/synth.json \
+        --training runs/crops320/inspector_train.json --eval models/eval.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+def describe(path: Path) -> dict[str, Any]:
+    from inspector.detector import Detector
+    from inspector.integrity import sha256_file
+
+    model = Detector.from_path(path).model
+    return {
+        "name": model.name,
+        "version": model.version,
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "input_size": {"height": model.input_size.height, "width": model.input_size.width},
+        "classes": list(model.class_names),
+    }
+
+
+def eval_row(evaluation: dict[str, Any] | None, file: str) -> dict[str, Any]:
+    if not evaluation:
+        return {}
+    for row in evaluation.get("results", []):
+        if row.get("model") == file:
+            keep = {k: v for k, v in row.items() if k != "model"}
+            return {
+                "test_set": {k: evaluation[k] for k in ("seed", "count", "conf_threshold")},
+                **keep,
+            }
+    return {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--models-dir", type=Path, default=Path("models"))
+    p.add_argument("--version", required=True)
+    p.add_argument("--fp32", required=True, help="file name inside --models-dir")
+    p.add_argument("--int8", help="file name inside --models-dir")
+    p.add_argument("--data", type=Path, nargs="*", default=[], help="synth.json of each data set")
+    p.add_argument(
+        "--training",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="inspector_train.json of each training stage, in order",
+    )
+    p.add_argument("--eval", type=Path, help="JSON written by scripts/evaluate.py")
+    p.add_argument("--notes", default="", help="free text kept in the manifest")
+    args = p.parse_args(argv)
+
+    data = [json.loads(f.read_text()) for f in args.data]
+    training = [json.loads(f.read_text()) for f in args.training]
+    evaluation = json.loads(args.eval.read_text()) if args.eval else None
+    models = []
+    for file, precision in ((args.fp32, "fp32"), (args.int8, "int8")):
+        if not file:
+            continue
+        entry = {"file": file, "precision": precision, **describe(args.models_dir / file)}
+        entry["version"] = args.version
+        entry["data"] = {"sets": data}
+        entry["training"] = {"stages": training}
+        entry["metrics"] = eval_row(evaluation, file)
+        models.append(entry)
+    manifest = {
+        "schema": "inspector.models/1",
+        "default": args.fp32,
+        "notes": args.notes,
+        "models": models,
+    }
+    out = args.models_dir / "manifest.json"
+    out.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {out} ({len(models)} models)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
