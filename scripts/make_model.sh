@@ -34,7 +34,7 @@ export ORT_DISABLE_TELEMETRY=1
   --time "$TRAIN_HOURS" --batch 16 --project "$RUNS" --name crops320 --close-mosaic 2 --device "$DEVICE"
 weights="$RUNS/crops320/weights/best.pt"
 records=("$RUNS/crops320/inspector_train.json")
-if [ "$(echo "$FINETUNE_HOURS > 0" | bc)" = 1 ]; then
+if awk "BEGIN { exit !($FINETUNE_HOURS > 0) }"; then
   "$PY" scripts/train.py --data "$DATA/trainA/data.yaml" --weights "$weights" --imgsz 640 \
     --epochs 3 --time "$FINETUNE_HOURS" --batch 16 --project "$RUNS" --name full640 \
     --close-mosaic 1 --device "$DEVICE"
