@@ -4,7 +4,7 @@ One small JSON file per message, named by a growing sequence number, so the olde
 first and a crash leaves at worst one torn ``.part`` file (ignored). A message leaves the spool
 only when its publish was acknowledged; everything still there is re-sent after a reconnect or a
 restart. Re-sending after a timeout may duplicate a message: the cloud de-duplicates results by
-``image.sha256`` + ``time``.
+``device`` + ``image.name`` + ``image.sha256`` + ``time``.
 
     spool = Spool(state / "spool", max_items=10_000)
     entry = spool.put({"target": "iotcore", "topic": "t", "payload": "..."})

@@ -7,7 +7,8 @@ and removes it once the nucleus acknowledged it. What is left (nucleus down, com
 is sent after the reconnect or the next start.
 
 Delivery is at least once: a publish that timed out is "unknown" and is sent again, so the cloud
-may see a result twice; ``image.sha256`` + ``time`` identify it for de-duplication.
+may see a result twice; ``device`` + ``image.name`` + ``image.sha256`` + ``time`` identify it
+for de-duplication.
 
 Payloads stay under ``MAX_PAYLOAD_BYTES`` (AWS IoT Core's 128 KB message limit): the detections
 with the lowest confidence are dropped, ``detections_truncated`` is set and ``detections_total``
