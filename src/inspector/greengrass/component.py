@@ -10,7 +10,7 @@
 
 A fatal error (invalid configuration, a model that cannot be loaded or whose sha256 differs from
 the model component's) is logged, reported with UpdateState ERRORED, and the process exits
-non-zero: 2 configuration, 3 model, 5 no nucleus.
+non-zero: 2 configuration, 3 model, 5 no nucleus, 1 anything else.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 EXIT_CONFIG = 2
 EXIT_MODEL = 3
 EXIT_NO_NUCLEUS = 5
+EXIT_CRASH = 1
 CONNECT_WAIT_S = 30.0
 
 
@@ -113,6 +114,8 @@ class Component:
                                          drain=self.drain, environ=self.environ)
         except ModelError as exc:
             return self._fatal(EXIT_MODEL, f"cannot load the model: {exc}")
+        except ConfigError as exc:
+            return self._fatal(EXIT_CONFIG, str(exc))
         if not self.service.paths.watch.is_dir():
             return self._fatal(EXIT_CONFIG, f"ImageDirectory {self.service.paths.watch} does "
                                "not exist or is not a directory")
@@ -139,6 +142,9 @@ class Component:
             self.service.run()
         except ConfigError as exc:
             return self._fatal(EXIT_CONFIG, str(exc))
+        except Exception as exc:
+            logger.exception("the service failed")
+            return self._fatal(EXIT_CRASH, f"the service failed: {exc!r}")
         finally:
             self.metrics.close()
             self.config.close()
