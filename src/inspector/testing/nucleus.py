@@ -489,16 +489,19 @@ class NucleusEmulator:
         if stream.conn.streams.get(stream.stream_id) is not stream:
             return  # the client closed the stream meanwhile
         terminate = not stream.kind
-        stream.conn.send(rpc_message(
-            MessageType.APPLICATION_MESSAGE, stream.stream_id,
-            MessageFlag.TERMINATE_STREAM if terminate else MessageFlag.NONE,
-            _json_headers(f"{operation}Response"), json.dumps(response).encode(),
-        ))
-        with self._lock:
+        # The response and the ready flag under one lock: a client holding its response always
+        # finds its subscription counted, and an event listed afterwards follows the response.
+        with self._changed:
+            stream.conn.send(rpc_message(
+                MessageType.APPLICATION_MESSAGE, stream.stream_id,
+                MessageFlag.TERMINATE_STREAM if terminate else MessageFlag.NONE,
+                _json_headers(f"{operation}Response"), json.dumps(response).encode(),
+            ))
             if terminate:
                 stream.conn.streams.pop(stream.stream_id, None)
             else:
                 stream.ready = True
+            self._changed.notify_all()
 
     def _take_injected(self, operation: str) -> tuple[str, str] | None:
         with self._lock:
