@@ -257,15 +257,21 @@ def test_configuration_update_applied_live_and_invalid_rejected(
     write_image(watch, "c.png", DARK)
     wait_until(lambda: "c.png" in result_names(gg), 30, "c.png")
 
-    # a new model path: loaded and swapped between two images
+    # a new model path, mid-burst: loaded and swapped between two images, none lost
     other = write_model(tmp_path / "other.onnx", constant_head_model(
         head_tensor([(48.0, 32.0, 20.0, 10.0, 0.05)]), input_size=INPUT, name="other",
         version="2"))
+    burst = [f"e{i}.png" for i in range(10)]
+    for name in burst:
+        write_image(watch, name, BRIGHT)
     assert gg.nucleus.update_config(COMPONENT, {"ModelPath": str(other)},
                                     merge=True).status == "ACCEPTED"
     wait_until(lambda: "settings changed: ModelPath" in component.log_text(), 10)
     write_image(watch, "d.png", BRIGHT)
-    wait_until(lambda: "d.png" in result_names(gg), 30, "d.png")
+    wait_until(lambda: result_names(gg) >= {"d.png", *burst}, 30, "d.png and the burst")
+    models = [r["model"]["name"] for r in results(gg) if r["image"]["name"] in burst]
+    assert len(models) == 10 and set(models) <= {"bright", "other"}
+    assert models == sorted(models)  # bright until the swap, then other
 
     by_name = {r["image"]["name"]: r for r in results(gg)}
     assert by_name["a.png"]["verdict"] == "pass"  # dark (0.16) at 0.6
