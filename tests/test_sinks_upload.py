@@ -236,3 +236,43 @@ def test_vanished_file_is_reported_not_uploaded(
     wait_until(lambda: "gone.png" in outcomes.done)
     assert outcomes.done["gone.png"][0] is False and "vanished" in outcomes.done["gone.png"][1]
     uploader.close()
+
+
+def test_an_upload_without_status_is_reissued_and_reported_once(
+    stream_manager: StreamManagerEmulator, tmp_path: Path
+) -> None:
+    outcomes = Outcomes()
+    calls: list[bool] = []
+    stream_manager.slow_upload_s = 0.8
+    uploader = make_uploader(status_timeout_s=0.3)
+    slow = task(tmp_path, "slow.png", outcomes)
+    done = slow.on_done
+
+    def counted(ok: bool, reason: str) -> None:
+        calls.append(ok)
+        done(ok, reason)
+
+    slow.on_done = counted
+    uploader.submit(slow)
+    wait_until(lambda: "slow.png" in outcomes.done)
+    stream_manager.slow_upload_s = 0.0
+    wait_until(lambda: stream_manager.pending_exports() == 0)
+    time.sleep(0.3)
+    assert calls == [True]  # the key written twice, the image released once
+    assert len([u for u in stream_manager.uploads if u.key == "k/slow.png"]) >= 2
+    uploader.close()
+
+
+def test_a_long_queue_is_not_mistaken_for_a_stall(
+    stream_manager: StreamManagerEmulator, tmp_path: Path
+) -> None:
+    outcomes = Outcomes()
+    stream_manager.slow_upload_s = 0.15  # exported one after the other: the last waits ~0.9 s
+    uploader = make_uploader(status_timeout_s=0.4)
+    for n in range(6):
+        uploader.submit(task(tmp_path, f"q{n}.png", outcomes))
+    wait_until(lambda: len(outcomes.done) == 6)
+    assert all(ok for ok, _ in outcomes.done.values())
+    keys = [u.key for u in stream_manager.uploads]
+    assert sorted(keys) == sorted(f"k/q{n}.png" for n in range(6))  # each exactly once
+    uploader.close()

@@ -58,7 +58,8 @@ class UploadTask:
     on_done: Callable[[bool, str], None]  # (uploaded, reason when not)
     attempts: int = 0  # failed exports so far
     not_before: float = 0.0  # time.monotonic() before which it is not appended
-    sequence: int | None = None  # in the data stream, once appended
+    sequence: int | None = None  # in the data stream, once appended (the current attempt)
+    sequences: list[int] = field(default_factory=list)  # every append, superseded ones included
     appended_at: float = 0.0
     history: list[str] = field(default_factory=list)
 
@@ -88,7 +89,10 @@ class S3Uploader:
         self.status_stream = status_stream
         self._lock = threading.Lock()
         self._queue: list[UploadTask] = []  # not appended yet (new, retrying, or re-issued)
-        self._inflight: dict[int, UploadTask] = {}  # data stream sequence number -> task
+        # data stream sequence number -> task; a task re-issued for want of a status keeps its
+        # earlier sequence numbers here, so whichever export succeeds first completes it
+        self._inflight: dict[int, UploadTask] = {}
+        self._last_status = time.monotonic()  # when a status of ours last arrived
         self._client: Any = None
         self._cursor: int | None = None  # next status stream sequence number to read
         self._failures = 0  # consecutive connection failures
@@ -115,7 +119,7 @@ class S3Uploader:
 
     def pending(self) -> int:
         with self._lock:
-            return len(self._queue) + len(self._inflight)
+            return len({id(t) for t in [*self._queue, *self._inflight.values()]})
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the thread; unfinished uploads stay held on disk for the next start."""
@@ -289,7 +293,7 @@ class S3Uploader:
             if self._stop.is_set():
                 return
             if not task.path.exists():
-                self._finish(task, None, False, f"{task.path} vanished before its upload")
+                self._finish(task, False, f"{task.path} vanished before its upload")
                 continue
             definition = S3ExportTaskDefinition(
                 input_url="file://" + quote(str(task.path.resolve())),
@@ -298,7 +302,7 @@ class S3Uploader:
             try:
                 payload = Util.validate_and_serialize_to_json_bytes(definition)
             except ValidationException as exc:
-                self._finish(task, None, False, f"invalid upload request: {exc}")
+                self._finish(task, False, f"invalid upload request: {exc}")
                 continue
             try:
                 sequence = self._sm("AppendMessage", functools.partial(
@@ -315,6 +319,7 @@ class S3Uploader:
                 if task in self._queue:
                     self._queue.remove(task)
                 task.sequence = int(sequence)
+                task.sequences.append(task.sequence)
                 task.appended_at = time.monotonic()
                 self._inflight[task.sequence] = task
             logger.debug("%s: upload queued as #%d -> s3://%s/%s", task.path.name, sequence,
@@ -359,17 +364,23 @@ class S3Uploader:
         context = status.status_context
         if context is None or context.stream_name != self.data_stream:
             return
+        sequence = context.sequence_number
         with self._lock:
-            task = self._inflight.get(context.sequence_number)
+            task = self._inflight.get(sequence)
+            if task is not None:
+                self._last_status = time.monotonic()
         if task is None:
             return  # an earlier run's task (re-issued since) or another writer's
         if status.status == Status.Success:
-            self._finish(task, context.sequence_number, True, "")
+            self._finish(task, True, "")
         elif status.status in (Status.Failure, Status.Canceled):
             with self._lock:
-                self._inflight.pop(context.sequence_number, None)
-                task.sequence = None
-            self._after_failure(task, f"{status.status.name}: {status.message or ''}".strip())
+                self._inflight.pop(sequence, None)
+                current = task.sequence == sequence
+                if current:
+                    task.sequence = None
+            if current:  # a superseded attempt failing changes nothing
+                self._after_failure(task, f"{status.status.name}: {status.message or ''}".strip())
 
     def _after_failure(self, task: UploadTask, reason: str) -> None:
         task.attempts += 1
@@ -378,8 +389,7 @@ class S3Uploader:
             with self._lock:
                 if task in self._queue:
                     self._queue.remove(task)
-            self._finish(task, None, False,
-                         f"upload failed {task.attempts} time(s); last: {reason}")
+            self._finish(task, False, f"upload failed {task.attempts} time(s); last: {reason}")
             return
         wait = _backoff(self._retry_wait, task.attempts)
         self.retried += 1
@@ -390,10 +400,12 @@ class S3Uploader:
             if task not in self._queue:
                 self._queue.append(task)
 
-    def _finish(self, task: UploadTask, sequence: int | None, ok: bool, reason: str) -> None:
+    def _finish(self, task: UploadTask, ok: bool, reason: str) -> None:
         with self._lock:
-            if sequence is not None:
-                self._inflight.pop(sequence, None)
+            for sequence in task.sequences:
+                if self._inflight.get(sequence) is task:
+                    del self._inflight[sequence]
+            task.sequence = None
             if task in self._queue:
                 self._queue.remove(task)
         if ok:
@@ -410,25 +422,32 @@ class S3Uploader:
 
     def _requeue_inflight(self, why: str) -> None:
         with self._lock:
-            tasks = list(self._inflight.values())
-            self._inflight.clear()
+            tasks = list({id(t): t for t in self._inflight.values()}.values())
+            self._inflight.clear()  # those sequence numbers died with the streams
             for task in tasks:
                 task.sequence = None
+                task.sequences.clear()
                 task.not_before = 0.0
-                self._queue.append(task)
+                if task not in self._queue:
+                    self._queue.append(task)
         if tasks:
             logger.warning("%d upload(s) appended again: %s", len(tasks), why)
 
     def _reissue_stale(self) -> None:
+        """Tasks with no final status for ``status_timeout_s`` while no status at all came in
+        meanwhile (a stalled export, not a long queue) are appended again."""
         now = time.monotonic()
         with self._lock:
-            stale = [s for s, t in self._inflight.items()
-                     if now - t.appended_at > self.status_timeout_s]
-            for sequence in stale:
-                task = self._inflight.pop(sequence)
-                task.sequence = None
+            if now - self._last_status <= self.status_timeout_s:
+                return
+            stale = [t for s, t in self._inflight.items()
+                     if t.sequence == s and now - t.appended_at > self.status_timeout_s]
+            for task in stale:
+                task.sequence = None  # its earlier sequence stays: a late Success still counts
                 task.not_before = 0.0
                 self._queue.append(task)
+            if stale:
+                self._last_status = now  # give the new attempts a full timeout
         if stale:
             logger.warning("%d upload(s) without a status for %.0f s; appended again",
                            len(stale), self.status_timeout_s)
