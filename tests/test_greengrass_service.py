@@ -428,3 +428,35 @@ def test_results_spooled_while_the_nucleus_is_away_are_sent_after_a_restart(
     sent = [(r["device"], r["image"]["name"], r["image"]["sha256"], r["time"])
             for r in results(gg)]
     assert len(set(sent)) == 2
+
+
+def test_the_recipe_grants_exactly_what_the_component_publishes(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """With the recipe's own DefaultConfiguration and the nucleus enforcing accessControl, every
+    publish (results to IoT Core and pub/sub, metrics) is authorized."""
+    import yaml
+
+    recipe = yaml.safe_load(
+        (Path(__file__).parents[1] / "recipes" / "inference" / "recipe.yaml").read_text())
+    config = dict(recipe["ComponentConfiguration"]["DefaultConfiguration"])
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    config.update(ImageDirectory=str(watch), ModelPath=str(model_path), StableSeconds=0.2,
+                  PublishTarget="both", MetricsIntervalSeconds=0.3, ConfidenceThreshold=0.6)
+    with running_greengrass(tmp_path, config=config, component_name=COMPONENT,
+                            thing_name=THING, enforce_access_control=True) as gg:
+        comp = Component(gg, tmp_path)
+        try:
+            comp.start()
+            write_image(watch, "x.png", BRIGHT)
+            wait_until(lambda: {m.operation for m in gg.nucleus.published
+                                if m.topic == config["PublishResultsOnTopic"]}
+                       == {"PublishToIoTCore", "PublishToTopic"}, 30, "results")
+            wait_until(lambda: any(m.topic == config["MetricsTopic"]
+                                   for m in gg.nucleus.published), 10, "metrics")
+            assert comp.stop() == 0
+        finally:
+            comp.kill()
+        log = comp.log_text()
+        assert "Unauthorized" not in log and "refused" not in log
