@@ -153,7 +153,8 @@ def render_markdown(doc: dict[str, Any], goals: list[dict[str, Any]], plots: lis
             f"| {c['model']} | {c['threads']} | {_fmt(c['raw_session']['images_per_s'])} | "
             f"{_fmt(c['detector_loop']['images_per_s'])} | {_fmt(burst.get('images_per_s'))} | "
             f"{_fmt(c.get('burst_over_raw'))} | {_fmt(single.get('median_ms'))} / "
-            f"{_fmt(single.get('p95_ms'))} | {_fmt(overhead.get('median_ms'))} | "
+            f"{_fmt(single.get('p95_ms'))} | {_fmt(overhead.get('median_ms'))}"
+            f"{_by_verdict(svc.get('single_overhead_ms_by_verdict'))} | "
             f"{_fmt(startup.get('to_first_result_s'))} | "
             f"{_fmt(svc.get('rss_peak_mb'))} / {_fmt(burst.get('rss_steady_mb'))} |"
             + (f" service failed: {svc['error'].splitlines()[0]}" if "error" in svc else ""))
@@ -379,6 +380,12 @@ def _burst_detail(config: dict[str, Any]) -> str:
             f"{_fmt(w['stage_median_ms'].get('decode'))} ms + preprocess "
             f"{_fmt(w['stage_median_ms'].get('preprocess'))} ms beside it; service used "
             f"{_fmt(w['service_cpu_cores'])} CPU cores")
+
+
+def _by_verdict(summaries: dict[str, Any] | None) -> str:
+    if not summaries or len(summaries) < 2:
+        return f" (all {next(iter(summaries))})" if summaries else ""
+    return " (" + ", ".join(f"{v} {_fmt(s['median_ms'])}" for v, s in summaries.items()) + ")"
 
 
 def _memory_detail(doc: dict[str, Any], model: str) -> str:

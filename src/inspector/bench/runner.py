@@ -217,9 +217,13 @@ def _service_run(model: ModelUnderTest, threads: int, pool: ImagePool, options: 
             phase(f"{name}: single images")
             singles = svc.single_latency(pool, options.singles)
             tick(len(singles))
-            out["single_latency_ms"] = summarize([latency for latency, _ in singles])
-            # what the image's own stages do not explain: watcher, queues, publish, IPC
-            out["single_overhead_ms"] = summarize([latency - own for latency, own in singles])
+            out["single_latency_ms"] = summarize([latency for latency, _, _ in singles])
+            # what the image's own stages do not explain: watcher, queues, sinks, IPC; by verdict
+            # too, since a defect also goes to the upload sink
+            out["single_overhead_ms"] = summarize([lat - own for lat, own, _ in singles])
+            out["single_overhead_ms_by_verdict"] = {
+                verdict: summarize([lat - own for lat, own, v in singles if v == verdict])
+                for verdict in sorted({v for _, _, v in singles})}
             phase(f"{name}: burst of {options.burst}")
             out["burst"] = svc.burst(pool, work / "staging", options.burst, "burst", tick)
             out["rss_peak_mb"] = service.mb(svc.rss.peak())

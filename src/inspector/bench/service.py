@@ -180,9 +180,10 @@ class ServiceBench:
         }
 
     def single_latency(self, pool: ImagePool, count: int, pause_s: float = 0.3
-                       ) -> list[tuple[float, float]]:
+                       ) -> list[tuple[float, float, str]]:
         """(ms from each file closed (written in place) to its result acknowledged, the
-        service's own total ms for that image: decode + preprocess + inference + post)."""
+        service's own total ms for that image (decode + preprocess + inference + post), its
+        verdict)."""
         latencies = []
         for i in range(count):
             name = f"single-{i:04d}.jpg"
@@ -196,7 +197,8 @@ class ServiceBench:
             if result["image"]["name"] != name:
                 raise ServiceBenchError(f"expected the result of {name}, got "
                                         f"{result['image']['name']}")
-            latencies.append(((t - closed) * 1000, float(result["timings_ms"]["total"])))
+            latencies.append(((t - closed) * 1000, float(result["timings_ms"]["total"]),
+                              str(result.get("verdict"))))
             time.sleep(pause_s)
         return latencies
 
