@@ -43,5 +43,19 @@ def stream_manager_client(
 
     return StreamManagerClient(
         connect_timeout=connect_timeout_s, request_timeout=request_timeout_s,
-        logger=logging.getLogger("inspector.greengrass.streammanager_sdk"),
+        logger=_SDK_LOGGER,
     )
+
+
+class _QuietWhileDown(logging.Filter):
+    """The SDK logs an ERROR for every failed (re)connection; the uploader already reports
+    StreamManager being down (throttled), so those lines are dropped."""
+
+    NOISE = ("Connection error while connecting", "Unable to read from socket")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOISE)
+
+
+_SDK_LOGGER = logging.getLogger("inspector.greengrass.streammanager_sdk")
+_SDK_LOGGER.addFilter(_QuietWhileDown())
