@@ -197,6 +197,7 @@ class S3Uploader:
         if created and self._cursor is not None:
             self._requeue_inflight("the streams were created again")
         if self._cursor is None or created:
+            self._cursor = None  # stays unknown (asked again next time) if this call fails
             self._cursor = self._newest_status() + 1
         return True
 
