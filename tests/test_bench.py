@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from inspector.bench.report import grade, render_markdown
-from inspector.bench.runner import describe_models
+from inspector.bench.runner import bundled_models, describe_models
 from inspector.cli import main
 from inspector.types import Size
 from onnx_factory import conv_proxy_model, write_model
@@ -36,8 +36,9 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path, proxy_models: 
                "--soak", "6", "--out-dir", str(out), "--stem", "ci"])
     assert rc == 0
     doc = json.loads((out / "ci.json").read_text())
-    assert {"schema", "host", "date", "machine", "models", "configs", "publish_ms", "memory", "nms",
-            "ultralytics", "soak", "profile", "goals", "notes", "plots"} <= set(doc)
+    assert {"schema", "host", "date", "machine", "models", "configs", "publish_ms", "memory",
+            "nms", "ultralytics", "soak", "profile", "goals", "notes", "plots",
+            "phase_seconds"} <= set(doc)
     assert doc["quick"] is True
     assert [(c["model"], c["threads"]) for c in doc["configs"]] == [
         ("proxy", 1), ("proxy", 2), ("proxy-int8", 1), ("proxy-int8", 2)]
@@ -106,6 +107,34 @@ def test_precision_from_manifest_else_file_name(tmp_path: Path) -> None:
                     "sha256": "0" * 64, "input_size": {"height": 64, "width": 64},
                     "classes": ["scratch"]}]}))
     assert describe_models([a])[0].precision == "int8"
+
+
+def _manifest(folder: Path, *entries: tuple[str, str]) -> None:
+    (folder / "manifest.json").write_text(json.dumps({
+        "schema": "inspector.models/1", "default": entries[0][0],
+        "models": [{"file": file, "name": "m", "version": "1", "precision": precision,
+                    "sha256": "0" * 64, "input_size": {"height": 64, "width": 64},
+                    "classes": ["scratch"]} for file, precision in entries]}))
+    for file, _ in entries:
+        (folder / file).write_bytes(b"")
+
+
+def test_bundled_models_are_the_fp32_and_int8_ones(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INSPECTOR_MODELS_DIR", str(tmp_path))
+    _manifest(tmp_path, ("a.onnx", "fp32"), ("a-q.onnx", "int8"))
+    paths, notes = bundled_models()
+    assert [p.name for p in paths] == ["a.onnx", "a-q.onnx"] and notes == []
+    assert [m.precision for m in describe_models(paths)] == ["fp32", "int8"]
+
+
+def test_without_a_bundled_int8_model_only_fp32_with_a_note(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INSPECTOR_MODELS_DIR", str(tmp_path))
+    _manifest(tmp_path, ("a.onnx", "fp32"))
+    paths, notes = bundled_models()
+    assert [p.name for p in paths] == ["a.onnx"]
+    assert "INT8 not measured" in notes[0]
 
 
 def _doc(**overrides: object) -> dict:

@@ -51,12 +51,12 @@ class BenchOptions:
     threads: tuple[int, ...] = (1, 2)
     quick: bool = False
     pool_images: int = 12
-    stage_repeats: int = 40
-    session_runs: int = 100
-    burst: int = 300
+    stage_repeats: int = 30
+    session_runs: int = 50
+    burst: int = 200
     singles: int = 10
     nms_repeats: int = 50
-    compare_images: int = 60
+    compare_images: int = 40
     profile_images: int = 20
     soak: int = 0
     soak_batch: int = 100
@@ -126,6 +126,9 @@ def run_bench(options: BenchOptions, tick: Tick = lambda n: None,
     started = time.monotonic()
     started_utc = datetime.now(timezone.utc)
     notes: list[str] = []
+    clock = _PhaseClock(phase)
+    phase = clock.phase
+
     with _work_dir(options.work_dir) as work:
         phase("generating images")
         pool = make_pool(work / "pool", options.pool_images, quick=options.quick)
@@ -153,6 +156,7 @@ def run_bench(options: BenchOptions, tick: Tick = lambda n: None,
         phase("profile")
         profile = _profile(options, pool)
         tick(1)
+        phase("")
     return {
         "schema": SCHEMA,
         "host": socket.gethostname(),
@@ -171,7 +175,26 @@ def run_bench(options: BenchOptions, tick: Tick = lambda n: None,
         "soak": soak,
         "profile": profile,
         "notes": notes,
+        "phase_seconds": clock.seconds,
     }
+
+
+class _PhaseClock:
+    """Passes phase names on and keeps how long each took (to size the next run)."""
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self.report = report
+        self.seconds: dict[str, float] = {}
+        self._name = ""
+        self._since = time.monotonic()
+
+    def phase(self, name: str) -> None:
+        now = time.monotonic()
+        if self._name:
+            self.seconds[self._name] = round(now - self._since, 1)
+        self._name, self._since = name, now
+        if name:
+            self.report(name)
 
 
 def _bench_config(model: ModelUnderTest, threads: int, pool: ImagePool, options: BenchOptions,

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a small run in seconds (CI); its figures mean little")
     parser.add_argument("--burst", type=_positive_int, metavar="N",
-                        help="images dropped at once into the watched folder (default 300; "
+                        help="images dropped at once into the watched folder (default 200; "
                         "quick 12)")
     parser.add_argument("--singles", type=_positive_int, metavar="N",
                         help="single images timed file-closed -> result (default 10)")
