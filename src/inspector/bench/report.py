@@ -50,10 +50,15 @@ def grade(doc: dict[str, Any]) -> list[dict[str, Any]]:
     int8 = _first(configs, "int8", top)
     if fp32 and int8:
         e2e = ratio(_burst_ips(int8), _burst_ips(fp32))
+        detail = f"end to end (service burst): {_fmt(e2e)}x"
+        for threads in sorted({c["threads"] for c in configs} - {top}):
+            a, b = _first(configs, "int8", threads), _first(configs, "fp32", threads)
+            if a and b:
+                detail += (f"; session at {threads} thread(s): " + _fmt(ratio(
+                    a["raw_session"]["images_per_s"], b["raw_session"]["images_per_s"])) + "x")
         add("int8_speedup", ratio(int8["raw_session"]["images_per_s"],
                                   fp32["raw_session"]["images_per_s"]),
-            f"{int8['model']} / {fp32['model']}, {top} threads",
-            f"end to end (service burst): {_fmt(e2e)}x")
+            f"{int8['model']} / {fp32['model']}, {top} threads", detail)
     at_1000 = [r for r in doc.get("nms", []) if r["candidates"] == 1000]
     if at_1000:
         worst = max(at_1000, key=lambda r: r["ours_over_cv2"] or 0)

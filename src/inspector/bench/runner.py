@@ -128,6 +128,11 @@ def run_bench(options: BenchOptions, tick: Tick = lambda n: None,
     notes: list[str] = []
     clock = _PhaseClock(phase)
     phase = clock.phase
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if load is not None and load > 0.5 * (os.cpu_count() or 1):
+        notes.append(f"the machine was busy when the run started (load average {load:.2f} on "
+                     f"{os.cpu_count()} CPUs): absolute figures are low and noisy; ratios "
+                     "taken in this run hold better")
 
     with _work_dir(options.work_dir) as work:
         phase("generating images")
