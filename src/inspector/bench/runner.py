@@ -218,6 +218,7 @@ def _bench_config(model: ModelUnderTest, threads: int, pool: ImagePool, options:
     phase(f"{name}: raw session")
     config["raw_session"] = inprocess.raw_session(detector, pool, options.session_runs)
     tick(1)
+    phase(f"{name}: detector loop")
     loop_paths = [pool.path(i) for i in range(max(options.compare_images // 2, 3))]
     config["detector_loop"] = inprocess.detector_loop(detector, loop_paths)
     tick(1)
