@@ -54,6 +54,7 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path, proxy_models: 
         assert set(service["burst"]["stages_ms"]) >= {"decode", "inference", "postprocess"}
         assert service["single_latency_ms"]["n"] == 2
         assert service["single_overhead_ms"]["n"] == 2
+        assert sum(s["n"] for s in service["single_overhead_ms_after"].values()) == 2
         assert service["startup"]["to_first_result_s"] > 0
         assert service["rss_peak_mb"] > 0
         assert config["burst_over_raw"] > 0

@@ -247,10 +247,10 @@ def _service_run(model: ModelUnderTest, threads: int, pool: ImagePool, options: 
             singles = svc.single_latency(pool, options.singles)
             tick(len(singles))
             out["single_latency_ms"] = summarize([latency for latency, _, _ in singles])
-            # what the image's own stages do not explain: watcher, queues, sinks, IPC; by verdict
-            # too, since a defect also goes to the upload sink
+            # what the image's own stages do not explain (watcher, queues, sinks, IPC), also by
+            # the previous image's verdict: a held defect can delay the watcher's next events
             out["single_overhead_ms"] = summarize([lat - own for lat, own, _ in singles])
-            out["single_overhead_ms_by_verdict"] = {
+            out["single_overhead_ms_after"] = {
                 verdict: summarize([lat - own for lat, own, v in singles if v == verdict])
                 for verdict in sorted({v for _, _, v in singles})}
             phase(f"{name}: burst of {options.burst}")

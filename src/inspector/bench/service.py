@@ -182,8 +182,13 @@ class ServiceBench:
     def single_latency(self, pool: ImagePool, count: int, pause_s: float = 0.3
                        ) -> list[tuple[float, float, str]]:
         """(ms from each file closed (written in place) to its result acknowledged, the
-        service's own total ms for that image (decode + preprocess + inference + post), its
-        verdict)."""
+        service's own total ms for that image (decode + preprocess + inference + post), the
+        verdict of the image before it).
+
+        ``pause_s`` after each result: a camera's cadence, not an idle service. The previous
+        verdict matters: a defect is held (moved out of the folder), and the watcher's events
+        can wait behind that move (watchdog groups move events for up to 0.5 s).
+        """
         latencies = []
         for i in range(count):
             name = f"single-{i:04d}.jpg"
@@ -193,12 +198,14 @@ class ServiceBench:
                 out.write(data)
             closed = time.monotonic()
             self.wait_results(before + 1)
-            t, result = self.results()[before]
+            results = self.results()
+            t, result = results[before]
+            previous = str(results[before - 1][1].get("verdict")) if before else "none"
             if result["image"]["name"] != name:
                 raise ServiceBenchError(f"expected the result of {name}, got "
                                         f"{result['image']['name']}")
             latencies.append(((t - closed) * 1000, float(result["timings_ms"]["total"]),
-                              str(result.get("verdict"))))
+                              previous))
             time.sleep(pause_s)
         return latencies
 
