@@ -66,6 +66,8 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path, proxy_models: 
     assert doc["memory"][0]["steps"][-1]["rss_mb"] > 0
     assert doc["soak"]["images"] == 6 and doc["soak"]["rss_after_mb"] > 0
     assert doc["profile"]["top"]
+    assert "error" not in doc["service_profile"], doc["service_profile"].get("error")
+    assert doc["service_profile"]["top"]
     assert doc["ultralytics"]["status"] == "skipped"
     assert any("Ultralytics comparison skipped" in note for note in doc["notes"])
     graded = {g["key"] for g in doc["goals"]}
@@ -77,7 +79,7 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path, proxy_models: 
                     "## Per-stage latency", "## Where the service's time goes",
                     "## Where the memory goes",
                     "## NMS: ours vs cv2.dnn.NMSBoxes", "## Ultralytics' predictor", "## Soak",
-                    "## Profile"):
+                    "## Profile of the service during a burst", "## Profile of the per-image"):
         assert heading in markdown
     if doc["plots"]:  # matplotlib installed (the bench extra)
         assert all((out / name).stat().st_size > 0 for name in doc["plots"])

@@ -4,6 +4,8 @@
 - ``inprocess``: per-stage latency, raw session, the detector loop, a cProfile
 - ``service``: the real service as a subprocess under the Greengrass emulators (burst, single
   images, start-up, RSS, soak) and the publish stage
+- ``profiled``: ``inspector`` under cProfile in every thread (the service's burst profile)
+- ``memory``: RSS of a fresh process per import and step
 - ``nms``: our NMS against ``cv2.dnn.NMSBoxes`` (also used by ``benchmarks/bench_core.py``)
 - ``reference`` / ``ultralytics_predict``: Ultralytics' predictor in another interpreter
 - ``report``: goals, markdown, plots

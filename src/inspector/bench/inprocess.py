@@ -110,12 +110,25 @@ def profile_image_path(detector: Any, pool: ImagePool, images: int, top: int = 1
     return {"images": images, "top": top_functions(profiler, top)}
 
 
-def top_functions(profiler: cProfile.Profile, top: int) -> list[dict[str, Any]]:
-    stats = pstats.Stats(profiler, stream=io.StringIO())
-    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
+# Calls that block a thread (cProfile counts wall time per thread): an idle thread's waits are
+# not work, so they are left out of a multi-threaded profile's top list and its shares.
+BLOCKING = (
+    "'acquire' of '_thread.", "time.sleep", "select.epoll", "select.poll", "select.select",
+    "posix.read>", "'recv' of '_socket", "'recv_into' of '_socket", "'get' of '_queue.",
+)
+
+
+def top_functions(profiler: cProfile.Profile | pstats.Stats, top: int, *,
+                  skip_blocking: bool = False) -> list[dict[str, Any]]:
+    """The ``top`` functions by own time, with their share of all (non-blocking) own time."""
+    stats = profiler if isinstance(profiler, pstats.Stats) else pstats.Stats(
+        profiler, stream=io.StringIO())
+    items = list(stats.stats.items())  # type: ignore[attr-defined]
+    if skip_blocking:
+        items = [kv for kv in items if not any(b in _where(*kv[0]) for b in BLOCKING)]
+    total = sum(v[2] for _, v in items)
     rows = []
-    entries = sorted(stats.stats.items(),  # type: ignore[attr-defined]
-                     key=lambda kv: kv[1][2], reverse=True)[:top]
+    entries = sorted(items, key=lambda kv: kv[1][2], reverse=True)[:top]
     for (filename, line, name), (_cc, calls, tottime, cumtime, _callers) in entries:
         rows.append({
             "function": _where(filename, line, name),

@@ -255,6 +255,20 @@ def render_markdown(doc: dict[str, Any], goals: list[dict[str, Any]], plots: lis
                    f"{_fmt(soak['startup']['to_first_result_s'])} s, RSS after "
                    f"{_fmt(soak['rss_after_mb'])} MB, growth {_fmt(soak['rss_growth_mb'])} MB "
                    f"({soak['rss_growth_from']}), peak {_fmt(soak['rss_peak_mb'])} MB.")
+    sprof = doc.get("service_profile")
+    if sprof and "error" not in sprof:
+        out += ["", f"## Profile of the service during a burst ({sprof['model']}, "
+                f"{sprof['threads']} threads, {sprof['images']} images)", "",
+                "A separate service run under cProfile in every Python thread (from just before "
+                "the drop to the exit); blocking waits (locks, sleeps, selects, queue gets) are "
+                "left out, shares are of the rest. ONNX Runtime's own threads are native: their "
+                "work shows as the session's `run` call.", "",
+                "| function | calls | own s | share |", "|---|---|---|---|"]
+        for row in sprof["top"]:
+            out.append(f"| `{row['function']}` | {row['calls']} | {row['own_s']:.3f} | "
+                       f"{_pct(row['own_share'])} |")
+    elif sprof:
+        out += ["", "## Profile of the service during a burst", "", f"Failed: {sprof['error']}"]
     prof = doc.get("profile")
     if prof:
         out += ["", f"## Profile of the per-image path ({prof['model']}, {prof['threads']} "

@@ -81,7 +81,7 @@ class BenchOptions:
         """Units of the progress bar: one per phase, one per image of bursts and the soak."""
         per_config = 3 + ((1 + self.singles + self.burst) if self.service else 0)
         return (len(self.models) * len(self.threads) * per_config + 3 + 2 * len(self.models)
-                + self.soak)
+                + self.soak + (1 if self.service else 0))
 
 
 Tick = Callable[[int], None]
@@ -161,6 +161,10 @@ def run_bench(options: BenchOptions, tick: Tick = lambda n: None,
         phase("profile")
         profile = _profile(options, pool)
         tick(1)
+        service_profile = None
+        if options.service:
+            phase("service profile")
+            service_profile = _service_profile(options, pool, work, notes, tick)
         phase("")
     return {
         "schema": SCHEMA,
@@ -179,6 +183,7 @@ def run_bench(options: BenchOptions, tick: Tick = lambda n: None,
         "ultralytics": comparison,
         "soak": soak,
         "profile": profile,
+        "service_profile": service_profile,
         "notes": notes,
         "phase_seconds": clock.seconds,
     }
@@ -336,6 +341,27 @@ def _soak(options: BenchOptions, pool: ImagePool, work: Path, notes: list[str], 
     except service.ServiceBenchError as exc:
         notes.append(f"soak failed: {exc}")
         return {"error": str(exc)}
+
+
+def _service_profile(options: BenchOptions, pool: ImagePool, work: Path, notes: list[str],
+                     tick: Tick) -> dict[str, Any] | None:
+    """A separate service run (cProfile slows Python code down) with a profiled burst."""
+    from inspector.bench import service
+
+    model, threads = options.models[0], max(options.threads)
+    count = max(options.burst // 2, 10)
+    folder = work / "svc-profile"
+    try:
+        with service.running(folder, model.path, threads, pool.path(0),
+                             profile_to=folder / "service.prof") as svc:
+            svc.startup()
+            out = svc.profile_burst(pool, folder / "staging", count, folder / "service.prof")
+            return {"model": model.label, "threads": threads, **out}
+    except service.ServiceBenchError as exc:
+        notes.append(f"service profile failed: {exc}")
+        return {"error": str(exc)}
+    finally:
+        tick(1)
 
 
 def _profile(options: BenchOptions, pool: ImagePool) -> dict[str, Any]:

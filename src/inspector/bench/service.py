@@ -17,6 +17,7 @@ import base64
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -273,6 +274,24 @@ class ServiceBench:
         drop(files, self.watch)
         self.wait_results(before + count, tick=tick)
 
+    def profile_burst(self, pool: ImagePool, staging: Path, count: int, profile: Path,
+                      top: int = 15, tick: Callable[[int], None] | None = None
+                      ) -> dict[str, Any]:
+        """Under ``running(..., profile_to=profile)``: a burst profiled from just before the
+        drop to the process' exit; the top functions by own time, blocking waits left out."""
+        import pstats
+
+        from inspector.bench.inprocess import top_functions
+
+        self.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.2)  # let the handler clear the start-up's figures
+        self.burst_quiet(pool, staging, count, "profiled", tick)
+        self.stop()
+        if not profile.exists():
+            raise ServiceBenchError(f"no profile written:\n{self.log_tail()}")
+        stats = pstats.Stats(str(profile))
+        return {"images": count, "top": top_functions(stats, top, skip_blocking=True)}
+
     def stop(self) -> int | None:
         self.rss.stop()
         if self.proc.poll() is None:
@@ -287,8 +306,12 @@ class ServiceBench:
 
 @contextmanager
 def running(work: Path, model: Path, threads: int, first_image: Path,
-            extra_env: dict[str, str] | None = None) -> Iterator[ServiceBench]:
-    """The emulators and a service process on ``work/watch``, with ``first_image`` waiting."""
+            extra_env: dict[str, str] | None = None, profile_to: Path | None = None
+            ) -> Iterator[ServiceBench]:
+    """The emulators and a service process on ``work/watch``, with ``first_image`` waiting.
+
+    ``profile_to``: run it under ``inspector.bench.profiled`` (cProfile in every thread from
+    SIGUSR1 to exit, written there)."""
     from inspector.testing.fixtures import running_greengrass
 
     psutil_module()  # fail early, before starting anything
@@ -306,7 +329,9 @@ def running(work: Path, model: Path, threads: int, first_image: Path,
                "ORT_DISABLE_TELEMETRY": "1", **(extra_env or {})}
         with open(log, "wb") as out:
             started = time.monotonic()
-            proc = subprocess.Popen([sys.executable, "-u", "-m", "inspector", "run"], env=env,
+            entry = ["inspector"] if profile_to is None else [
+                "inspector.bench.profiled", str(profile_to)]
+            proc = subprocess.Popen([sys.executable, "-u", "-m", *entry, "run"], env=env,
                                     stdout=out, stderr=subprocess.STDOUT, cwd=work)
         bench = ServiceBench(gg, proc, watch, log, started)
         try:
