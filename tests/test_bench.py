@@ -197,3 +197,16 @@ def test_grade_int8_and_ultralytics() -> None:
                notes=[])
     text = render_markdown(doc, grade(doc), [])
     assert "| INT8 / fp32 session throughput |" in text
+
+
+def test_without_psutil_says_what_to_install(tmp_path: Path, proxy_models: list[Path],
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "psutil" else real(name, *a))
+    assert main(["bench", "--quick", "--models", str(proxy_models[0]),
+                 "--out-dir", str(tmp_path)]) == 2
+    assert "inspector[bench]" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import socket
@@ -65,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     missing = [p for p in paths if not p.is_file()]
     if missing:
         print(f"error: no such model file: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    if not args.no_service and importlib.util.find_spec("psutil") is None:
+        print("error: psutil is needed to follow the service's memory: "
+              "pip install 'inspector[bench]' (or give --no-service)", file=sys.stderr)
         return 2
     cpus = os.cpu_count() or 1
     threads = tuple(dict.fromkeys(args.threads or (1, min(cpus, 2) if cpus > 1 else 1)))
