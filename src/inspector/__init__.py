@@ -1,4 +1,7 @@
-"""inspector: on-device scratch inspection of metal tags (YOLOv8 on ONNX Runtime, AWS IoT Greengrass v2)."""
+"""inspector: on-device scratch inspection of metal tags.
+
+YOLOv8 on ONNX Runtime, run as an AWS IoT Greengrass v2 component or standalone.
+"""
 
 __version__ = "0.1.0"
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from inspector import __version__
 
-# verb -> module in inspector.commands; each module has HELP, add_arguments(parser), run(args) -> int
+# verb -> module in inspector.commands, each with HELP, add_arguments(parser), run(args) -> int
 COMMANDS: dict[str, str] = {
     "predict": "predict",
     "run": "run",
@@ -27,7 +27,8 @@ COMMANDS: dict[str, str] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="inspector", description="Scratch inspection of metal tags with YOLOv8 on ONNX Runtime."
+        prog="inspector",
+        description="Scratch inspection of metal tags with YOLOv8 on ONNX Runtime.",
     )
     parser.add_argument("--version", action="version", version=f"inspector {__version__}")
     parser.add_argument(

@@ -23,7 +23,9 @@ class Size:
 
     def __post_init__(self) -> None:
         if self.height <= 0 or self.width <= 0:
-            raise ValueError(f"Size needs positive height and width, got {self.height}x{self.width}")
+            raise ValueError(
+                f"Size needs positive height and width, got {self.height}x{self.width}"
+            )
 
     @property
     def pixels(self) -> int:
