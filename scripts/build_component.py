@@ -45,12 +45,13 @@ APP_ZIP = "inspector-app.zip"
 PRECISION_ENV = "INSPECTOR_MODEL_PRECISION"
 
 # What goes into the code artifact: the package's Python sources and data files, minus what only
-# tests (testing/: the nucleus and StreamManager emulators), the synthetic-image demo (synth/) or
+# tests (testing/: the nucleus and StreamManager emulators), the synthetic-image demo (synth/),
+# the benchmark (bench/: it needs both; users bench with a pip install of the package) or
 # the bundled demo model (models/) need. A new top-level data type must be added here on
 # purpose (tests/test_build_component.py lists the archive).
 PACKAGE_SUFFIXES = frozenset({".py", ".json"})
 PACKAGE_FILES = frozenset({"py.typed"})
-PACKAGE_EXCLUDED_DIRS = frozenset({"__pycache__", "models", "synth", "testing", "tests"})
+PACKAGE_EXCLUDED_DIRS = frozenset({"__pycache__", "bench", "models", "synth", "testing", "tests"})
 
 MODEL_TOKENS = ("MODEL_NAME", "MODEL_VERSION", "MODEL_FILE", "MODEL_SHA256", "MODEL_PRECISION")
 _TOKEN_RE = re.compile(r"\b(" + "|".join(MODEL_TOKENS) + r")\b")

@@ -65,7 +65,7 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 def cmyk_jpeg(height: int, width: int) -> bytes:
-    from PIL import Image  # Pillow comes with the test dependencies (matplotlib, onnx tooling)
+    from PIL import Image  # the test extra installs Pillow
 
     buffer = io.BytesIO()
     Image.new("CMYK", (width, height), (0, 255, 255, 0)).save(buffer, "JPEG")

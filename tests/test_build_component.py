@@ -73,7 +73,7 @@ def test_app_zip_holds_the_package_requirements_and_bootstrap_only(app_zip: Path
     assert sorted(outside) == ["bootstrap.py", "requirements.txt"]
     for name in names:
         parts = name.split("/")
-        banned = {"tests", "testing", "synth", "models", "__pycache__"}
+        banned = {"tests", "testing", "synth", "bench", "models", "__pycache__"}
         assert not banned & set(parts), name
         assert not re.match(r"(test_.*|.*_test)\.py$", parts[-1]), name
         assert not name.endswith((".onnx", ".pt", ".pyc", ".jsonl")), name
@@ -108,7 +108,7 @@ def test_inspector_runs_from_the_artifact_alone(app_zip: Path, tmp_path: Path) -
         f"for name in {modules!r}:\n"
         "    importlib.import_module(name)\n"
         "banned = [m for m in sys.modules if m.split('.')[:2] in "
-        "(['inspector', 'testing'], ['inspector', 'synth'])]\n"
+        "(['inspector', 'testing'], ['inspector', 'synth'], ['inspector', 'bench'])]\n"
         "assert not banned, banned\n"
         "print('ok', len(" + repr(modules) + "))\n"
     )
