@@ -6,8 +6,10 @@ Every image ends in exactly one known state:
 - held: moved to the held folder while a sink (an S3 upload) still needs the file, then
   processed (or failed) once every claiming sink has released it.
 
-Moves are single ``os.replace`` calls (a copy to a temporary name then a rename where the
-folders are on different file systems), so a crash never leaves a file half-moved.
+A move is a hard link into the target folder, then an unlink of the source (``os.replace``
+where links are impossible; a copy to a temporary name then a rename across file systems), so a
+crash never leaves a file half-moved: at worst it is in both places, and its second inspection
+is marked as a repeat.
 
 The journal is an append-only JSONL file: ``begin`` before a result goes to the sinks, ``hold``
 when the image is held, ``end`` when it is settled. An image begun but not ended when the service
@@ -117,6 +119,18 @@ class Disposer:
 
 
 def _replace(source: Path, target: Path) -> None:
+    # A regular file is hard-linked into place, then unlinked: the watch directory sees a plain
+    # delete. A rename shows up there as IN_MOVED_FROM, for which watchdog holds back every
+    # later event up to 0.5 s waiting for a matching IN_MOVED_TO, delaying the next image.
+    if os.path.isfile(source) and not os.path.islink(source):
+        try:
+            os.link(source, target)  # never overwrites: FileExistsError if taken
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+        else:
+            os.unlink(source)
+            return
     try:
         os.replace(source, target)
     except OSError as exc:
