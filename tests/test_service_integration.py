@@ -390,6 +390,12 @@ def test_demo_generates_inspects_and_shows_a_table(tmp_path: Path, model_path: P
     assert "image" in table and "verdict" in table and "ms" in table
     assert sum(line.startswith("tag_00") for line in table.splitlines()) == 3
     assert "3 image(s): 3 defect, 0 pass" in table
+    # the tiny model flags everything: right exactly where the generator drew scratches
+    from inspector.synth import generate
+
+    right = sum(len(generate(7, index).boxes_xyxy) > 0 for index in range(3))
+    assert any(line.startswith("image") and line.endswith("drawn") for line in table.splitlines())
+    assert f"verdict right (vs scratches drawn) on {right} of 3 image(s)" in table
     assert str(folder / ".inspector" / "results.jsonl") in table
     assert len(list((folder / ".inspector" / "outbox").glob("*.annotated.jpg"))) == 3
     again = subprocess.run(

@@ -31,10 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Scratch inspection of metal tags with YOLOv8 on ONNX Runtime.",
     )
     parser.add_argument("--version", action="version", version=f"inspector {__version__}")
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging level (default INFO)",
-    )
+    levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
+    parser.add_argument("--log-level", default="INFO", choices=levels,
+                        help="logging level (default INFO)")
+    # the same flag after the verb too (``inspector demo --log-level WARNING``)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=levels,
+                        help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for verb, module_name in COMMANDS.items():
         try:
@@ -43,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != f"inspector.commands.{module_name}":
                 raise
             continue  # a verb whose module is not built yet
-        command = sub.add_parser(verb, help=module.HELP, description=module.HELP)
+        command = sub.add_parser(verb, help=module.HELP, description=module.HELP,
+                                 parents=[common])
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
     return parser

@@ -50,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     paths = resolve_paths(settings)
     logger.info("writing %d sample image(s) to %s", args.count, folder)
+    drawn: dict[str, int] = {}  # image name -> scratches the generator drew (the truth)
     for index in range(args.count):
-        write_image(generate(args.seed, index), folder / f"tag_{index:03d}")
+        sample = generate(args.seed, index)
+        drawn[write_image(sample, folder / f"tag_{index:03d}").name] = len(sample.boxes_xyxy)
     try:
         service = build_service(settings, drain=True)
     except ModelNotFoundError as exc:
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     service.install_signal_handlers()
     service.run()
     sys.stdout.write("\n")
-    write_table(sys.stdout, _read_results(paths.results))
+    write_table(sys.stdout, _read_results(paths.results), drawn)
     where = [
         ("results", paths.results),
         ("flagged + annotated", paths.outbox),
@@ -84,17 +86,28 @@ def _read_results(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def write_table(out: TextIO, results: list[dict[str, Any]]) -> None:
-    rows = [("image", "verdict", "detections", "ms")]
+def write_table(
+    out: TextIO, results: list[dict[str, Any]], drawn: dict[str, int] | None = None
+) -> None:
+    """One row per result; with ``drawn`` (name -> scratches drawn) also the truth and a score."""
+    drawn = drawn or {}
+    header = ("image", "verdict", "detections", "ms") + (("drawn",) if drawn else ())
+    rows = [header]
+    right = 0
     for result in sorted(results, key=lambda r: str(_get(r, "image", "name"))):
+        name = str(_get(result, "image", "name"))
         timings = result.get("timings_ms") or {}
-        rows.append((
-            str(_get(result, "image", "name")),
+        row: tuple[str, ...] = (
+            name,
             str(result.get("verdict", "?")),
             str(len(result.get("detections") or [])),
             f"{float(timings.get('total', 0.0)):.1f}",
-        ))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        )
+        if drawn:
+            row += (str(drawn.get(name, "?")),)
+            right += (drawn.get(name, 0) > 0) == (result.get("verdict") == "defect")
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for n, row in enumerate(rows):
         out.write("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
                             for i, (cell, w) in enumerate(zip(row, widths, strict=True))) + "\n")
@@ -102,6 +115,8 @@ def write_table(out: TextIO, results: list[dict[str, Any]]) -> None:
             out.write("  ".join("-" * w for w in widths) + "\n")
     defects = sum(1 for r in results if r.get("verdict") == "defect")
     out.write(f"{len(results)} image(s): {defects} defect, {len(results) - defects} pass\n")
+    if drawn:
+        out.write(f"verdict right (vs scratches drawn) on {right} of {len(results)} image(s)\n")
 
 
 def _get(result: dict[str, Any], *keys: str) -> Any:
