@@ -57,6 +57,7 @@ from inspector.testing.ipcrules import (
     lookup,
     topic_matches,
 )
+from inspector.testing.recording import Recording
 from inspector.testing.rpcserver import RpcConnection, RpcServer
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def _unb64(text: Any, what: str) -> bytes:
         raise _OperationError("InvalidArgumentsError", f"{what} is not base64") from exc
 
 
-class NucleusEmulator:
+class NucleusEmulator(Recording):
     """The Greengrass nucleus IPC server, emulated. Thread-safe; a context manager.
 
     Args:
@@ -306,17 +307,6 @@ class NucleusEmulator:
             queue.append(_Injected(shape, message, times))
 
     # ------------------------------------------------------------------ queries
-
-    def wait_until(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-        """Wait until ``predicate()`` (checked after every recorded event) holds."""
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(left)
-            return True
 
     def wait_for_published(self, count: int = 1, timeout_s: float = 5.0) -> list[PublishedMessage]:
         """Wait until at least ``count`` messages were published; returns them all."""

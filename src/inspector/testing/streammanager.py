@@ -68,6 +68,8 @@ from stream_manager.data import (
     VersionInfo,
 )
 
+from inspector.testing.recording import Recording
+
 logger = logging.getLogger(__name__)
 
 CONNECT_VERSION = 1
@@ -162,7 +164,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class StreamManagerEmulator:
+class StreamManagerEmulator(Recording):
     """The StreamManager server, emulated. Thread-safe; a context manager.
 
     Args:
@@ -313,15 +315,6 @@ class StreamManagerEmulator:
         with self._lock:
             return len(self._exports) + (1 if self._exporting else 0)
 
-    def wait_until(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(left)
-            return True
 
     def wait_for_uploads(self, count: int = 1, timeout_s: float = 5.0) -> list[Upload]:
         self.wait_until(lambda: len(self.uploads) >= count, timeout_s)
