@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from script_loader import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_core.py"
 
 
 def test_bench_core_runs_and_writes_json(tmp_path: Path, tiny_model_path: Path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_core", BENCH)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(BENCH)
     out = tmp_path / "bench.json"
     assert bench.main(["--model", str(tiny_model_path), "--repeats", "1", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
@@ -34,9 +32,6 @@ def test_bench_core_runs_and_writes_json(tmp_path: Path, tiny_model_path: Path, 
 
 def test_bench_core_without_a_model_says_so(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("INSPECTOR_MODELS_DIR", str(tmp_path))
-    spec = importlib.util.spec_from_file_location("bench_core", BENCH)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(BENCH)
     assert bench.main(["--out", str(tmp_path / "x.json")]) == 2
     assert "--model" in capsys.readouterr().err

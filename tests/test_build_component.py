@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -12,25 +11,17 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-build_component = _load("build_component", REPO / "scripts" / "build_component.py")
-check_recipes = _load("check_recipes", REPO / "scripts" / "check_recipes.py")
-bootstrap = _load("inspector_bootstrap", REPO / "recipes" / "inference" / "bootstrap.py")
+build_component = load_script("scripts/build_component.py")
+check_recipes = load_script("scripts/check_recipes.py")
+bootstrap = load_script("recipes/inference/bootstrap.py")
 
 
 def _fake_models(folder: Path, precisions: tuple[str, ...] = ("fp32", "int8")) -> Path:

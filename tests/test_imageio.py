@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from bad_images import with_exif_orientation
 from inspector.errors import ImageDecodeError, ImageTooLargeError, ImageUnavailableError
 from inspector.imageio import header_size, read_image, sniff_format
 from inspector.types import Size
@@ -30,16 +31,6 @@ def gradient(height: int, width: int) -> np.ndarray:
     image[:, :, 1] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
     image[:, :, 2] = np.linspace(0, 255, height, dtype=np.uint8)[:, None]
     return image
-
-
-def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
-    """Insert an APP1 EXIF segment carrying only the Orientation tag after SOI."""
-    tiff = b"MM\x00*" + struct.pack(">I", 8)
-    tiff += struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0)
-    tiff += struct.pack(">I", 0)
-    payload = b"Exif\x00\x00" + tiff
-    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
-    return jpeg[:2] + app1 + jpeg[2:]
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:

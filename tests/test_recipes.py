@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 INFERENCE = "com.inspector.Inference"
 MODEL = "com.inspector.ScratchModel"
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-check_recipes = _load("check_recipes")
+check_recipes = load_script("scripts/check_recipes.py")
 
 
 def test_repository_recipes_pass() -> None:

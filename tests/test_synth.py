@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -25,6 +23,7 @@ from inspector.synth import (
 from inspector.synth.scene import _pick_size
 from inspector.synth.scratch import scratch_count
 from inspector.types import Size
+from script_loader import load_script
 
 SMALL = Size(height=768, width=1024)
 SMALL_ONLY = SynthConfig(sizes=((SMALL, 1.0),))
@@ -170,13 +169,7 @@ def test_config_rejects_bad_values() -> None:
 
 
 def _make_dataset() -> ModuleType:
-    script = REPO / "scripts" / "make_dataset.py"
-    spec = importlib.util.spec_from_file_location("make_dataset", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_dataset"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/make_dataset.py")
 
 
 def test_make_dataset_writes_a_yolo_data_set(tmp_path: Path) -> None:
