@@ -88,6 +88,7 @@ class Detector:
         name: str | None = None,
         version: str | None = None,
         default_input_size: Size = Size(640, 640),  # noqa: B008 - frozen value
+        expected_sha256: str = "",
     ) -> Detector:
         """Load the ONNX model at ``path`` (see ``OnnxRuntime.from_path`` for the errors)."""
         from inspector.runtime import OnnxRuntime  # onnxruntime only when a model is loaded
@@ -98,6 +99,7 @@ class Detector:
             intra_op_threads=intra_op_threads,
             inter_op_threads=inter_op_threads,
             default_input_size=default_input_size,
+            expected_sha256=expected_sha256,
         )
         info = describe_model(runtime, class_names=class_names, name=name, version=version)
         logger.info(

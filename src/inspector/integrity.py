@@ -62,16 +62,11 @@ def verify_model(path: Path, expected_sha256: str) -> str:
 
     Raises ModelNotFoundError when the file is missing or not a regular file, ModelError when it
     cannot be read, and ModelIntegrityError when the expected digest is malformed or differs from
-    the file's (the message names the file and both digests).
+    the file's (the message names the file and both digests). To check the very bytes a session
+    is made from, ``OnnxRuntime.from_path(expected_sha256=...)`` calls ``check_digest`` instead.
     """
     path = Path(path)
-    expected = normalize_sha256(expected_sha256)
-    if expected is None:
-        raise ModelIntegrityError(
-            path,
-            f"expected sha256 {expected_sha256!r} is not 64 hex digits; "
-            "check ModelSha256 in the model component's configuration",
-        )
+    _expected(path, expected_sha256)
     if not path.is_file():
         reason = "not a regular file" if path.exists() else "file not found"
         raise ModelNotFoundError(path, reason)
@@ -79,6 +74,13 @@ def verify_model(path: Path, expected_sha256: str) -> str:
         actual = sha256_file(path)
     except OSError as exc:
         raise ModelError(path, f"cannot read it to check its sha256: {exc}") from exc
+    check_digest(path, actual, expected_sha256)
+    return actual
+
+
+def check_digest(path: Path, actual: str, expected_sha256: str) -> None:
+    """Refuse ``path`` (ModelIntegrityError naming both digests) unless ``actual`` is expected."""
+    expected = _expected(path, expected_sha256)
     if actual != expected:
         raise ModelIntegrityError(
             path,
@@ -86,7 +88,17 @@ def verify_model(path: Path, expected_sha256: str) -> str:
             "refusing to load it (redeploy the model component to restore the file)",
         )
     logger.info("model %s: sha256 %s verified", path, actual)
-    return actual
+
+
+def _expected(path: Path, expected_sha256: str) -> str:
+    expected = normalize_sha256(expected_sha256)
+    if expected is None:
+        raise ModelIntegrityError(
+            path,
+            f"expected sha256 {expected_sha256!r} is not 64 hex digits; "
+            "check ModelSha256 in the model component's configuration",
+        )
+    return expected
 
 
 def model_from_environment(environ: Mapping[str, str] | None = None) -> ModelRef | None:

@@ -25,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 from inspector.errors import ModelError, ModelNotFoundError, ProviderError
+from inspector.integrity import check_digest
 from inspector.postprocess import head_layout
 from inspector.types import Size
 
@@ -75,8 +76,12 @@ class OnnxRuntime:
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
         default_input_size: Size = DEFAULT_INPUT_SIZE,
+        expected_sha256: str = "",
     ) -> OnnxRuntime:
         """Load, check and warm up the model at ``path``.
+
+        With ``expected_sha256``, the bytes read for the session are checked against it first
+        (ModelIntegrityError on a mismatch), so no file swapped after a check can be loaded.
 
         Raises ModelNotFoundError (missing), ProviderError (a provider this onnxruntime lacks:
         the message lists the available ones) or ModelError (empty, truncated, not ONNX, not a
@@ -84,6 +89,9 @@ class OnnxRuntime:
         """
         path = Path(path)
         data = _read_model_bytes(path)
+        sha256 = hashlib.sha256(data).hexdigest()
+        if expected_sha256:
+            check_digest(path, sha256, expected_sha256)
         available = available_providers()
         missing = [p for p in providers if p not in available]
         if missing:
@@ -106,7 +114,7 @@ class OnnxRuntime:
         runtime = cls(
             session,
             path=path,
-            sha256=hashlib.sha256(data).hexdigest(),
+            sha256=sha256,
             default_input_size=default_input_size,
         )
         runtime._check_signature()

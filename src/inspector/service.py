@@ -54,7 +54,7 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
     """The detector the settings name: ModelPath, else the Greengrass-provided model
     (INSPECTOR_MODEL_PATH), else the bundled default. Checks ModelSha256 when one is given."""
     from inspector.detector import Detector
-    from inspector.integrity import model_from_environment, verify_model
+    from inspector.integrity import model_from_environment
 
     env = os.environ if environ is None else environ
     expected = settings.ModelSha256
@@ -66,8 +66,6 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
         from inspector.models import default_model_path
 
         path = default_model_path()
-    if expected:
-        verify_model(path, expected)
     detector: DetectorLike = Detector.from_path(
         path,
         providers=settings.ExecutionProviders,
@@ -76,6 +74,7 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
         conf_threshold=settings.ConfidenceThreshold,
         iou_threshold=settings.IouThreshold,
         max_det=settings.MaxDetections,
+        expected_sha256=expected,  # checked on the very bytes the session is made from
     )
     return detector
 
