@@ -126,3 +126,15 @@ def test_no_telemetry_is_written_under_home(tmp_path: Path, tiny_model_path: Pat
     subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
     assert not (home / ".cache" / "Microsoft").exists()
     assert list(home.iterdir()) == []
+
+
+def test_expected_sha256_is_checked_on_the_bytes_loaded(tiny_model_path):
+    from inspector.errors import ModelIntegrityError
+    from inspector.integrity import sha256_file
+
+    actual = sha256_file(tiny_model_path)
+    assert OnnxRuntime.from_path(tiny_model_path, expected_sha256=actual.upper()).sha256 == actual
+    with pytest.raises(ModelIntegrityError) as info:
+        OnnxRuntime.from_path(tiny_model_path, expected_sha256="0" * 64)
+    assert actual in str(info.value) and "0" * 64 in str(info.value)
+    assert tiny_model_path.name in str(info.value)
