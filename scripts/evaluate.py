@@ -35,8 +35,24 @@ def build_test_set(directory: Path, count: int, seed: int) -> list[tuple[Path, o
     for index in tqdm(range(count), desc="test images", unit="img"):
         sample = generate(seed, index)
         path = write_image(sample, directory / f"test_{index:05d}")
-        items.append((path, sample.boxes_xyxy))
+        items.append((path, sample.boxes_xyxy, box_groups(sample.meta)))
     return items
+
+
+def box_groups(meta: dict) -> dict[str, list[str]]:
+    """Labels of each ground-truth box for the recall breakdown: contrast kind, image size, and
+    the stroke width once the frame is letterboxed to 640 (where thin scratches get lost)."""
+    size = meta["size"]
+    shrink = 640 / max(size["width"], size["height"])
+    edges = [(1.0, "<1.0"), (1.5, "1.0-1.5"), (2.5, "1.5-2.5"), (float("inf"), ">=2.5")]
+    scratches = meta["scratches"]
+    return {
+        "contrast": [s["kind"] for s in scratches],
+        "image_size": [f"{size['width']}x{size['height']}" for _ in scratches],
+        "width_px_at_640": [
+            next(name for edge, name in edges if s["width_px"] * shrink < edge) for s in scratches
+        ],
+    }
 
 
 def evaluate_model(model: Path, items, threads: int, conf: float) -> dict:
@@ -44,20 +60,24 @@ def evaluate_model(model: Path, items, threads: int, conf: float) -> dict:
     from tqdm import tqdm
 
     from inspector.detector import Detector
-    from inspector.evaluation import ImageEval, evaluate
+    from inspector.evaluation import ImageEval, evaluate, recall_by_group
     from inspector.imageio import read_image
 
     # conf 0.001 for the full precision/recall curve; P/R/verdicts are then taken at ``conf``.
     detector = Detector.from_path(model, intra_op_threads=threads, conf_threshold=0.001)
     evals, session_ms = [], []
-    for path, gt in tqdm(items, desc=model.name, unit="img"):
+    for path, gt, _ in tqdm(items, desc=model.name, unit="img"):
         inspection = detector.inspect(read_image(path))
         d = inspection.detections
-        evals.append(ImageEval(np.asarray(gt, float), d.xyxy, d.confidence))
+        evals.append(ImageEval(np.asarray(gt, float).reshape(-1, 4), d.xyxy, d.confidence))
         session_ms.append(inspection.timings_ms["inference"])
     report = evaluate(evals, conf_threshold=conf).as_dict()
     report["model"] = model.name
     report["session_ms_median"] = round(float(np.median(session_ms)), 2)
+    report["recall_by"] = {
+        name: recall_by_group(evals, [groups[name] for _, _, groups in items], conf)
+        for name in items[0][2]
+    }
     return report
 
 
@@ -76,6 +96,15 @@ def markdown(rows: list[dict]) -> str:
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    for r in rows:
+        for name, table in r.get("recall_by", {}).items():
+            title = f"Box recall of {r['model']} by {name} (IoU 0.5, conf {r['conf_threshold']}):"
+            lines += ["", title, ""]
+            lines += ["| " + name + " | boxes | found | recall |", "|---|---|---|---|"]
+            lines += [
+                f"| {label} | {v['boxes']} | {v['found']} | {v['recall']} |"
+                for label, v in table.items()
+            ]
     return "\n".join(lines)
 
 

@@ -45,8 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", type=Path, help="start from these weights (curriculum stage 2)")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--time", type=float, default=None,
-                   help="hours to train; Ultralytics fits the epochs (and LR schedule) to it")
+    p.add_argument(
+        "--time",
+        type=float,
+        default=None,
+        help="hours to train; Ultralytics fits the epochs (and LR schedule) to it",
+    )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument(
         "--threads",
@@ -63,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--lr0", type=float, default=None, help="initial learning rate (default: Ultralytics')"
     )
     p.add_argument("--optimizer", default="auto")
+    p.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=None,
+        help="learning-rate warm-up epochs (Ultralytics: 3; shorter when continuing --weights)",
+    )
     p.add_argument("--cache", default="ram", help="'ram', 'disk' or 'false'")
     p.add_argument(
         "--val-every-end",
@@ -118,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             exist_ok=True,
             seed=args.seed,
             deterministic=False,
-            pretrained=False,
+            # False would make Ultralytics (8.3+) rebuild the model from its yaml and throw the
+            # --weights away; True keeps the loaded checkpoint. From yolov8n.yaml nothing loads.
+            pretrained=bool(args.weights),
             optimizer=args.optimizer,
             cache=False if args.cache == "false" else args.cache,
             plots=False,
@@ -138,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             train_args["time"] = args.time
         if args.lr0 is not None:
             train_args["lr0"] = args.lr0
+        if args.warmup_epochs is not None:
+            train_args["warmup_epochs"] = args.warmup_epochs
         results = model.train(**train_args)
         run_dir = Path(model.trainer.save_dir)
 

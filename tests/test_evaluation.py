@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from inspector.evaluation import ImageEval, average_precision, box_iou, evaluate, match_image
+from inspector.evaluation import (
+    ImageEval,
+    average_precision,
+    box_iou,
+    evaluate,
+    found_ground_truth,
+    match_image,
+    recall_by_group,
+)
 
 
 def img(gt, pred, conf):
@@ -55,3 +63,29 @@ def test_conf_threshold_splits_precision_and_image_rates():
     r = evaluate(ims, conf_threshold=0.25)
     assert r.map50 == pytest.approx(1.0)  # AP ignores the threshold
     assert r.recall == 0.0 and r.image_recall == 0.0
+
+
+def test_found_ground_truth_ignores_low_confidence_and_duplicates():
+    gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]], float)
+    pred = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [50, 50, 52, 52]], float)
+    image = ImageEval(gt, pred, np.array([0.9, 0.8, 0.1, 0.9]))
+    # box 0 found (its duplicate claims nothing), box 1 only below the threshold, box 2 IoU 0.04
+    assert found_ground_truth(image, 0.25).tolist() == [True, False, False]
+    assert found_ground_truth(image, 0.05).tolist() == [True, True, False]
+    assert found_ground_truth(image, 0.05, iou=0.03).tolist() == [True, True, True]
+
+
+def test_recall_by_group_counts_each_label():
+    gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float)
+    images = [
+        ImageEval(gt, gt[:1], np.array([0.9])),
+        ImageEval(gt[:1], np.zeros((0, 4)), np.zeros(0)),
+        ImageEval(np.zeros((0, 4)), gt, np.array([0.9, 0.9])),
+    ]
+    table = recall_by_group(images, [["faint", "dark"], ["faint"], []])
+    assert table == {
+        "dark": {"boxes": 1, "found": 0, "recall": 0.0},
+        "faint": {"boxes": 2, "found": 1, "recall": 0.5},
+    }
+    with pytest.raises(ValueError, match="1 labels for 2"):
+        recall_by_group(images[:1], [["faint"]])

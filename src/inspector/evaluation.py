@@ -61,6 +61,48 @@ def match_image(image: ImageEval, iou_thresholds: np.ndarray = IOU_THRESHOLDS) -
     return tp
 
 
+def found_ground_truth(image: ImageEval, conf_threshold: float, iou: float = 0.5) -> np.ndarray:
+    """Which ground-truth boxes (g,) a prediction at ``conf_threshold`` or above matched at ``iou``.
+
+    Same greedy rule as :func:`match_image`, restricted to the predictions a user would see, so
+    recall can be broken down by any property of the ground truth (contrast, width, image size).
+    """
+    g = len(image.gt_xyxy)
+    confidence = np.asarray(image.pred_confidence, np.float64)
+    keep = confidence >= conf_threshold
+    if g == 0 or not np.any(keep):
+        return np.zeros(g, dtype=bool)
+    ious = box_iou(np.asarray(image.pred_xyxy)[keep], image.gt_xyxy)
+    found = np.zeros(g, dtype=bool)
+    for i in np.argsort(-confidence[keep], kind="stable"):
+        candidates = np.where(found, -1.0, ious[i])
+        j = int(np.argmax(candidates))
+        if candidates[j] >= iou:
+            found[j] = True
+    return found
+
+
+def recall_by_group(
+    images: Sequence[ImageEval],
+    groups: Sequence[Sequence[str]],
+    conf_threshold: float = 0.25,
+    iou: float = 0.5,
+) -> dict[str, dict[str, float | int]]:
+    """Box recall per label: ``groups[i][j]`` labels ground-truth box j of image i."""
+    totals: dict[str, list[int]] = {}
+    for image, labels in zip(images, groups, strict=True):
+        if len(labels) != len(image.gt_xyxy):
+            raise ValueError(f"{len(labels)} labels for {len(image.gt_xyxy)} ground-truth boxes")
+        for label, hit in zip(labels, found_ground_truth(image, conf_threshold, iou), strict=True):
+            count = totals.setdefault(label, [0, 0])
+            count[0] += 1
+            count[1] += int(hit)
+    return {
+        label: {"boxes": n, "found": k, "recall": round(k / n, 4)}
+        for label, (n, k) in sorted(totals.items())
+    }
+
+
 def average_precision(tp: np.ndarray, confidence: np.ndarray, n_gt: int) -> float:
     """COCO 101-point AP of one ranked list (tp: (p,) bool, confidence: (p,))."""
     if n_gt == 0:
