@@ -1,0 +1,83 @@
+"""scripts/export_model.py's graph rewrite of the DFL decode: same outputs, faster layout.
+
+The export itself needs torch and Ultralytics (``train`` extra, never in CI); the rewrite is plain
+ONNX, so it is tested here on a graph built like Ultralytics' head tail.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from tests.script_loader import load_script
+
+export_model = load_script("scripts/export_model.py")
+
+ANCHORS = 21
+
+
+def dfl_graph(perm: tuple[int, ...] = (0, 2, 1, 3), axis: int = 1) -> onnx.ModelProto:
+    """(1,64,A) box logits -> Reshape (1,4,16,A) -> Transpose -> Softmax -> 1x1 Conv -> (1,4,A)."""
+    nodes = [
+        helper.make_node("Reshape", ["x", "shape4"], ["r"], name="/model.22/dfl/Reshape"),
+        helper.make_node(
+            "Transpose", ["r"], ["t"], perm=list(perm), name="/model.22/dfl/Transpose"
+        ),
+        helper.make_node("Softmax", ["t"], ["s"], axis=axis, name="/model.22/dfl/Softmax"),
+        helper.make_node("Conv", ["s", "w"], ["c"], name="/model.22/dfl/conv/Conv"),
+        helper.make_node("Reshape", ["c", "shape3"], ["y"], name="/model.22/dfl/Reshape_1"),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([1, 4, 16, ANCHORS], np.int64), "shape4"),
+        numpy_helper.from_array(np.array([1, 4, ANCHORS], np.int64), "shape3"),
+        numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1), "w"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dfl",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, ANCHORS])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, ANCHORS])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    # Exports carry inferred shapes of intermediate tensors; the rewrite must not leave stale ones.
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def test_rewrite_keeps_the_outputs_and_softmaxes_the_last_axis():
+    original = dfl_graph()
+    rewritten = dfl_graph()
+    assert export_model.fast_dfl(rewritten) is True
+    onnx.checker.check_model(rewritten, full_check=True)
+
+    ops = {n.op_type: n for n in rewritten.graph.node}
+    assert "Conv" not in ops and "MatMul" in ops
+    assert helper.get_attribute_value(ops["Softmax"].attribute[0]) == -1
+    assert list(helper.get_attribute_value(ops["Transpose"].attribute[0])) == [0, 1, 3, 2]
+    assert ops["MatMul"].name.startswith("/model.22/dfl/")  # the INT8 script finds the tail by name
+    assert "w" not in {t.name for t in rewritten.graph.initializer}
+
+    x = np.random.default_rng(0).normal(0, 3, (1, 64, ANCHORS)).astype(np.float32)
+    expected = run(original, x)
+    np.testing.assert_allclose(run(rewritten, x), expected, rtol=1e-5, atol=1e-5)
+    # and it is the DFL expectation: sum_k k * softmax(logits)_k for each of the 4 sides
+    logits = x.reshape(4, 16, ANCHORS)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(expected[0], (p * np.arange(16)[:, None]).sum(axis=1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("perm, axis", [((0, 1, 2, 3), 1), ((0, 2, 1, 3), 2)])
+def test_other_graphs_are_left_alone(perm, axis):
+    model = dfl_graph(perm, axis)
+    before = model.SerializeToString()
+    assert export_model.fast_dfl(model) is False
+    assert model.SerializeToString() == before
