@@ -24,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 TEST_SEED = 9_000_000
+METRICS = ("map50", "map50_95", "precision", "recall", "image_recall", "image_precision")
 
 
 def build_test_set(directory: Path, count: int, seed: int) -> list[tuple[Path, object]]:
@@ -82,18 +83,7 @@ def evaluate_model(model: Path, items, threads: int, conf: float) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    cols = [
-        "model",
-        "images",
-        "gt_boxes",
-        "map50",
-        "map50_95",
-        "precision",
-        "recall",
-        "image_recall",
-        "image_precision",
-        "session_ms_median",
-    ]
+    cols = ["model", "images", "gt_boxes", *METRICS, "session_ms_median"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     for r in rows:
@@ -136,17 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             {
                 "model": f"{int8['model']} vs {fp32['model']}",
-                **{
-                    k: round(int8[k] - fp32[k], 4)
-                    for k in (
-                        "map50",
-                        "map50_95",
-                        "precision",
-                        "recall",
-                        "image_recall",
-                        "image_precision",
-                    )
-                },
+                **{k: round(int8[k] - fp32[k], 4) for k in METRICS},
                 "images": "",
                 "gt_boxes": "",
                 "session_ms_median": f"speed-up {speedup:.2f}x",
