@@ -93,6 +93,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def epochs_run(run_dir: Path) -> int | None:
+    """Epochs that finished (rows of results.csv): ``--time`` overrides ``--epochs``."""
+    results = run_dir / "results.csv"
+    if not results.exists():
+        return None
+    return max(0, len(results.read_text().strip().splitlines()) - 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     offline_environment()
@@ -163,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "host": platform.node(),
         "cpu_count": os.cpu_count(),
         "wall_s": round(time.time() - started, 1),
+        "epochs_run": epochs_run(run_dir),
         "best": str(run_dir / "weights" / "best.pt"),
         "metrics": getattr(results, "results_dict", None),
     }

@@ -51,6 +51,22 @@ def eval_row(evaluation: dict[str, Any] | None, file: str) -> dict[str, Any]:
     return {}
 
 
+def training_summary(stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Epochs and hours over every stage, then the stages' own records."""
+    epochs = []
+    for stage in stages:
+        count = stage.get("epochs_run")
+        results = Path(str(stage.get("best", ""))).parent.parent / "results.csv"
+        if count is None and results.exists():  # records written before train.py counted them
+            count = max(0, len(results.read_text().strip().splitlines()) - 1)
+        epochs.append(count)
+    return {
+        "epochs": sum(epochs) if None not in epochs else None,
+        "hours": round(sum(float(s.get("wall_s", 0)) for s in stages) / 3600, 2),
+        "stages": stages,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -81,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = {"file": file, "precision": precision, **describe(args.models_dir / file)}
         entry["version"] = args.version
         entry["data"] = {"sets": data}
-        entry["training"] = {"stages": training}
+        entry["training"] = training_summary(training)
         entry["metrics"] = eval_row(evaluation, file)
         models.append(entry)
     manifest = {

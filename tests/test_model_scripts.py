@@ -1,10 +1,13 @@
-"""scripts/export_model.py's graph rewrite of the DFL decode: same outputs, faster layout.
+"""The parts of the model scripts that need no torch: export_model.py's rewrite of the DFL decode
+(same outputs, faster layout) and write_manifest.py's training summary.
 
 The export itself needs torch and Ultralytics (``train`` extra, never in CI); the rewrite is plain
 ONNX, so it is tested here on a graph built like Ultralytics' head tail.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tests.script_loader import load_script
 
 export_model = load_script("scripts/export_model.py")
+write_manifest = load_script("scripts/write_manifest.py")
 
 ANCHORS = 21
 
@@ -81,3 +85,15 @@ def test_other_graphs_are_left_alone(perm, axis):
     before = model.SerializeToString()
     assert export_model.fast_dfl(model) is False
     assert model.SerializeToString() == before
+
+
+def test_training_summary_adds_up_the_stages(tmp_path: Path):
+    run = tmp_path / "crops320"
+    (run / "weights").mkdir(parents=True)
+    (run / "results.csv").write_text("epoch,loss\n1,2.0\n2,1.5\n3,1.2\n")
+    old_record = {"wall_s": 3600.0, "best": str(run / "weights" / "best.pt")}  # no epochs_run
+    new_record = {"wall_s": 1800.0, "epochs_run": 5, "best": "/elsewhere/best.pt"}
+    summary = write_manifest.training_summary([old_record, new_record])
+    assert summary == {"epochs": 8, "hours": 1.5, "stages": [old_record, new_record]}
+    unknown = write_manifest.training_summary([{"wall_s": 60, "best": "/gone/weights/best.pt"}])
+    assert unknown["epochs"] is None
