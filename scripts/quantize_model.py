@@ -25,6 +25,7 @@ from pathlib import Path
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 CALIBRATION_SEED = 7_000_001  # never used for training (seeds < 1e6) or testing (9_000_000+)
+FP32_OPS: tuple[str, ...] = ()  # operator types kept in fp32 by default (measured: see --keep-fp32)
 
 
 def tail_nodes(model_path: Path) -> list[str]:
@@ -60,16 +61,16 @@ def calibration_tensors(model_path: Path, count: int) -> Iterator[dict[str, obje
         yield {input_name: tensor}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("fp32", type=Path)
-    p.add_argument("output", type=Path)
-    p.add_argument("--calibration-images", type=int, default=64)
-    p.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="minmax")
-    args = p.parse_args(argv)
-
+def quantize(
+    fp32: Path,
+    output: Path,
+    *,
+    calibration_images: int = 64,
+    method: str = "minmax",
+    keep_fp32_ops: tuple[str, ...] = FP32_OPS,
+) -> int:
+    """Write the INT8 model; returns how many nodes were left in fp32 (decode tail and
+    ``keep_fp32_ops``)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -82,23 +83,26 @@ def main(argv: list[str] | None = None) -> int:
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = calibration_tensors(args.fp32, args.calibration_images)
+            self._it = calibration_tensors(fp32, calibration_images)
 
         def get_next(self):  # type: ignore[no-untyped-def]
             return next(self._it, None)
 
-    exclude = tail_nodes(args.fp32)
-    method = {
+    exclude = tail_nodes(fp32) + [
+        n.name for n in onnx.load(str(fp32)).graph.node if n.op_type in keep_fp32_ops
+    ]
+    calibrate_method = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
         "entropy": CalibrationMethod.Entropy,
-    }[args.method]
+    }[method]
+
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(args.fp32), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared),
-            str(args.output),
+            str(output),
             Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
@@ -106,20 +110,47 @@ def main(argv: list[str] | None = None) -> int:
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,
-            calibrate_method=method,
+            calibrate_method=calibrate_method,
         )
+
     # Keep the fp32 model's metadata (class names, our name/version) on the INT8 file.
-    src = onnx.load(str(args.fp32), load_external_data=False)
-    dst = onnx.load(str(args.output))
+    src = onnx.load(str(fp32), load_external_data=False)
+    dst = onnx.load(str(output))
     meta = {p.key: p.value for p in src.metadata_props}
-    meta["inspector_model_name"] = meta.get("inspector_model_name", args.fp32.stem) + "-int8"
+    meta["inspector_model_name"] = meta.get("inspector_model_name", fp32.stem) + "-int8"
     del dst.metadata_props[:]
     for key, value in meta.items():
         dst.metadata_props.add(key=key, value=value)
-    onnx.save(dst, str(args.output))
+    onnx.save(dst, str(output))
+    return len(exclude)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("fp32", type=Path)
+    p.add_argument("output", type=Path)
+    p.add_argument("--calibration-images", type=int, default=64)
+    p.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="minmax")
+    p.add_argument(
+        "--keep-fp32",
+        nargs="*",
+        default=list(FP32_OPS),
+        metavar="OP",
+        help=f"operator types left in fp32 besides the decode tail (default: {' '.join(FP32_OPS)})",
+    )
+    args = p.parse_args(argv)
+    kept = quantize(
+        args.fp32,
+        args.output,
+        calibration_images=args.calibration_images,
+        method=args.method,
+        keep_fp32_ops=tuple(args.keep_fp32),
+    )
     print(
         f"wrote {args.output} ({args.output.stat().st_size / 1e6:.1f} MB); "
-        f"{len(exclude)} tail nodes kept in fp32"
+        f"{kept} nodes kept in fp32"
     )
     return 0
 

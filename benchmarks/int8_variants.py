@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Which operators to leave in fp32 in the INT8 model: quantize one fp32 model several ways and
+time every variant against the fp32 model in the same run (interleaved rounds, medians), plus
+their detections on generated frames.
+
+    python benchmarks/int8_variants.py models/scratch-yolov8n.onnx --threads 2 \
+        --out benchmarks/results/int8-variants.md
+
+A variant is a set of operator types kept in fp32 besides the decode tail, which
+``scripts/quantize_model.py`` always keeps in fp32. The chosen set is that script's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import quantize_model
+
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "all quantized": (),
+    "Resize in fp32": ("Resize",),
+    "Resize, Concat in fp32": ("Resize", "Concat"),
+    "SiLU (Sigmoid, Mul) in fp32": ("Sigmoid", "Mul"),
+}
+
+
+def session(path: Path, threads: int):  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("fp32", type=Path)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--runs", type=int, default=10, help="timed runs per model per round")
+    p.add_argument(
+        "--frames", type=int, default=20, help="generated frames for the agreement check"
+    )
+    p.add_argument("--calibration-images", type=int, default=64)
+    p.add_argument("--out", type=Path, help="write the markdown table here")
+    args = p.parse_args(argv)
+
+    from inspector.detector import Detector
+    from inspector.synth import generate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"fp32": args.fp32}
+        for name, ops in VARIANTS.items():
+            out = Path(tmp) / f"{len(paths)}.onnx"
+            quantize_model.quantize(
+                args.fp32, out, calibration_images=args.calibration_images, keep_fp32_ops=ops
+            )
+            paths[name] = out
+            print(f"quantized: {name}", file=sys.stderr)
+
+        # Detections on held-out frames: count of scratches found at conf 0.25 per model.
+        found = {}
+        for name, path in paths.items():
+            detector = Detector.from_path(path, intra_op_threads=args.threads)
+            found[name] = []
+            for i in range(args.frames):
+                tensor, letterbox = detector.preprocess(generate(9_100_000, i).image)
+                found[name].append(len(detector.postprocess(detector.infer(tensor), letterbox)))
+
+        sessions = {name: session(path, args.threads) for name, path in paths.items()}
+        x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
+        times: dict[str, list[float]] = {name: [] for name in sessions}
+        for s in sessions.values():
+            for _ in range(3):
+                s.run(None, {s.get_inputs()[0].name: x})
+        for _ in range(args.rounds):
+            for name, s in sessions.items():
+                feed = {s.get_inputs()[0].name: x}
+                for _ in range(args.runs):
+                    t0 = time.perf_counter()
+                    s.run(None, feed)
+                    times[name].append((time.perf_counter() - t0) * 1000)
+
+    base = statistics.median(times["fp32"])
+    lines = [
+        f"threads {args.threads}, {args.rounds} interleaved rounds x {args.runs} runs, medians;"
+        f" detections at conf 0.25 on {args.frames} generated frames (seed 9,100,000)",
+        "",
+        "| model | session ms | speed-up vs fp32 | detections | frames differing from fp32 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, t in times.items():
+        ms = statistics.median(t)
+        differ = sum(a != b for a, b in zip(found[name], found["fp32"], strict=True))
+        lines.append(f"| {name} | {ms:.1f} | {base / ms:.2f}x | {sum(found[name])} | {differ} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
