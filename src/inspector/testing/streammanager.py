@@ -19,7 +19,6 @@ listening), ``restart()``, ``fail_uploads`` (a count, or a predicate on the task
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
@@ -69,6 +68,7 @@ from stream_manager.data import (
 )
 
 from inspector.testing.recording import Recording
+from inspector.testing.sockets import Connection, SocketServer
 
 logger = logging.getLogger(__name__)
 
@@ -118,26 +118,10 @@ class _ExportTask:
     executor: Any  # S3ExportTaskExecutorConfig
 
 
-class _Connection:
-    def __init__(self, sock: socket.socket, number: int) -> None:
-        self.sock = sock
-        self.number = number
-        self.closed = threading.Event()
-        self._write_lock = threading.Lock()
-
+class _Connection(Connection):
     def send_frame(self, operation: Operation, body: Any) -> None:
         payload = cbor2.dumps(body.as_dict())
-        data = struct.pack(">iB", len(payload) + 1, operation.value) + payload
-        self.send_raw(data)
-
-    def send_raw(self, data: bytes) -> None:
-        with self._write_lock:
-            if self.closed.is_set():
-                return
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                self.close()
+        self.send_bytes(struct.pack(">iB", len(payload) + 1, operation.value) + payload)
 
     def recv_exact(self, count: int) -> bytes | None:
         chunks = bytearray()
@@ -151,20 +135,12 @@ class _Connection:
             chunks += chunk
         return bytes(chunks)
 
-    def close(self) -> None:
-        if self.closed.is_set():
-            return
-        self.closed.set()
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class StreamManagerEmulator(Recording):
+class StreamManagerEmulator(SocketServer[_Connection], Recording):
     """The StreamManager server, emulated. Thread-safe; a context manager.
 
     Args:
@@ -195,15 +171,11 @@ class StreamManagerEmulator(Recording):
         self.fail_uploads: int | UploadPredicate = 0
         self.slow_upload_s = 0.0
 
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
+        lock = threading.RLock()
+        super().__init__(lock)
+        self._changed = threading.Condition(lock)
         self._streams: dict[str, _Stream] = {}
         self._generation = 0
-        self._connections: dict[int, _Connection] = {}
-        self._next_connection = 1
-        self._listener: socket.socket | None = None
-        self._accept_thread: threading.Thread | None = None
-        self._running = threading.Event()
         self._closing = threading.Event()
         self._exports: list[_ExportTask] = []
         self._export_thread: threading.Thread | None = None
@@ -213,23 +185,10 @@ class StreamManagerEmulator(Recording):
 
     def start(self) -> StreamManagerEmulator:
         with self._lock:
-            if self._listener is not None:
-                return self
             self.s3_dir.mkdir(parents=True, exist_ok=True)
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((self.host, self.port))
-            listener.listen(16)
-            listener.settimeout(0.5)
-            self.port = listener.getsockname()[1]  # keep it across restarts
-            self._listener = listener
-            self._running.set()
+            if not self.start_listening():
+                return self
             self._closing.clear()
-            self._accept_thread = threading.Thread(
-                target=self._accept_loop, args=(listener,), name="streammanager-accept",
-                daemon=True,
-            )
-            self._accept_thread.start()
             if self._export_thread is None:
                 self._export_thread = threading.Thread(
                     target=self._export_loop, name="streammanager-s3", daemon=True
@@ -240,21 +199,9 @@ class StreamManagerEmulator(Recording):
 
     def stop(self) -> None:
         """Stop listening and drop every connection (the unavailable server)."""
+        self.stop_listening()
         with self._lock:
-            listener, self._listener = self._listener, None
-            thread, self._accept_thread = self._accept_thread, None
-            self._running.clear()
-            connections = list(self._connections.values())
-            self._connections.clear()
-            self._changed.notify_all()
-        if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
-        for conn in connections:
-            conn.close()
-        if thread is not None:
-            thread.join(timeout=2.0)
+            self._changed.notify_all()  # reads waiting for data see the server is down
 
     def close(self) -> None:
         """stop() and end the export thread."""
@@ -286,10 +233,6 @@ class StreamManagerEmulator(Recording):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    @property
-    def running(self) -> bool:
-        return self._running.is_set()
 
     @property
     def env(self) -> dict[str, str]:
@@ -325,30 +268,22 @@ class StreamManagerEmulator(Recording):
 
     # ------------------------------------------------------------ server loops
 
-    def _accept_loop(self, listener: socket.socket) -> None:
-        while self._running.is_set():
-            try:
-                sock, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            sock.settimeout(None)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.refuse_connections:
-                sock.close()
-                continue
-            with self._lock:
-                if self._listener is not listener:
-                    sock.close()
-                    return
-                conn = _Connection(sock, self._next_connection)
-                self._next_connection += 1
-                self._connections[conn.number] = conn
-            threading.Thread(
-                target=self._serve, args=(conn,), name=f"streammanager-conn-{conn.number}",
-                daemon=True,
-            ).start()
+    thread_name = "streammanager"
+
+    def _bind(self) -> socket.socket:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self.port))
+        listener.listen(16)
+        self.port = listener.getsockname()[1]  # keep it across restarts
+        return listener
+
+    def _admit(self, sock: socket.socket) -> bool:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return not self.refuse_connections
+
+    def _new_connection(self, sock: socket.socket, number: int) -> _Connection:
+        return _Connection(sock, number)
 
     def _serve(self, conn: _Connection) -> None:
         try:
@@ -356,10 +291,6 @@ class StreamManagerEmulator(Recording):
                 self._read_loop(conn)
         except Exception:  # a bug here must not kill the server silently
             logger.exception("StreamManager emulator: connection %d failed", conn.number)
-        finally:
-            conn.close()
-            with self._lock:
-                self._connections.pop(conn.number, None)
 
     def _read_frame(self, conn: _Connection) -> tuple[int, bytes] | None:
         header = conn.recv_exact(4)
@@ -380,7 +311,7 @@ class StreamManagerEmulator(Recording):
             return False
         if version[0] != CONNECT_VERSION:
             logger.warning("StreamManager emulator: connect version %d", version[0])
-            conn.send_raw(bytes([CONNECT_VERSION]))
+            conn.send_bytes(bytes([CONNECT_VERSION]))
             return False
         frame = self._read_frame(conn)
         if frame is None:
@@ -404,7 +335,7 @@ class StreamManagerEmulator(Recording):
                 ResponseStatusCode.Unauthorized, "invalid auth token"
         else:
             response.status = ResponseStatusCode.Success
-        conn.send_raw(bytes([CONNECT_VERSION]))
+        conn.send_bytes(bytes([CONNECT_VERSION]))
         conn.send_frame(Operation.ConnectResponse, response)
         if not ok:
             logger.info("StreamManager emulator: connection %d refused: %s",
