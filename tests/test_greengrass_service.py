@@ -460,3 +460,24 @@ def test_the_recipe_grants_exactly_what_the_component_publishes(
             comp.kill()
         log = comp.log_text()
         assert "Unauthorized" not in log and "refused" not in log
+
+
+def test_a_full_spool_refuses_the_result_and_says_so(
+    greengrass: tuple[Greengrass, Path], component: Component
+) -> None:
+    gg, watch = greengrass
+    gg.nucleus.config[COMPONENT]["UploadBucket"] = ""
+    gg.nucleus.config[COMPONENT]["ShutdownSeconds"] = 1.0
+    gg.nucleus.config[COMPONENT]["SpoolMaxMessages"] = 1
+    component.start()
+    gg.nucleus.delay_s["PublishToIoTCore"] = float("inf")  # nothing is acknowledged
+    write_image(watch, "f0.png", DARK)
+    wait_until(lambda: len(list((watch / ".inspector" / "spool").glob("*.json"))) == 1, 30,
+               "spooled")
+    write_image(watch, "f1.png", DARK)
+    wait_until(lambda: "f1.png" in component.log_text() and "is full" in component.log_text(),
+               30, "refusal logged")
+    assert component.stop() == 0
+    assert len(list((watch / ".inspector" / "spool").glob("*.json"))) == 1
+    refusal = next(line for line in component.log_text().splitlines() if "is full" in line)
+    assert "f1.png" in refusal and "limits 1 messages" in refusal

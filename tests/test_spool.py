@@ -54,3 +54,22 @@ def test_torn_and_unreadable_files_are_dropped(tmp_path: Path) -> None:
     assert len(spool) == 1
     assert not (folder / "000000000003.json.part").exists()
     assert (folder / "notes.txt").exists()
+
+
+def test_bounded_by_bytes_too_counted_across_restarts(tmp_path: Path) -> None:
+    message = {"payload": "x" * 90}  # 104 bytes of JSON
+    spool = Spool(tmp_path / "spool", max_bytes=250)
+    spool.put(message)
+    spool.put(message)
+    assert spool.bytes == 208
+    with pytest.raises(SpoolFull, match=r"2 messages, 208 bytes .* 250 bytes"):
+        spool.put(message)
+    spool.put({"n": 1})  # a small one still fits
+    # the sizes of what an earlier run left are read from disk
+    again = Spool(tmp_path / "spool", max_bytes=250)
+    assert again.bytes == 208 + len('{"n":1}')
+    with pytest.raises(SpoolFull):
+        again.put(message)
+    again.remove(again.pending()[0].id)
+    assert again.bytes == 104 + len('{"n":1}')
+    again.put(message)

@@ -233,6 +233,17 @@ class Settings(BaseModel):
     UploadMaxRetries: int = Field(
         default=3, ge=0, le=100, description="Upload attempts after the first before giving up."
     )
+    SpoolMaxMessages: int = Field(
+        default=10_000,
+        ge=1,
+        description="Greengrass: results kept on disk while the nucleus cannot take them; "
+        "beyond this a result is not published (logged, counted).",
+    )
+    SpoolMaxMegabytes: float = Field(
+        default=64.0,
+        gt=0.0,
+        description="Greengrass: the same spool's cap in megabytes (MiB) of messages.",
+    )
     ShutdownSeconds: float = Field(
         default=10.0,
         gt=0.0,

@@ -100,7 +100,10 @@ class Component:
         paths = resolve_paths(settings)
         self.thing = thing_name(settings, self.environ)
         mqtt = MqttSink(
-            self.ipc, Spool(paths.state / "spool"), thing_name=self.thing,
+            self.ipc,
+            Spool(paths.state / "spool", max_items=settings.SpoolMaxMessages,
+                  max_bytes=int(settings.SpoolMaxMegabytes * 2**20)),
+            thing_name=self.thing,
             target=settings.PublishTarget, iot_topic=settings.PublishResultsOnTopic,
             pubsub_topic=settings.PubSubTopic,
         )

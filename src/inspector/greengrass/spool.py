@@ -6,7 +6,7 @@ only when its publish was acknowledged; everything still there is re-sent after 
 restart. Re-sending after a timeout may duplicate a message: the cloud de-duplicates results by
 ``device`` + ``image.name`` + ``image.sha256`` + ``time``.
 
-    spool = Spool(state / "spool", max_items=10_000)
+    spool = Spool(state / "spool", max_items=10_000, max_bytes=64 * 2**20)
     entry = spool.put({"target": "iotcore", "topic": "t", "payload": "..."})
     for entry in spool.pending(): ...
     spool.remove(entry.id)
@@ -30,8 +30,8 @@ _SUFFIX = ".json"
 
 
 class SpoolFull(SinkError):
-    """The spool holds ``max_items`` messages already: the new one is refused (not lost silently:
-    the caller reports it)."""
+    """The spool holds ``max_items`` messages or ``max_bytes`` already: the new one is refused
+    (not lost silently: the caller reports it)."""
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,15 @@ class SpoolEntry:
 class Spool:
     """Thread-safe; the folder is created on first use."""
 
-    def __init__(self, folder: Path, *, max_items: int = 10_000) -> None:
+    def __init__(
+        self, folder: Path, *, max_items: int = 10_000, max_bytes: int = 64 * 2**20
+    ) -> None:
         self.folder = Path(folder)
         self.max_items = max_items
+        self.max_bytes = max_bytes  # of message files: a device's disk is shared and small
         self._lock = threading.Lock()
         self._ids: list[int] = []
+        self._sizes: dict[int, int] = {}
         self._next = 1
         self._loaded = False
 
@@ -59,6 +63,10 @@ class Spool:
         for path in self.folder.iterdir():
             if path.suffix == _SUFFIX and path.stem.isdigit():
                 ids.append(int(path.stem))
+                try:
+                    self._sizes[ids[-1]] = path.stat().st_size
+                except OSError:
+                    self._sizes[ids[-1]] = 0
             elif path.name.endswith(".part"):
                 path.unlink(missing_ok=True)  # torn by a crash before its rename
         self._ids = sorted(ids)
@@ -73,15 +81,24 @@ class Spool:
             self._load()
             return len(self._ids)
 
+    @property
+    def bytes(self) -> int:
+        """Size of the messages waiting, in bytes."""
+        with self._lock:
+            self._load()
+            return sum(self._sizes.values())
+
     def put(self, record: dict[str, Any]) -> SpoolEntry:
         """Write ``record`` (JSON types only); raises SpoolFull, or SinkError on I/O errors."""
         data = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         with self._lock:
             self._load()
-            if len(self._ids) >= self.max_items:
+            waiting = sum(self._sizes.values())
+            if len(self._ids) >= self.max_items or waiting + len(data) > self.max_bytes:
                 raise SpoolFull(
-                    f"spool {self.folder} is full ({self.max_items} messages waiting for the "
-                    "nucleus); this message is not published"
+                    f"spool {self.folder} is full ({len(self._ids)} messages, {waiting} bytes "
+                    f"waiting for the nucleus; limits {self.max_items} messages, "
+                    f"{self.max_bytes} bytes); this message is not published"
                 )
             entry_id = self._next
             path = self._path(entry_id)
@@ -93,6 +110,7 @@ class Spool:
                 raise SinkError(f"cannot write to the spool {self.folder}: {exc}") from exc
             self._next += 1
             self._ids.append(entry_id)
+            self._sizes[entry_id] = len(data)
         return SpoolEntry(entry_id, record)
 
     def pending(self, limit: int | None = None) -> list[SpoolEntry]:
@@ -118,6 +136,7 @@ class Spool:
             self._path(entry_id).unlink(missing_ok=True)
             if entry_id in self._ids:
                 self._ids.remove(entry_id)
+            self._sizes.pop(entry_id, None)
 
     def _path(self, entry_id: int) -> Path:
         return self.folder / f"{entry_id:012d}{_SUFFIX}"
