@@ -159,7 +159,9 @@ def test_model_build_ships_the_default_model_and_fills_the_recipe(tmp_path: Path
     built = build_component.build("model", tmp_path / "out", models_dir=models)
     (artifact,) = built.artifacts
     assert Path(artifact).name == "scratch-fp32.onnx"
-    assert Path(artifact).parent.parts[-2:] == ("com.inspector.ScratchModel", "1.0.0")
+    gdk = json.loads((REPO / "recipes" / "model" / "gdk-config.json").read_text())
+    version = gdk["component"]["com.inspector.ScratchModel"]["version"]
+    assert Path(artifact).parent.parts[-2:] == ("com.inspector.ScratchModel", version)
     recipe = yaml.safe_load(Path(built.recipe).read_text())
     config = recipe["ComponentConfiguration"]["DefaultConfiguration"]
     assert config == {
