@@ -283,7 +283,7 @@ def test_built_check_refuses_leftover_tokens_and_a_wrong_digest(tmp_path: Path) 
     for manifest in recipe["Manifests"]:
         manifest["Artifacts"][0]["URI"] = "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/m.onnx"
     (build / "recipes" / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    artifacts = build / "artifacts" / MODEL / "1.0.0"
+    artifacts = build / "artifacts" / MODEL / recipe["ComponentVersion"]
     artifacts.mkdir(parents=True)
     (artifacts / "m.onnx").write_bytes(b"a model whose digest is not all zeros")
     problems = check_recipes.check(repo, built=True)
