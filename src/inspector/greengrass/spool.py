@@ -52,6 +52,7 @@ class Spool:
         self._lock = threading.Lock()
         self._ids: list[int] = []
         self._sizes: dict[int, int] = {}
+        self._bytes = 0  # sum of _sizes, kept up to date: put() must not re-add 10,000 sizes
         self._next = 1
         self._loaded = False
 
@@ -70,6 +71,7 @@ class Spool:
             elif path.name.endswith(".part"):
                 path.unlink(missing_ok=True)  # torn by a crash before its rename
         self._ids = sorted(ids)
+        self._bytes = sum(self._sizes.values())
         self._next = (self._ids[-1] + 1) if self._ids else 1
         self._loaded = True
         if self._ids:
@@ -86,14 +88,14 @@ class Spool:
         """Size of the messages waiting, in bytes."""
         with self._lock:
             self._load()
-            return sum(self._sizes.values())
+            return self._bytes
 
     def put(self, record: dict[str, Any]) -> SpoolEntry:
         """Write ``record`` (JSON types only); raises SpoolFull, or SinkError on I/O errors."""
         data = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         with self._lock:
             self._load()
-            waiting = sum(self._sizes.values())
+            waiting = self._bytes
             if len(self._ids) >= self.max_items or waiting + len(data) > self.max_bytes:
                 raise SpoolFull(
                     f"spool {self.folder} is full ({len(self._ids)} messages, {waiting} bytes "
@@ -111,6 +113,7 @@ class Spool:
             self._next += 1
             self._ids.append(entry_id)
             self._sizes[entry_id] = len(data)
+            self._bytes += len(data)
         return SpoolEntry(entry_id, record)
 
     def pending(self, limit: int | None = None) -> list[SpoolEntry]:
@@ -136,7 +139,7 @@ class Spool:
             self._path(entry_id).unlink(missing_ok=True)
             if entry_id in self._ids:
                 self._ids.remove(entry_id)
-            self._sizes.pop(entry_id, None)
+            self._bytes -= self._sizes.pop(entry_id, 0)
 
     def _path(self, entry_id: int) -> Path:
         return self.folder / f"{entry_id:012d}{_SUFFIX}"
