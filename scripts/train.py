@@ -36,6 +36,22 @@ def offline_environment() -> None:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
+def skip_amp_download_check() -> None:
+    """Trust AMP on a GPU without Ultralytics' check, which downloads yolo26n.pt to run it.
+
+    Offline that download fails with an error the check does not catch, and training on a GPU
+    stops before its first batch. AMP (fp16 autocast) is what Ultralytics uses on any CUDA GPU
+    after a passing check; the check only guards against broken drivers.
+    """
+    import ultralytics.engine.trainer as trainer
+
+    def check_amp(model: object, *args: object, **kwargs: object) -> bool:
+        print("AMP check skipped (it would download yolo26n.pt; offline): AMP on", flush=True)
+        return True
+
+    trainer.check_amp = check_amp  # type: ignore[assignment]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -113,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     # Ultralytics resets torch to min(8, cpu_count - 1) threads: ONE on a 2-core machine.
     torch_utils.NUM_THREADS = args.threads
     torch.set_num_threads(args.threads)
+    if args.device != "cpu":
+        skip_amp_download_check()
 
     started = time.time()
     if args.resume:
@@ -170,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "host": platform.node(),
         "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if args.device != "cpu" else None,
         "wall_s": round(time.time() - started, 1),
         "epochs_run": epochs_run(run_dir),
         "best": str(run_dir / "weights" / "best.pt"),

@@ -60,9 +60,16 @@ def training_summary(stages: list[dict[str, Any]]) -> dict[str, Any]:
         if count is None and results.exists():  # records written before train.py counted them
             count = max(0, len(results.read_text().strip().splitlines()) - 1)
         epochs.append(count)
+    hours_by_device: dict[str, float] = {}
+    for stage in stages:
+        args = stage.get("args") or {}
+        device = str(args.get("device", "cpu"))
+        key = "cpu" if device == "cpu" else str(stage.get("gpu") or f"cuda:{device}")
+        hours_by_device[key] = hours_by_device.get(key, 0.0) + float(stage.get("wall_s", 0)) / 3600
     return {
         "epochs": sum(epochs) if None not in epochs else None,
         "hours": round(sum(float(s.get("wall_s", 0)) for s in stages) / 3600, 2),
+        "hours_by_device": {k: round(v, 2) for k, v in hours_by_device.items()},
         "stages": stages,
     }
 

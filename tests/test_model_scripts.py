@@ -93,7 +93,19 @@ def test_training_summary_adds_up_the_stages(tmp_path: Path):
     (run / "results.csv").write_text("epoch,loss\n1,2.0\n2,1.5\n3,1.2\n")
     old_record = {"wall_s": 3600.0, "best": str(run / "weights" / "best.pt")}  # no epochs_run
     new_record = {"wall_s": 1800.0, "epochs_run": 5, "best": "/elsewhere/best.pt"}
-    summary = write_manifest.training_summary([old_record, new_record])
-    assert summary == {"epochs": 8, "hours": 1.5, "stages": [old_record, new_record]}
+    gpu_record = {
+        "wall_s": 720.0,
+        "epochs_run": 67,
+        "best": "/out/best.pt",
+        "args": {"device": "0"},
+        "gpu": "NVIDIA H200",
+    }
+    summary = write_manifest.training_summary([old_record, new_record, gpu_record])
+    assert summary == {
+        "epochs": 75,
+        "hours": 1.7,
+        "hours_by_device": {"cpu": 1.5, "NVIDIA H200": 0.2},
+        "stages": [old_record, new_record, gpu_record],
+    }
     unknown = write_manifest.training_summary([{"wall_s": 60, "best": "/gone/weights/best.pt"}])
     assert unknown["epochs"] is None
