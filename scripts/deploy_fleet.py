@@ -3,7 +3,7 @@ r"""Deploy the inspector components to a thing group (greengrassv2 create_deploy
 
     python scripts/deploy_fleet.py \
         --thing-group-arn arn:aws:iot:eu-west-1:123456789012:thinggroup/line-1 \
-        [--inference-version 1.0.0] [--model-version 1.1.0] [--stream-manager-version latest]
+        [--inference-version 1.0.0] [--model-version 1.2.0] [--stream-manager-version latest]
         [--config-merge '{"ImageDirectory": "/data/camera"}' | --config-merge @settings.json]
         [--deployment-name NAME] [--region REGION] [--dry-run]
 

@@ -61,11 +61,11 @@ def test_deploy_local_dry_run_stages_both_components_and_prints_the_command(
     staged = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
     assert staged == [
         "artifacts/com.inspector.Inference/1.0.0/inspector-app.zip",
-        "artifacts/com.inspector.ScratchModel/1.1.0/scratch-fp32.onnx",
+        "artifacts/com.inspector.ScratchModel/1.2.0/scratch-fp32.onnx",
         "recipes/com.inspector.Inference-1.0.0.yaml",
-        "recipes/com.inspector.ScratchModel-1.1.0.yaml",
+        "recipes/com.inspector.ScratchModel-1.2.0.yaml",
     ]
-    assert (stage / "artifacts/com.inspector.ScratchModel/1.1.0/scratch-fp32.onnx").read_bytes() \
+    assert (stage / "artifacts/com.inspector.ScratchModel/1.2.0/scratch-fp32.onnx").read_bytes() \
         == (models / "scratch-fp32.onnx").read_bytes()
 
     printed = result.stdout.strip().splitlines()[-1]
@@ -75,7 +75,7 @@ def test_deploy_local_dry_run_stages_both_components_and_prints_the_command(
     assert argv == [
         "/greengrass/v2/bin/greengrass-cli", "deployment", "create",
         "--recipeDir", str(stage / "recipes"), "--artifactDir", str(stage / "artifacts"),
-        "--merge", "com.inspector.ScratchModel=1.1.0", "--merge", "com.inspector.Inference=1.0.0",
+        "--merge", "com.inspector.ScratchModel=1.2.0", "--merge", "com.inspector.Inference=1.0.0",
     ]
     # Nothing was deployed and the work tree's build folders were not touched.
     assert "dry run" in result.stdout
@@ -112,7 +112,7 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Any:
 def _expected_document(**overrides: Any) -> dict[str, Any]:
     template = json.loads((REPO / "deployments" / "fleet-deployment.json").read_text())
     return deploy_fleet.build_document(
-        template, GROUP_ARN, overrides.get("inference", "1.0.0"), overrides.get("model", "1.1.0"),
+        template, GROUP_ARN, overrides.get("inference", "1.0.0"), overrides.get("model", "1.2.0"),
         overrides.get("stream_manager", "2.3.0"), None, overrides.get("merge"),
     )
 
@@ -136,7 +136,7 @@ def test_deploy_fleet_calls_create_deployment(
 ) -> None:
     from botocore.stub import Stubber
 
-    expected = _expected_document(model="1.1.0")
+    expected = _expected_document(model="1.2.0")
     with Stubber(client) as stub:
         stub.add_response(
             "list_component_versions",
@@ -154,7 +154,7 @@ def test_deploy_fleet_calls_create_deployment(
             expected,  # Stubber also validates the document against the service model
         )
         rc = deploy_fleet.main(
-            ["--thing-group-arn", GROUP_ARN, "--model-version", "1.1.0"], client=client
+            ["--thing-group-arn", GROUP_ARN, "--model-version", "1.2.0"], client=client
         )
         stub.assert_no_pending_responses()
     assert rc == 0
