@@ -5,7 +5,10 @@ What was measured to work on AVX2 CPUs without VNNI (issue 3): QDQ format, per-c
 uint8 activations / int8 weights, ``reduce_range=True`` (without it uint8 saturation tripled the
 detections), and the decode tail of the head (DFL softmax, class sigmoid, box arithmetic, output
 concat) left in fp32: quantizing the output concat puts boxes (hundreds of pixels) and scores
-(0..1) on one scale and every score becomes 0.
+(0..1) on one scale and every score becomes 0. The first convolution (3 input channels, read from
+the image) also stays fp32: its INT8 kernel took 3.0 ms against 1.5 ms in fp32 on this CPU
+(per-node profile, benchmarks/results/int8-variants.md); every other convolution is 1.4-2.3x
+faster in INT8.
 
 Calibration frames are generated tag images letterboxed exactly as at inference (the same
 ``Detector.preprocess``), from a seed used neither for training nor for testing.
@@ -49,6 +52,15 @@ def tail_nodes(model_path: Path) -> list[str]:
     ]
 
 
+def input_convs(model_path: Path) -> list[str]:
+    """Names of the Conv nodes that read a graph input (the image) directly."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    inputs = {i.name for i in model.graph.input}
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] in inputs]
+
+
 def calibration_tensors(model_path: Path, count: int) -> Iterator[dict[str, object]]:
     from inspector.detector import Detector
     from inspector.synth import generate
@@ -68,9 +80,10 @@ def quantize(
     calibration_images: int = 64,
     method: str = "minmax",
     keep_fp32_ops: tuple[str, ...] = FP32_OPS,
+    quantize_input_conv: bool = False,
 ) -> int:
-    """Write the INT8 model; returns how many nodes were left in fp32 (decode tail and
-    ``keep_fp32_ops``)."""
+    """Write the INT8 model; returns how many nodes were left in fp32 (decode tail, the input
+    convolution unless ``quantize_input_conv``, and ``keep_fp32_ops``)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -91,6 +104,8 @@ def quantize(
     exclude = tail_nodes(fp32) + [
         n.name for n in onnx.load(str(fp32)).graph.node if n.op_type in keep_fp32_ops
     ]
+    if not quantize_input_conv:
+        exclude += [name for name in input_convs(fp32) if name not in exclude]
     calibrate_method = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
@@ -140,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="OP",
         help=f"operator types left in fp32 besides the decode tail (default: {' '.join(FP32_OPS)})",
     )
+    p.add_argument(
+        "--quantize-input-conv",
+        action="store_true",
+        help="quantize the first convolution too (slower on AVX2 without VNNI: measured)",
+    )
     args = p.parse_args(argv)
     kept = quantize(
         args.fp32,
@@ -147,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         calibration_images=args.calibration_images,
         method=args.method,
         keep_fp32_ops=tuple(args.keep_fp32),
+        quantize_input_conv=args.quantize_input_conv,
     )
     print(
         f"wrote {args.output} ({args.output.stat().st_size / 1e6:.1f} MB); "

@@ -18,6 +18,7 @@ from tests.script_loader import load_script
 
 export_model = load_script("scripts/export_model.py")
 write_manifest = load_script("scripts/write_manifest.py")
+quantize_model = load_script("scripts/quantize_model.py")
 
 ANCHORS = 21
 
@@ -109,3 +110,27 @@ def test_training_summary_adds_up_the_stages(tmp_path: Path):
     }
     unknown = write_manifest.training_summary([{"wall_s": 60, "best": "/gone/weights/best.pt"}])
     assert unknown["epochs"] is None
+
+
+def test_input_convs_names_only_the_convolutions_that_read_the_image(tmp_path: Path):
+    def conv(name: str, x: str, y: str) -> onnx.NodeProto:
+        return helper.make_node("Conv", [x, f"{name}_w"], [y], name=name, pads=[1, 1, 1, 1])
+
+    weights = [
+        numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "first_w"),
+        numpy_helper.from_array(np.ones((4, 4, 3, 3), np.float32), "second_w"),
+    ]
+    graph = helper.make_graph(
+        [
+            conv("first", "images", "a"),
+            helper.make_node("Sigmoid", ["a"], ["b"], name="act"),
+            conv("second", "b", "out"),
+        ],
+        "two_convs",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8, 8])],
+        initializer=weights,
+    )
+    path = tmp_path / "two_convs.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert quantize_model.input_convs(path) == ["first"]
