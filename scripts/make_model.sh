@@ -55,35 +55,31 @@ else
   "$PY" scripts/make_crops.py "$DATA/trainA" "$DATA/trainB" --out "$DATA/crops320" --size 320 \
     --per-image 3
 
-  "$PY" scripts/train.py --data "$DATA/crops320/data.yaml" --imgsz 320 --epochs "$STAGE1_EPOCHS" \
-    --batch 16 --workers "$WORKERS" --project "$RUNS" --name crops320 --close-mosaic 2 \
-    --device "$DEVICE"
-  weights="$RUNS/crops320/weights/best.pt"
-  records=("$RUNS/crops320/inspector_train.json")
+  weights=""
+  records=()
+  # stage NAME DATA_YAML IMGSZ EPOCHS BATCH [more train.py flags]: from the last stage's best
+  # weights (none before stage 1), then those become the weights the next stage starts from
+  stage() {
+    "$PY" scripts/train.py --data "$2" ${weights:+--weights "$weights"} --imgsz "$3" \
+      --epochs "$4" --batch "$5" --workers "$WORKERS" --project "$RUNS" --name "$1" \
+      --close-mosaic 2 --device "$DEVICE" "${@:6}"
+    weights="$RUNS/$1/weights/best.pt"
+    records+=("$RUNS/$1/inspector_train.json")
+  }
+
+  stage crops320 "$DATA/crops320/data.yaml" 320 "$STAGE1_EPOCHS" 16
   if (( STAGE2_EPOCHS > 0 )); then
-    "$PY" scripts/train.py --data "$DATA/crops320/data.yaml" --weights "$weights" --imgsz 320 \
-      --epochs "$STAGE2_EPOCHS" --batch 16 --workers "$WORKERS" --project "$RUNS" \
-      --name crops320b --close-mosaic 2 --optimizer AdamW --lr0 0.001 --warmup-epochs 0.5 \
-      --device "$DEVICE"
-    weights="$RUNS/crops320b/weights/best.pt"
-    records+=("$RUNS/crops320b/inspector_train.json")
+    stage crops320b "$DATA/crops320/data.yaml" 320 "$STAGE2_EPOCHS" 16 \
+      --optimizer AdamW --lr0 0.001 --warmup-epochs 0.5
   fi
   if (( STAGE3_EPOCHS > 0 )); then
     "$PY" scripts/make_dataset.py "$DATA/full640" --count "$FULL_COUNT" --seed 21 \
       --val-fraction 0.05 --workers "$WORKERS" --max-side 640 --p-clean 0.15 --max-scratches 5
-    "$PY" scripts/train.py --data "$DATA/full640/data.yaml" --weights "$weights" --imgsz 640 \
-      --epochs "$STAGE3_EPOCHS" --batch "$BATCH" --workers "$WORKERS" --project "$RUNS" \
-      --name full640 --close-mosaic 2 --optimizer AdamW --lr0 0.001 --warmup-epochs 0.5 \
-      --device "$DEVICE"
-    weights="$RUNS/full640/weights/best.pt"
-    records+=("$RUNS/full640/inspector_train.json")
+    stage full640 "$DATA/full640/data.yaml" 640 "$STAGE3_EPOCHS" "$BATCH" \
+      --optimizer AdamW --lr0 0.001 --warmup-epochs 0.5
     if (( STAGE4_EPOCHS > 0 )); then
-      "$PY" scripts/train.py --data "$DATA/full640/data.yaml" --weights "$weights" --imgsz 640 \
-        --epochs "$STAGE4_EPOCHS" --batch "$BATCH" --workers "$WORKERS" --project "$RUNS" \
-        --name full640b --close-mosaic 2 --optimizer AdamW --lr0 0.0004 --warmup-epochs 0.3 \
-        --device "$DEVICE"
-      weights="$RUNS/full640b/weights/best.pt"
-      records+=("$RUNS/full640b/inspector_train.json")
+      stage full640b "$DATA/full640/data.yaml" 640 "$STAGE4_EPOCHS" "$BATCH" \
+        --optimizer AdamW --lr0 0.0004 --warmup-epochs 0.3
     fi
   fi
 fi

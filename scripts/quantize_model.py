@@ -24,6 +24,10 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -31,11 +35,8 @@ CALIBRATION_SEED = 7_000_001  # never used for training (seeds < 1e6) or testing
 FP32_OPS: tuple[str, ...] = ()  # operator types kept in fp32 by default (measured: see --keep-fp32)
 
 
-def tail_nodes(model_path: Path) -> list[str]:
+def tail_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the detection head's decode tail: every /model.<last>/ node outside cv2/cv3."""
-    import onnx
-
-    model = onnx.load(str(model_path))
     heads = sorted(
         {
             n.name.split("/")[1]
@@ -52,11 +53,8 @@ def tail_nodes(model_path: Path) -> list[str]:
     ]
 
 
-def input_convs(model_path: Path) -> list[str]:
+def input_convs(model: onnx.ModelProto) -> list[str]:
     """Names of the Conv nodes that read a graph input (the image) directly."""
-    import onnx
-
-    model = onnx.load(str(model_path))
     inputs = {i.name for i in model.graph.input}
     return [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] in inputs]
 
@@ -101,11 +99,10 @@ def quantize(
         def get_next(self):  # type: ignore[no-untyped-def]
             return next(self._it, None)
 
-    exclude = tail_nodes(fp32) + [
-        n.name for n in onnx.load(str(fp32)).graph.node if n.op_type in keep_fp32_ops
-    ]
+    src = onnx.load(str(fp32))
+    exclude = tail_nodes(src) + [n.name for n in src.graph.node if n.op_type in keep_fp32_ops]
     if not quantize_input_conv:
-        exclude += [name for name in input_convs(fp32) if name not in exclude]
+        exclude += [name for name in input_convs(src) if name not in exclude]
     calibrate_method = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
@@ -129,7 +126,6 @@ def quantize(
         )
 
     # Keep the fp32 model's metadata (class names, our name/version) on the INT8 file.
-    src = onnx.load(str(fp32), load_external_data=False)
     dst = onnx.load(str(output))
     meta = {p.key: p.value for p in src.metadata_props}
     meta["inspector_model_name"] = meta.get("inspector_model_name", fp32.stem) + "-int8"
