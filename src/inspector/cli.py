@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="inspector",
         description="Scratch inspection of metal tags with YOLOv8 on ONNX Runtime.",
     )
-    parser.add_argument("--version", action="version", version=f"inspector {__version__}")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the package and bundled model versions, then exit")
     levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
     parser.add_argument("--log-level", default="INFO", choices=levels,
                         help="logging level (default INFO)")
@@ -51,6 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the package and the bundled models, read when asked (not at every start)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from inspector.models import describe_default_model
+
+        sys.stdout.write(f"inspector {__version__}\nmodels: {describe_default_model()}\n")
+        parser.exit()
 
 
 def configure_logging(level: str) -> None:
