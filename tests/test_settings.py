@@ -63,7 +63,7 @@ def test_every_problem_is_listed_with_its_key_path():
         "ProcessedAction", "PublishTarget", "UploadKeyTemplate", "ModelSha256", "Colour",
     }
     assert "nope" in problems["UploadKeyTemplate"]
-    assert "Extra inputs" in problems["Colour"]
+    assert "unknown setting" in problems["Colour"]
 
 
 def test_from_mapping_raises_config_error_with_pairs():
