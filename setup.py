@@ -1,11 +1,12 @@
-"""Packaging hook: the wheel carries the bundled models.
+"""Packaging hook: the wheel carries the bundled models and the inference recipe.
 
 The models live at the repository's top level (``models/``, next to the training scripts that
-write them), outside the ``inspector`` package, so ``package-data`` cannot name them. This
-``build_py`` copies the manifest and every ``.onnx`` file it lists into
-``inspector/bundled_models/`` of the build; ``inspector.models.resolve_models_dir`` looks there
-first in an installed package. An editable install reads ``models/`` of the checkout instead.
-Everything else about the package is in pyproject.toml.
+write them) and the recipe in ``recipes/inference/``, outside the ``inspector`` package, so
+``package-data`` cannot name them. This ``build_py`` copies the manifest and every ``.onnx`` file
+it lists into ``inspector/bundled/models/`` of the build, and the recipe to
+``inspector/bundled/inference-recipe.yaml`` (``inspector emulate`` serves its
+DefaultConfiguration). An installed package looks there first; an editable install reads the
+checkout's folders instead. Everything else about the package is in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
 MODELS = HERE / "models"
-TARGET = ("inspector", "bundled_models")
+RECIPE = HERE / "recipes" / "inference" / "recipe.yaml"
+BUNDLE = ("inspector", "bundled")
 
 
 def bundled_files() -> list[Path]:
@@ -39,10 +41,11 @@ class BuildPyWithModels(build_py):
         super().run()
         if self.editable_mode:  # the checkout's models/ is found directly
             return
-        target = Path(self.build_lib, *TARGET)
-        target.mkdir(parents=True, exist_ok=True)
+        bundle = Path(self.build_lib, *BUNDLE)
+        (bundle / "models").mkdir(parents=True, exist_ok=True)
         for path in bundled_files():
-            shutil.copyfile(path, target / path.name)
+            shutil.copyfile(path, bundle / "models" / path.name)
+        shutil.copyfile(RECIPE, bundle / "inference-recipe.yaml")
 
 
 setup(cmdclass={"build_py": BuildPyWithModels})

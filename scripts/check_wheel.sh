@@ -35,7 +35,7 @@ case "$where" in
   *) echo "check_wheel: imported inspector from $where, not from the installed wheel" >&2; exit 1 ;;
 esac
 venv/bin/inspector --version | tee version.txt
-grep -q "bundled_models" version.txt || {
+grep -q "inspector/bundled/models" version.txt || {
   echo "check_wheel: --version does not show the wheel's bundled models" >&2; exit 1; }
 
 venv/bin/python - <<'PY'

@@ -125,12 +125,12 @@ def test_sha256_file(tmp_path: Path):
 
 
 def test_an_installed_wheel_reads_its_bundled_models(tmp_path: Path, monkeypatch):
-    """setup.py copies models/ into inspector/bundled_models of the wheel; that is used when
+    """setup.py copies models/ into inspector/bundled/models of the wheel; that is used when
     present and $INSPECTOR_MODELS_DIR is not set (scripts/check_wheel.sh checks a real wheel)."""
     import inspector.models as models_module
 
-    bundled = tmp_path / "bundled_models"
-    bundled.mkdir()
+    bundled = tmp_path / "bundled" / "models"
+    bundled.mkdir(parents=True)
     monkeypatch.setattr(models_module, "BUNDLED_DIR", bundled)
     monkeypatch.delenv(MODELS_DIR_ENV, raising=False)
     checkout = Path(__file__).resolve().parents[1] / "models"

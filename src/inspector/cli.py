@@ -1,16 +1,21 @@
 """The ``inspector`` command: one verb per module in ``inspector.commands``.
 
 Command modules import their heavy dependencies (onnxruntime, cv2, awsiot) inside ``run`` so that
-``inspector --help`` and config checks start fast.
+``inspector --help`` and config checks start fast. A module may declare ``NEEDS`` (modules it
+imports when run) and ``EXTRA`` (the extra that brings them): the device's code artifact leaves
+out the emulators, the image generator and the benchmark, so there ``emulate``, ``demo`` and
+``bench`` are listed as "(not installed here ...)" and say what to install instead of failing
+with ModuleNotFoundError.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from inspector import __version__
 
@@ -47,11 +52,41 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != f"inspector.commands.{module_name}":
                 raise
             continue  # a verb whose module is not built yet
-        command = sub.add_parser(verb, help=module.HELP, description=module.HELP,
-                                 parents=[common])
+        missing = missing_modules(getattr(module, "NEEDS", ()))
+        text = module.HELP
+        if missing:
+            text += f" (not installed here; needs: pip install 'inspector[{module.EXTRA}]')"
+        command = sub.add_parser(verb, help=text, description=text, parents=[common])
         module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+        command.set_defaults(_run=_unavailable(verb, missing, module.EXTRA) if missing
+                             else module.run)
     return parser
+
+
+def missing_modules(names: Sequence[str]) -> list[str]:
+    """Those of ``names`` this installation cannot import (found without importing them)."""
+    missing = []
+    for name in names:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # its parent package is missing
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def _unavailable(verb: str, missing: list[str], extra: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        sys.stderr.write(
+            f"inspector {verb}: not available in this installation (it needs "
+            f"{', '.join(missing)}, which a device's code artifact leaves out).\n"
+            f"Install the full package where you want to use it: pip install 'inspector[{extra}]'"
+            "\n"
+        )
+        return 2
+
+    return run
 
 
 class _VersionAction(argparse.Action):

@@ -1,8 +1,8 @@
 """The bundled models and their manifest, ``models/manifest.json``.
 
-Where the models are: ``$INSPECTOR_MODELS_DIR`` when set, else ``inspector/bundled_models/`` of an
-installed wheel (setup.py copies ``models/`` there at build time), else the repository checkout's
-``models/`` (an editable/dev install). Under Greengrass the model component hands an
+Where the models are: ``$INSPECTOR_MODELS_DIR`` when set, else the models of an installed wheel
+(``inspector/bundled/models/``: setup.py copies ``models/`` there at build time), else the
+repository checkout's ``models/`` (an editable/dev install). Under Greengrass the model component hands an
 explicit model path instead (``inspector.integrity``), so this module is for standalone use.
 
 The manifest::
@@ -88,7 +88,7 @@ class Manifest(BaseModel):
         return self.directory / entry.file
 
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "bundled_models"  # in a built wheel only
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled" / "models"  # in a built wheel only
 
 
 def resolve_models_dir(models_dir: Path | None = None) -> Path:

@@ -14,6 +14,11 @@ from pathlib import Path
 HELP = ("benchmark the component on this machine (models x threads: stages, session, service "
         "burst, latency, memory, NMS, Ultralytics) and write JSON + markdown + plots")
 
+# the benchmark drives the service through the emulators on generated images: none of these
+# modules is shipped in the device's code artifact
+NEEDS = ("inspector.bench", "inspector.synth", "inspector.testing")
+EXTRA = "test"
+
 logger = logging.getLogger(__name__)
 
 
