@@ -2,8 +2,8 @@
 
 Where the models are: ``$INSPECTOR_MODELS_DIR`` when set, else the models of an installed wheel
 (``inspector/bundled/models/``: setup.py copies ``models/`` there at build time), else the
-repository checkout's ``models/`` (an editable/dev install). Under Greengrass the model component hands an
-explicit model path instead (``inspector.integrity``), so this module is for standalone use.
+repository checkout's ``models/`` (an editable/dev install). Under Greengrass the model component
+hands an explicit model path instead (``inspector.integrity``): this module is for standalone use.
 
 The manifest::
 
