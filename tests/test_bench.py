@@ -62,7 +62,7 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path, proxy_models: 
     assert [(r["boxes"], r["candidates"]) for r in doc["nms"]] == [
         (kind, n) for kind in ("clustered", "scattered") for n in (10, 100, 1000)]
     assert doc["publish_ms"]["n"] > 0
-    assert [m["model"] for m in doc["memory"]] == ["proxy", "proxy-int8"]
+    assert [m["model"] for m in doc["memory"]] == ["proxy"]  # quick: the first model only
     assert doc["memory"][0]["steps"][-1]["rss_mb"] > 0
     assert doc["soak"]["images"] == 6 and doc["soak"]["rss_after_mb"] > 0
     assert doc["profile"]["top"]
@@ -84,7 +84,23 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path, proxy_models: 
     if doc["plots"]:  # matplotlib installed (the bench extra)
         assert all((out / name).stat().st_size > 0 for name in doc["plots"])
         assert "ci-stages.png" in doc["plots"] and "ci-throughput.png" in doc["plots"]
-    assert f"wrote {out / 'ci.md'}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'ci.md'}" in printed
+    assert "quick run: indicative only" in printed
+    goal_lines = [line for line in printed.splitlines()
+                  if line.lstrip().startswith(("met ", "MISSED ", "n/a "))]
+    assert goal_lines and all(line.endswith("[quick run: indicative only]")
+                              for line in goal_lines)
+
+
+def test_a_quick_report_never_takes_a_full_runs_name() -> None:
+    from datetime import datetime, timezone
+
+    from inspector.commands.bench import default_stem
+
+    when = datetime(2026, 12, 1, 23, 59, tzinfo=timezone.utc)
+    assert default_stem("vm", when, quick=False) == "vm-2026-12-01"
+    assert default_stem("vm", when, quick=True) == "vm-2026-12-01-quick"
 
 
 def test_no_model_anywhere_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
