@@ -133,6 +133,19 @@ def test_example_config_is_valid():
     Settings.from_mapping(read_config_file(EXAMPLE))
 
 
+def test_example_config_is_generated_from_the_settings_model():
+    """config/example.yaml is `inspector check-config --example`: a key added to the model and
+    not to the file (SpoolMaxMessages once) fails here."""
+    from inspector.settings import example_yaml
+
+    assert EXAMPLE.read_text("utf-8") == example_yaml(), (
+        "config/example.yaml differs from the settings model: regenerate it with "
+        "`inspector check-config --example > config/example.yaml`")
+    assert set(read_config_file(EXAMPLE)) == set(Settings.model_fields)
+    example = _cli("check-config", "--example")
+    assert example.returncode == 0 and example.stdout == example_yaml()
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
     return subprocess.run([sys.executable, "-m", "inspector", *args], capture_output=True,
