@@ -226,3 +226,33 @@ def test_without_psutil_says_what_to_install(tmp_path: Path, proxy_models: list[
     assert main(["bench", "--quick", "--models", str(proxy_models[0]),
                  "--out-dir", str(tmp_path)]) == 2
     assert "inspector[bench]" in capsys.readouterr().err
+
+
+def test_the_stages_plot_shows_every_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session is ~1000x the letterbox: on a linear axis only its bar was visible."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from inspector.bench.report import STAGE_ROWS, write_plots
+
+    doc = _doc(host="h", publish_ms={"median_ms": 0.4})
+    medians = {"decode": 2.0, "letterbox": 0.05, "tensor": 0.3, "preprocess": 0.5,
+               "session": 60.0, "post": 0.4, "total": 63.0}
+    doc["configs"][0]["stages_ms"] = {s: {"median_ms": m, "p95_ms": m * 1.2}
+                                      for s, m in medians.items()}
+    axes: list = []
+    real = plt.subplots
+
+    def subplots(*args: object, **kwargs: object) -> object:
+        fig, ax = real(*args, **kwargs)
+        axes.append(ax)
+        return fig, ax
+
+    monkeypatch.setattr(plt, "subplots", subplots)
+    paths, _ = write_plots(doc, tmp_path, "t")
+    assert tmp_path / "t-stages.png" in paths
+    stages_ax = axes[0]
+    assert stages_ax.get_yscale() == "log"
+    heights = [bar.get_height() for bar in stages_ax.patches]
+    assert len(heights) == len(STAGE_ROWS) + 1  # every stage, and the publish bar
+    bottom, top = stages_ax.get_ylim()
+    assert all(bottom < h <= top for h in heights)
+    assert min(heights) / max(heights) < 0.01  # and still drawn: a log axis spans them
