@@ -16,7 +16,17 @@ PY=${1:-.venv/bin/python}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-"$PY" -m pip wheel -q --no-deps -w "$tmp/dist" . >"$tmp/build.log" 2>&1 || {
+# build from a copy of the checkout's files: an in-place build would reuse build/lib, where a
+# module deleted since the last build still sits and would be shipped
+source_dir=.
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  source_dir="$tmp/source"
+  mkdir "$source_dir"
+  git ls-files -z --cached --others --exclude-standard \
+    | while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done \
+    | xargs -0 cp --parents -t "$source_dir"
+fi
+"$PY" -m pip wheel -q --no-deps -w "$tmp/dist" "$source_dir" >"$tmp/build.log" 2>&1 || {
   cat "$tmp/build.log" >&2; echo "check_wheel: the wheel does not build" >&2; exit 1; }
 wheel=$(ls "$tmp"/dist/inspector-*.whl)
 echo "check_wheel: built $(basename "$wheel") ($(( $(stat -c %s "$wheel") / 1048576 )) MiB)"
@@ -37,6 +47,14 @@ esac
 venv/bin/inspector --version | tee version.txt
 grep -q "inspector/bundled/models" version.txt || {
   echo "check_wheel: --version does not show the wheel's bundled models" >&2; exit 1; }
+
+venv/bin/python - <<'PY'
+from inspector.commands.emulate import RECIPE_COMPONENT, recipe_defaults, recipe_path
+where = recipe_path()
+assert where is not None and "inspector/bundled/" in str(where), where
+assert recipe_defaults()["ImageDirectory"], "the bundled recipe has no DefaultConfiguration"
+print(f"check_wheel: emulate serves {RECIPE_COMPONENT}'s defaults from {where.name}")
+PY
 
 venv/bin/python - <<'PY'
 from pathlib import Path
