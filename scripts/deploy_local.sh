@@ -28,7 +28,8 @@ dry_run=0
 use_gdk=1
 build_dir=""
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+# usage: the comment block at the top of this file, and nothing after it
+usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -36,7 +36,7 @@ def test_valid_configuration_ignores_access_control() -> None:
 
 @pytest.mark.parametrize(("change", "key", "words"), [
     ({"ConfidenceThreshold": 1.5}, "ConfidenceThreshold", "less than or equal to 1"),
-    ({"ConfidenceThreshhold": 0.5}, "ConfidenceThreshhold", "Extra inputs"),
+    ({"ConfidenceThreshhold": 0.5}, "ConfidenceThreshhold", "did you mean ConfidenceThreshold?"),
     ({"UploadKeyTemplate": "{bucket}/{name}"}, "UploadKeyTemplate", "unknown placeholder"),
     ({"PublishResultsOnTopic": "a/#"}, "PublishResultsOnTopic", "wildcards"),
     ({"PubSubTopic": "a/{device}"}, "PubSubTopic", "unknown placeholder"),

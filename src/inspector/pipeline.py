@@ -267,7 +267,8 @@ class Pipeline:
         except ImageError as exc:
             after = _Stat.of(path)
             if after is None and isinstance(exc, ImageUnavailableError):
-                return _Outcome(path, reason=exc.reason, vanished=True)
+                return _Outcome(path, reason=f"vanished before it was read ({exc.reason})",
+                                vanished=True)
             # a file that changed while it was read is still being written: not a bad image
             retry = isinstance(exc, ImageDecodeError) and after is not None and after != before
             return _Outcome(path, reason=exc.reason, retry=retry)

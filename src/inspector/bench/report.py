@@ -15,6 +15,7 @@ from typing import Any
 from inspector.bench.timing import ratio
 
 STAGE_ROWS = ("decode", "letterbox", "tensor", "preprocess", "session", "post")
+FLOOR_MS = 0.001  # bars of the log-scale stages plot start here (a 0 ms bar has no log)
 SERVICE_STAGES = ("decode", "preprocess", "inference", "postprocess")
 
 # key -> (what, comparison, goal, unit)
@@ -298,13 +299,19 @@ def write_plots(doc: dict[str, Any], out_dir: Path, stem: str) -> tuple[list[Pat
         p95 = [c["stages_ms"][s]["p95_ms"] or 0 for s in stages]
         xs = [k + i * width for k in range(len(stages))]
         above = [max(b - a, 0) for a, b in zip(med, p95, strict=True)]
-        ax.bar(xs, med, width, label=names[i], yerr=[[0] * len(med), above], capsize=2)
+        bars = ax.bar(xs, [max(m, FLOOR_MS) for m in med], width, label=names[i],
+                      yerr=[[0] * len(med), above], capsize=2)
+        ax.bar_label(bars, labels=[_fmt(m) for m in med], fontsize=6, padding=1)
     if doc.get("publish_ms"):
-        ax.bar(len(stages), doc["publish_ms"]["median_ms"], width, color="grey", label="publish")
+        publish = doc["publish_ms"]["median_ms"] or 0.0
+        bars = ax.bar(len(stages), max(publish, FLOOR_MS), width, color="grey", label="publish")
+        ax.bar_label(bars, labels=[_fmt(publish)], fontsize=6, padding=1)
+    # the session is 10-1000x the other stages: a log axis keeps every stage's bar visible
+    ax.set_yscale("log")
     ax.set_xticks([k + width * (len(configs) - 1) / 2 for k in range(len(stages))]
                   + ([len(stages)] if doc.get("publish_ms") else []))
     ax.set_xticklabels(stages + (["publish"] if doc.get("publish_ms") else []))
-    ax.set_ylabel("ms per image (median, bar to p95)")
+    ax.set_ylabel("ms per image (median, bar to p95; log scale)")
     ax.set_title(f"Latency per stage, {doc['host']}")
     ax.legend()
     fig.tight_layout()

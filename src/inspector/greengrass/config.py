@@ -19,16 +19,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 from inspector.errors import ConfigError
 from inspector.settings import Settings, settings_only, validate_mapping
-from inspector.sinks.mqtt import topic_problems
 
 logger = logging.getLogger(__name__)
-
-TOPIC_KEYS = ("PublishResultsOnTopic", "PubSubTopic", "MetricsTopic")
 
 
 class ConfigIpc(Protocol):
@@ -46,23 +42,12 @@ class ConfigIpc(Protocol):
 def proposal_problems(
     configuration: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
 ) -> list[tuple[str, str]]:
-    """Every problem of a component configuration as (key, message); empty when it is valid."""
-    data = {**settings_only(configuration), **(overrides or {})}
-    problems = validate_mapping(data)
-    if problems:
-        return problems
-    for key in TOPIC_KEYS:
-        value = data.get(key)
-        if key == "MetricsTopic" and not value:
-            continue
-        if isinstance(value, str):
-            problems += [(key, msg) for msg in topic_problems(value)]
-    model_path = data.get("ModelPath")
-    if isinstance(model_path, str) and model_path:
-        path = Path(model_path).expanduser()
-        if not path.is_file():
-            problems.append(("ModelPath", f"{path}: no such model file on this device"))
-    return problems
+    """Every problem of a component configuration as (key, message); empty when it is valid.
+
+    The settings model's own validation (``validate_mapping``), the same as check-config and
+    ``inspector run --config``: one set of rules, one wording.
+    """
+    return validate_mapping({**settings_only(configuration), **(overrides or {})})
 
 
 def describe_problems(problems: list[tuple[str, str]]) -> str:

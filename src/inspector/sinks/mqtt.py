@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import string
 import threading
 import time
 from typing import Any, Protocol
@@ -33,14 +32,12 @@ from tenacity import (
 
 from inspector.errors import SinkError
 from inspector.result import to_json
+from inspector.settings import topic_problems  # the settings model's rules, the only ones
 from inspector.sinks.base import Delivery, Sink
 
 logger = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 128 * 1024
-TOPIC_FIELDS = frozenset({"thingName"})
-MAX_TOPIC_BYTES = 256
-MAX_TOPIC_SLASHES = 7  # AWS IoT Core: at most 8 topic levels
 
 
 class Publisher(Protocol):
@@ -66,28 +63,6 @@ def render_topic(template: str, thing_name: str) -> str:
     if problems:
         raise ValueError(problems[0])
     return template.replace("{thingName}", thing_name)
-
-
-def topic_problems(template: str) -> list[str]:
-    """What is wrong with a publish-topic template (empty when it is fine)."""
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:
-        return [f"malformed topic template {template!r}: {exc}"]
-    unknown = sorted({f for f in fields if f not in TOPIC_FIELDS})
-    if unknown:
-        return [f"unknown placeholder(s) {unknown} in topic {template!r}; allowed: {{thingName}}"]
-    problems = []
-    if "+" in template or "#" in template:
-        problems.append(f"a publish topic cannot contain the wildcards + or #: {template!r}")
-    if template.startswith("/") or template.endswith("/") or "//" in template:
-        problems.append(f"topic {template!r} has an empty level")
-    bare = template.replace("{thingName}", "")
-    if bare.count("/") > MAX_TOPIC_SLASHES:
-        problems.append(f"topic {template!r} has more than {MAX_TOPIC_SLASHES + 1} levels")
-    if len(bare.encode("utf-8")) > MAX_TOPIC_BYTES - 128:  # room for a thing name
-        problems.append(f"topic {template!r} is too long for AWS IoT Core")
-    return problems
 
 
 def fit_payload(result: dict[str, Any], limit: int = MAX_PAYLOAD_BYTES) -> tuple[bytes, bool]:
