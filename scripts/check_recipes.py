@@ -18,10 +18,14 @@ For every recipes/<kind>/ folder holding a gdk-config.json:
   key must exist and, for artifact paths, whose artifacts must be readable by ALL);
 - accessControl: policy ids unique across all recipes, publish operations only, and resources
   exactly the topics the DefaultConfiguration configures (TOPIC_KEYS);
+- lifecycle scripts: no recipe variable in a shell line ({configuration:...} or a path: the
+  nucleus pastes them as plain text into `sh -c`; pass them with Setenv), and every expansion of
+  a Setenv variable double-quoted;
 and per component: the inference DefaultConfiguration has every key of inspector.settings and
-nothing else, and validates; it depends on the model component (a range holding the model's
-version) and on StreamManager; the model recipe carries ModelName, ModelVersion, ModelFile,
-ModelSha256 and ships one .onnx readable by ALL.
+nothing else, and validates; it depends on the model component (HARD, a range holding the
+model's version) and on StreamManager (SOFT); the model recipe keeps no configuration, ships the
+fp32 and INT8 .onnx and model.json readable by ALL, and its Install step checks them against
+literal sha256 lines (built: they match the files, and model.json describes them).
 """
 
 from __future__ import annotations
@@ -413,6 +417,10 @@ def check_inference(
     dependencies = component.recipe.get("ComponentDependencies") or {}
     if STREAM_MANAGER not in dependencies:
         report.add(where, f"no dependency on {STREAM_MANAGER}")
+    elif str((dependencies[STREAM_MANAGER] or {}).get("DependencyType", "HARD")).upper() != "SOFT":
+        report.add(where, f"{STREAM_MANAGER} must be a SOFT dependency: uploads are optional "
+                   "(off by default), and a HARD one restarts inspection with every "
+                   "StreamManager restart")
     model = next((c for c in by_name.values() if c.kind == "model"), None)
     if model is None:
         report.add(where, "no model component (recipes/model/) to depend on")
@@ -421,6 +429,9 @@ def check_inference(
     if not dependency:
         report.add(where, f"no dependency on the model component {model.name}")
         return
+    if str(dependency.get("DependencyType", "HARD")).upper() != "HARD":
+        report.add(where, f"{model.name} must be a HARD dependency: a new model version must "
+                   "restart the service so that it loads the new file")
     requirement = str(dependency.get("VersionRequirement", ""))
     if not any(op in requirement for op in ("<", "^", "~")):
         report.add(where, f"{model.name}: VersionRequirement {requirement!r} should be a range "

@@ -264,6 +264,16 @@ MUTATIONS: dict[str, tuple[Callable[[Path], object], str]] = {
         _edit_recipe("inference", lambda r: _run_script(r, "ls {work:path}")),
         "{work:path} in a shell line",
     ),
+    "StreamManager a HARD dependency": (
+        _edit_recipe("inference", lambda r: r["ComponentDependencies"][
+            "aws.greengrass.StreamManager"].update(DependencyType="HARD")),
+        "must be a SOFT dependency",
+    ),
+    "model a SOFT dependency": (
+        _edit_recipe("inference", lambda r: r["ComponentDependencies"][MODEL].update(
+            DependencyType="SOFT")),
+        "must be a HARD dependency",
+    ),
     "unquoted Setenv path": (
         _edit_recipe("inference", lambda r: _run_script(r, "ls $INSPECTOR_VENV/bin")),
         "$INSPECTOR_VENV is not double-quoted",
