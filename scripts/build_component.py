@@ -33,7 +33,9 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -174,8 +176,84 @@ def _zip_add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
     archive.writestr(info, data)
 
 
-def build_app_zip(repo: Path, target: Path) -> list[str]:
-    """Write inspector-app.zip; return the names it holds."""
+@dataclass(frozen=True)
+class WheelBundle:
+    """Runtime wheels to ship inside the code artifact, for cores without a package index."""
+
+    platforms: tuple[str, ...]
+    python_version: str = "3.11"
+    find_links: Path | None = None  # a local wheel folder instead of the index (offline builds)
+
+
+def _requirement_class() -> Any:
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # pip carries its own copy
+        from pip._vendor.packaging.requirements import Requirement
+    return Requirement
+
+
+def target_requirements(text: str, python_version: str) -> list[str]:
+    """The requirement lines that apply to a device's Python, markers evaluated for it.
+
+    pip download evaluates markers against the Python running it, not --python-version
+    (pypa/pip#6117, #11010): the build evaluates them itself and hands pip plain lines."""
+    requirement_class = _requirement_class()
+    environment = {"python_version": python_version,
+                   "python_full_version": f"{python_version}.0"}
+    lines = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        requirement = requirement_class(line)
+        if requirement.marker is None or requirement.marker.evaluate(environment):
+            requirement.marker = None
+            lines.append(str(requirement))
+    return lines
+
+
+def bundle_wheels(requirements: Path, dest: Path, bundle: WheelBundle) -> list[Path]:
+    """pip download the wheels that requirements.txt needs on each target platform into
+    ``dest`` (binary wheels only: a device may have no compiler)."""
+    if not bundle.platforms:
+        raise BuildError("--bundle-wheels needs at least one --platform "
+                         "(e.g. manylinux2014_x86_64, manylinux2014_aarch64)")
+    if not re.fullmatch(r"3\.\d+", bundle.python_version):
+        raise BuildError(f"--python-version {bundle.python_version!r}: use MAJOR.MINOR, e.g. 3.11")
+    if "{}.{}".format(*sys.version_info[:2]) != bundle.python_version:
+        logger.warning("bundling wheels for Python %s with Python %s: pip evaluates the markers "
+                       "of indirect dependencies for the Python running it; build with the "
+                       "device's Python version when you can", bundle.python_version,
+                       sys.version.split()[0])
+    lines = target_requirements(requirements.read_text(encoding="utf-8"), bundle.python_version)
+    dest.mkdir(parents=True, exist_ok=True)
+    pinned = dest.parent / "requirements-target.txt"
+    pinned.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    source = ["--no-index", "--find-links", str(bundle.find_links)] if bundle.find_links else []
+    for platform in bundle.platforms:
+        command = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
+                   "--no-input", "--only-binary=:all:", "--platform", platform,
+                   "--python-version", bundle.python_version, "--implementation", "cp",
+                   *source, "--dest", str(dest), "-r", str(pinned)]
+        logger.info("wheels for %s, Python %s: %s", platform, bundle.python_version,
+                    " ".join(command))
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise BuildError(f"pip download for {platform} failed:\n{result.stdout}"
+                             f"{result.stderr}")
+    wheels = sorted(dest.glob("*.whl"))
+    if not wheels:
+        raise BuildError(f"pip download wrote no wheels into {dest}")
+    return wheels
+
+
+def build_app_zip(
+    repo: Path, target: Path, requirements: Path | None = None, wheels: list[Path] | None = None
+) -> list[str]:
+    """Write inspector-app.zip; return the names it holds. ``requirements`` replaces
+    recipes/inference/requirements.txt; ``wheels`` go to wheels/ (installed by bootstrap.py with
+    pip --no-index)."""
     package_dir = repo / "src" / "inspector"
     component_dir = repo / "recipes" / "inference"
     if not (package_dir / "__main__.py").is_file():
@@ -183,23 +261,42 @@ def build_app_zip(repo: Path, target: Path) -> list[str]:
     entries: list[tuple[str, bytes]] = [
         (name, path.read_bytes()) for path, name in package_files(package_dir)
     ]
-    for extra in ("requirements.txt", "bootstrap.py"):
-        source = component_dir / extra
+    sources = {"requirements.txt": requirements or component_dir / "requirements.txt",
+               "bootstrap.py": component_dir / "bootstrap.py"}
+    for extra, source in sources.items():
         if not source.is_file():
             raise BuildError(f"missing {source}")
         entries.append((extra, source.read_bytes()))
+    wheel_names = [f"wheels/{wheel.name}" for wheel in wheels or []]
     target.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(target, "w") as archive:
         for name, data in sorted(entries):
             _zip_add(archive, name, data)
-    return sorted(name for name, _ in entries)
+        for wheel, name in zip(wheels or [], wheel_names, strict=True):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_STORED  # a wheel is a zip already
+            archive.writestr(info, wheel.read_bytes())
+    return sorted([name for name, _ in entries] + wheel_names)
 
 
-def build_inference(component: Component, out: Path, repo: Path) -> Built:
+def build_inference(
+    component: Component,
+    out: Path,
+    repo: Path,
+    requirements: Path | None = None,
+    bundle: WheelBundle | None = None,
+) -> Built:
     recipe = load_recipe(component)
     artifact_dir = out / "artifacts" / component.name / component.version
-    names = build_app_zip(repo, artifact_dir / APP_ZIP)
-    logger.info("%s: %d files in %s", component.name, len(names), APP_ZIP)
+    wheels: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix="inspector-wheels-") as tmp:
+        if bundle is not None:
+            source = requirements or repo / "recipes" / "inference" / "requirements.txt"
+            wheels = bundle_wheels(source, Path(tmp) / "wheels", bundle)
+        names = build_app_zip(repo, artifact_dir / APP_ZIP, requirements, wheels)
+    logger.info("%s: %d files in %s (%d wheels)", component.name, len(names), APP_ZIP,
+                len(wheels))
     built_recipe = out / "recipes" / "recipe.yaml"
     dump_recipe(recipe, built_recipe, component.folder / "recipe.yaml")
     return Built(built_recipe, (artifact_dir / APP_ZIP,))
@@ -439,8 +536,13 @@ def build(
     models_dir: Path | None = None,
     precision: str | None = None,
     registry: Path | None = None,
+    requirements: Path | None = None,
+    bundle: WheelBundle | None = None,
 ) -> Built:
     """Build one component into ``out`` (default: its folder's greengrass-build/).
+
+    inference: ``requirements`` replaces recipes/inference/requirements.txt in the artifact (a
+    site's own pins); ``bundle`` puts the runtime wheels for the target platforms into it.
 
     ``registry``: the model versions already built (recipes/model/published.json); None builds
     the model without the guard. ``precision`` is accepted for old callers and ignored: every
@@ -454,7 +556,7 @@ def build(
     shutil.rmtree(out / "recipes", ignore_errors=True)
     shutil.rmtree(out / "artifacts" / component.name, ignore_errors=True)
     if kind == "inference":
-        return build_inference(component, out, repo)
+        return build_inference(component, out, repo, requirements, bundle)
     if precision:
         logger.info("--precision %s: every model version ships both fp32 and INT8; a device "
                     "picks one with the inference setting ModelPrecision", precision)
@@ -489,11 +591,35 @@ def main(argv: list[str] | None = None) -> int:
         "--no-registry", action="store_true",
         help="build the model without the registry guard (a throwaway build, never to publish)",
     )
+    wheels = parser.add_argument_group("inference: offline and air-gapped devices")
+    wheels.add_argument(
+        "--bundle-wheels", action="store_true",
+        help="put the runtime wheels into the code artifact (inspector-app/wheels/): the "
+        "install step then uses pip --no-index, no network",
+    )
+    wheels.add_argument(
+        "--platform", action="append", default=[], metavar="TAG",
+        help="wheel platform of the devices (repeatable), e.g. manylinux2014_x86_64 "
+        "manylinux2014_aarch64",
+    )
+    wheels.add_argument("--python-version", default="3.11", metavar="X.Y",
+                        help="the devices' python3 (default 3.11)")
+    wheels.add_argument("--find-links", type=Path, metavar="DIR",
+                        help="take the wheels from this folder, not the package index")
+    wheels.add_argument("--requirements", type=Path, metavar="FILE",
+                        help="ship this requirements file instead of "
+                        "recipes/inference/requirements.txt")
     args = parser.parse_args(argv)
+    bundle = None
+    if args.bundle_wheels:
+        bundle = WheelBundle(tuple(args.platform), args.python_version, args.find_links)
+    elif args.platform or args.find_links:
+        parser.error("--platform and --find-links go with --bundle-wheels")
     try:
         precision = args.precision.lower() if args.precision else None
         registry = None if args.no_registry else args.registry
-        built = build(args.kind, args.out, REPO, args.models_dir, precision, registry)
+        built = build(args.kind, args.out, REPO, args.models_dir, precision, registry,
+                      args.requirements, bundle)
     except BuildError as exc:
         logger.error("%s", exc)
         return 1
