@@ -15,6 +15,8 @@
 #        --merge com.inspector.ScratchModel=<v> --merge com.inspector.Inference=<v> \
 #        [--update-config JSON]
 # --dry-run stops after staging and prints that command instead of running it.
+# --precision int8|fp32 merges {"ModelPrecision": ...} into com.inspector.Inference's configuration
+# (with --update-config's own merge, if any): every model version ships both files.
 # DIR defaults to build/greengrass-local; --cli to /greengrass/v2/bin/greengrass-cli.
 # --models-dir, --build-dir (build outside recipes/<kind>/greengrass-build) and --registry
 # (model versions already built, default recipes/model/published.json) imply --no-gdk.
@@ -31,7 +33,9 @@ use_gdk=1
 build_dir=""
 registry=""
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() {  # the comment block above, up to the first line that is not a comment
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
+}
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -70,12 +74,11 @@ build() {  # build <kind>
   local kind="$1"
   if [ "$use_gdk" = 1 ]; then
     echo "deploy_local: gdk component build ($kind)"
-    (cd "$repo/recipes/$kind" && INSPECTOR_MODEL_PRECISION="$precision" gdk component build)
+    (cd "$repo/recipes/$kind" && gdk component build)
   else
     echo "deploy_local: scripts/build_component.py $kind"
     local args=("$kind" --out "$(built_dir "$kind")")
     if [ -n "$models_dir" ]; then args+=(--models-dir "$models_dir"); fi
-    if [ -n "$precision" ]; then args+=(--precision "$precision"); fi
     if [ -n "$registry" ]; then args+=(--registry "$registry"); fi
     "$py" "$repo/scripts/build_component.py" "${args[@]}"
   fi
@@ -102,6 +105,26 @@ for kind in model inference; do
   cp -R "$built/artifacts/$name/$version/." "$stage/artifacts/$name/$version/"
   merges+=(--merge "$name=$version")
 done
+
+case "$precision" in
+  ""|fp32|int8) ;;
+  *) echo "deploy_local: --precision must be fp32 or int8, not $precision" >&2; exit 2 ;;
+esac
+if [ -n "$precision" ]; then
+  # greengrass-cli's --update-config: {"<component>": {"MERGE": {...}, "RESET": [...]}}
+  update_config="$("$py" - "$update_config" "$precision" <<'EOF'
+import json, sys
+given, precision = sys.argv[1], sys.argv[2]
+update = json.loads(given) if given else {}
+merge = update.setdefault("com.inspector.Inference", {}).setdefault("MERGE", {})
+if merge.get("ModelPrecision", precision) != precision:
+    sys.exit(f"deploy_local: --precision {precision} but --update-config sets ModelPrecision "
+             f"{merge['ModelPrecision']!r}")
+merge["ModelPrecision"] = precision
+print(json.dumps(update, sort_keys=True))
+EOF
+)"
+fi
 
 command=("$cli" deployment create
          --recipeDir "$stage/recipes" --artifactDir "$stage/artifacts" "${merges[@]}")
