@@ -4,7 +4,9 @@
     python scripts/check_recipes.py                 # the sources in recipes/*/
     python scripts/check_recipes.py --built         # also the built recipes in greengrass-build/
 
-For every recipes/<kind>/ folder holding a gdk-config.json:
+For every GDK project: the top level (gdk-config.json + recipe.yaml, a link to
+recipes/inference/recipe.yaml: the main component, built by `gdk component build` at the root) and
+every recipes/<kind>/ folder holding a gdk-config.json (the model):
 - gdk-config.json: one component, author, a fixed version, a build GDK 1.6 can run from a fresh
   clone (custom: a command list; zip: zip_name and explicit excludes), publish bucket and region;
 - recipe.yaml (and no recipe.json beside it): YAML that parses, RecipeFormatVersion 2020-01-25,
@@ -109,11 +111,26 @@ def _rel(path: Path, repo: Path) -> str:
 # --- loading ---------------------------------------------------------------------------------
 
 
+def gdk_projects(repo: Path) -> list[tuple[str, Path]]:
+    """(kind, folder) of every GDK project: the top level (the main component, inference) and
+    recipes/<kind>/ (the others)."""
+    projects = [("inference", repo)] if (repo / "gdk-config.json").is_file() else []
+    for config in sorted((repo / "recipes").glob("*/gdk-config.json")):
+        projects.append((config.parent.name, config.parent))
+    return projects
+
+
 def load_components(repo: Path, report: Report) -> list[Component]:
     components = []
-    for config_path in sorted((repo / "recipes").glob("*/gdk-config.json")):
-        folder = config_path.parent
-        component = Component(folder.name, folder)
+    seen: dict[str, Path] = {}
+    for kind, folder in gdk_projects(repo):
+        config_path = folder / "gdk-config.json"
+        if kind in seen:
+            report.add(_rel(config_path, repo), f"a second GDK project for {kind} (the other: "
+                       f"{_rel(seen[kind] / 'gdk-config.json', repo)}): keep one")
+            continue
+        seen[kind] = folder
+        component = Component(kind, folder)
         where = _rel(config_path, repo)
         try:
             component.gdk = json.loads(config_path.read_text(encoding="utf-8"))
@@ -123,16 +140,22 @@ def load_components(repo: Path, report: Report) -> list[Component]:
         check_gdk_config(component, where, report)
         recipe_path = folder / "recipe.yaml"
         if (folder / "recipe.json").exists():
-            report.add(_rel(folder, repo), "both recipe.json and recipe.yaml: GDK refuses that")
+            report.add(_rel(folder / "recipe.json", repo),
+                       "both recipe.json and recipe.yaml: GDK refuses that")
         if not recipe_path.is_file():
-            report.add(_rel(folder, repo), "no recipe.yaml beside gdk-config.json")
+            report.add(_rel(folder, repo) + "/", "no recipe.yaml beside gdk-config.json")
             continue
+        if folder == repo:
+            source = repo / "recipes" / "inference" / "recipe.yaml"
+            if not recipe_path.is_symlink() or recipe_path.resolve() != source.resolve():
+                report.add("recipe.yaml", "must be a link to recipes/inference/recipe.yaml "
+                           "(GDK reads ./recipe.yaml; one copy is kept by hand)")
         recipe = parse_yaml(recipe_path, _rel(recipe_path, repo), report)
         if recipe is not None:
             component.recipe = recipe
             components.append(component)
     if not components:
-        report.add("recipes/", "no recipes/<kind>/{gdk-config.json,recipe.yaml} found")
+        report.add("gdk-config.json", "no GDK project (gdk-config.json + recipe.yaml) found")
     return components
 
 
@@ -633,12 +656,15 @@ def check(repo: Path = REPO, built: bool = False) -> list[str]:
     components = load_components(repo, report)
     by_name = {c.name: c for c in components}
     kinds = {c.kind for c in components}
-    for kind in ("inference", "model"):
+    for kind, place in (("inference", "gdk-config.json at the top level"),
+                        ("model", "recipes/model/")):
         if components and kind not in kinds:
-            report.add("recipes/", f"no recipes/{kind}/ component")
+            report.add(place, f"no {kind} component")
     policy_ids: dict[str, str] = {}
     for component in components:
         where = _rel(component.folder / "recipe.yaml", repo)
+        if component.folder == repo:
+            where = "recipes/inference/recipe.yaml"  # the source behind the top-level link
         check_recipe(component, where, report)
         check_variables(component, by_name, where, report)
         check_access_control(component, where, report, policy_ids)

@@ -11,9 +11,10 @@ The document is deployments/fleet-deployment.json with its placeholders filled i
 components, StreamManager, a rollout that starts slowly and speeds up while devices succeed, an
 abort when too many fail, ROLLBACK of each device that fails, and a component update policy that
 lets the running service finish its image first. Every version is a real one, never "latest":
-the components' default to those in recipes/<kind>/gdk-config.json (publish them first with
-`gdk component publish`); StreamManager's to a pinned, known version (STREAM_MANAGER_VERSION),
-or `--stream-manager-version latest` asks the service for its newest (not with --dry-run).
+the components' default to those in gdk-config.json (top level: inference) and
+recipes/model/gdk-config.json (publish them first with `gdk component publish`);
+StreamManager's to a pinned, known version (STREAM_MANAGER_VERSION), or
+`--stream-manager-version latest` asks the service for its newest (not with --dry-run).
 
 configurationUpdate carries only the user's settings for com.inspector.Inference
 (--config-merge, --precision); the model component has no configuration: which file and
@@ -67,7 +68,9 @@ class DeployError(Exception):
 
 
 def gdk_version(kind: str, repo: Path = REPO) -> str:
-    config = json.loads((repo / "recipes" / kind / "gdk-config.json").read_text(encoding="utf-8"))
+    """The version in a GDK project: the top level for inference, recipes/<kind>/ otherwise."""
+    project = repo if kind == "inference" else repo / "recipes" / kind
+    config = json.loads((project / "gdk-config.json").read_text(encoding="utf-8"))
     (body,) = config["component"].values()
     return str(body["version"])
 
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None, client: Any = None) -> int:
     )
     parser.add_argument("--thing-group-arn", required=True)
     parser.add_argument("--inference-version", default=None,
-                        help="default: recipes/inference/gdk-config.json's version")
+                        help="default: the version in gdk-config.json (top level)")
     parser.add_argument("--model-version", default=None,
                         help="default: recipes/model/gdk-config.json's version")
     parser.add_argument("--stream-manager-version", default=STREAM_MANAGER_VERSION,

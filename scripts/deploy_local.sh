@@ -6,8 +6,9 @@
 #                           [--registry FILE]
 #
 # 1. builds com.inspector.ScratchModel and com.inspector.Inference: with `gdk component build` in
-#    recipes/<kind>/ when gdk is on the PATH (and --no-gdk is not given), else with
-#    scripts/build_component.py, which writes the same greengrass-build/ layout;
+#    their GDK projects (recipes/model/ and the top level) when gdk is on the PATH (and --no-gdk
+#    is not given), else with scripts/build_component.py, which writes the same
+#    greengrass-build/ layout;
 # 2. stages DIR/recipes/<Name>-<Version>.yaml and DIR/artifacts/<Name>/<Version>/<files>
 #    (greengrass-cli parses every file under --recipeDir as a recipe: only these two go there);
 # 3. runs, as root (sudo when needed):
@@ -18,7 +19,7 @@
 # --precision int8|fp32 merges {"ModelPrecision": ...} into com.inspector.Inference's configuration
 # (with --update-config's own merge, if any): every model version ships both files.
 # DIR defaults to build/greengrass-local; --cli to /greengrass/v2/bin/greengrass-cli.
-# --models-dir, --build-dir (build outside recipes/<kind>/greengrass-build) and --registry
+# --models-dir, --build-dir (build outside the projects' greengrass-build/) and --registry
 # (model versions already built, default recipes/model/published.json) imply --no-gdk.
 set -euo pipefail
 
@@ -66,15 +67,19 @@ fi
 if [ -n "$models_dir" ] || [ -n "$build_dir" ] || [ -n "$registry" ]; then use_gdk=0; fi
 if [ "$use_gdk" = 1 ] && ! command -v gdk >/dev/null 2>&1; then use_gdk=0; fi
 
+project_dir() {  # the GDK project of <kind>: the top level for inference
+  if [ "$1" = inference ]; then echo "$repo"; else echo "$repo/recipes/$1"; fi
+}
+
 built_dir() {  # where <kind> is built
-  if [ -n "$build_dir" ]; then echo "$build_dir/$1"; else echo "$repo/recipes/$1/greengrass-build"; fi
+  if [ -n "$build_dir" ]; then echo "$build_dir/$1"; else echo "$(project_dir "$1")/greengrass-build"; fi
 }
 
 build() {  # build <kind>
   local kind="$1"
   if [ "$use_gdk" = 1 ]; then
     echo "deploy_local: gdk component build ($kind)"
-    (cd "$repo/recipes/$kind" && gdk component build)
+    (cd "$(project_dir "$kind")" && gdk component build)
   else
     echo "deploy_local: scripts/build_component.py $kind"
     local args=("$kind" --out "$(built_dir "$kind")")

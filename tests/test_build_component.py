@@ -380,8 +380,10 @@ def _fresh_copy(tmp_path: Path) -> Path:
     clone = tmp_path / "clone"
     ignore = shutil.ignore_patterns("greengrass-build", "zip-build", "__pycache__", "*.pyc")
     for folder in ("recipes", "scripts", "src"):
-        shutil.copytree(REPO / folder, clone / folder, ignore=ignore)
-    shutil.copy(REPO / "pyproject.toml", clone / "pyproject.toml")
+        shutil.copytree(REPO / folder, clone / folder, ignore=ignore, symlinks=True)
+    for file in ("pyproject.toml", "gdk-config.json"):
+        shutil.copy(REPO / file, clone / file)
+    (clone / "recipe.yaml").symlink_to(os.readlink(REPO / "recipe.yaml"))
     _fake_models(clone / "models")
     # Fake models are not the recorded 1.2.0: start this clone with an empty registry.
     (clone / "recipes" / "model" / "published.json").write_text("{}\n")
@@ -391,7 +393,7 @@ def _fresh_copy(tmp_path: Path) -> Path:
 def test_gdk_custom_build_commands_produce_what_gdk_publishes(tmp_path: Path) -> None:
     clone = _fresh_copy(tmp_path)
     for kind in ("inference", "model"):
-        folder = clone / "recipes" / kind
+        folder = clone if kind == "inference" else clone / "recipes" / kind  # GDK projects
         config = json.loads((folder / "gdk-config.json").read_text())
         ((name, body),) = config["component"].items()
         command = list(body["build"]["custom_build_command"])

@@ -212,7 +212,8 @@ def test_deploy_fleet_names_real_versions_by_default(capsys: pytest.CaptureFixtu
     components = json.loads(printed)["components"]
     versions = {name: body["componentVersion"] for name, body in components.items()}
     for kind, name in (("inference", INFERENCE), ("model", MODEL)):
-        gdk = json.loads((REPO / "recipes" / kind / "gdk-config.json").read_text())
+        project = REPO if kind == "inference" else REPO / "recipes" / kind
+        gdk = json.loads((project / "gdk-config.json").read_text())
         assert versions[name] == gdk["component"][name]["version"]
     assert versions[STREAM_MANAGER] == deploy_fleet.STREAM_MANAGER_VERSION
     recipe = yaml.safe_load((REPO / "recipes" / "inference" / "recipe.yaml").read_text())
