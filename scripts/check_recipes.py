@@ -4,7 +4,9 @@
     python scripts/check_recipes.py                 # the sources in recipes/*/
     python scripts/check_recipes.py --built         # also the built recipes in greengrass-build/
 
-For every recipes/<kind>/ folder holding a gdk-config.json:
+For every GDK project: the top level (gdk-config.json + recipe.yaml, a link to
+recipes/inference/recipe.yaml: the main component, built by `gdk component build` at the root) and
+every recipes/<kind>/ folder holding a gdk-config.json (the model):
 - gdk-config.json: one component, author, a fixed version, a build GDK 1.6 can run from a fresh
   clone (custom: a command list; zip: zip_name and explicit excludes), publish bucket and region;
 - recipe.yaml (and no recipe.json beside it): YAML that parses, RecipeFormatVersion 2020-01-25,
@@ -18,10 +20,14 @@ For every recipes/<kind>/ folder holding a gdk-config.json:
   key must exist and, for artifact paths, whose artifacts must be readable by ALL);
 - accessControl: policy ids unique across all recipes, publish operations only, and resources
   exactly the topics the DefaultConfiguration configures (TOPIC_KEYS);
+- lifecycle scripts: no recipe variable in a shell line ({configuration:...} or a path: the
+  nucleus pastes them as plain text into `sh -c`; pass them with Setenv), and every expansion of
+  a Setenv variable double-quoted;
 and per component: the inference DefaultConfiguration has every key of inspector.settings and
-nothing else, and validates; it depends on the model component (a range holding the model's
-version) and on StreamManager; the model recipe carries ModelName, ModelVersion, ModelFile,
-ModelSha256 and ships one .onnx readable by ALL.
+nothing else, and validates; it depends on the model component (HARD, a range holding the
+model's version) and on StreamManager (SOFT); the model recipe keeps no configuration, ships the
+fp32 and INT8 .onnx and model.json readable by ALL, and its Install step checks them against
+literal sha256 lines (built: they match the files, and model.json describes them).
 """
 
 from __future__ import annotations
@@ -45,8 +51,12 @@ KNOWN_KEYS = frozenset({*REQUIRED_KEYS, "ComponentDescription", "ComponentPublis
 ARCHITECTURES = ("amd64", "aarch64")  # Greengrass's names for Linux x86_64 and aarch64
 GDK_URI_PREFIX = "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/"
 STREAM_MANAGER = "aws.greengrass.StreamManager"
-MODEL_KEYS = ("ModelName", "ModelVersion", "ModelFile", "ModelSha256")
-MODEL_TOKENS = ("MODEL_NAME", "MODEL_VERSION", "MODEL_FILE", "MODEL_SHA256", "MODEL_PRECISION")
+MODEL_TOKENS = ("MODEL_FP32_FILE", "MODEL_INT8_FILE", "MODEL_CHECKSUMS")
+MODEL_FILE_TOKENS = ("MODEL_FP32_FILE", "MODEL_INT8_FILE")
+MODEL_JSON = "model.json"
+MODEL_ARTIFACT_SCHEMA = "inspector.model-artifact/1"
+# A line of the model's Install step: "<sha256>  <file>", as the build writes it.
+_CHECKSUM_LINE = re.compile(r"^\s*([0-9a-f]{64})  (\S+)\s*$", re.MULTILINE)
 
 MQTT = "aws.greengrass.ipc.mqttproxy"
 PUBSUB = "aws.greengrass.ipc.pubsub"
@@ -101,11 +111,26 @@ def _rel(path: Path, repo: Path) -> str:
 # --- loading ---------------------------------------------------------------------------------
 
 
+def gdk_projects(repo: Path) -> list[tuple[str, Path]]:
+    """(kind, folder) of every GDK project: the top level (the main component, inference) and
+    recipes/<kind>/ (the others)."""
+    projects = [("inference", repo)] if (repo / "gdk-config.json").is_file() else []
+    for config in sorted((repo / "recipes").glob("*/gdk-config.json")):
+        projects.append((config.parent.name, config.parent))
+    return projects
+
+
 def load_components(repo: Path, report: Report) -> list[Component]:
     components = []
-    for config_path in sorted((repo / "recipes").glob("*/gdk-config.json")):
-        folder = config_path.parent
-        component = Component(folder.name, folder)
+    seen: dict[str, Path] = {}
+    for kind, folder in gdk_projects(repo):
+        config_path = folder / "gdk-config.json"
+        if kind in seen:
+            report.add(_rel(config_path, repo), f"a second GDK project for {kind} (the other: "
+                       f"{_rel(seen[kind] / 'gdk-config.json', repo)}): keep one")
+            continue
+        seen[kind] = folder
+        component = Component(kind, folder)
         where = _rel(config_path, repo)
         try:
             component.gdk = json.loads(config_path.read_text(encoding="utf-8"))
@@ -115,16 +140,22 @@ def load_components(repo: Path, report: Report) -> list[Component]:
         check_gdk_config(component, where, report)
         recipe_path = folder / "recipe.yaml"
         if (folder / "recipe.json").exists():
-            report.add(_rel(folder, repo), "both recipe.json and recipe.yaml: GDK refuses that")
+            report.add(_rel(folder / "recipe.json", repo),
+                       "both recipe.json and recipe.yaml: GDK refuses that")
         if not recipe_path.is_file():
-            report.add(_rel(folder, repo), "no recipe.yaml beside gdk-config.json")
+            report.add(_rel(folder, repo) + "/", "no recipe.yaml beside gdk-config.json")
             continue
+        if folder == repo:
+            source = repo / "recipes" / "inference" / "recipe.yaml"
+            if not recipe_path.is_symlink() or recipe_path.resolve() != source.resolve():
+                report.add("recipe.yaml", "must be a link to recipes/inference/recipe.yaml "
+                           "(GDK reads ./recipe.yaml; one copy is kept by hand)")
         recipe = parse_yaml(recipe_path, _rel(recipe_path, repo), report)
         if recipe is not None:
             component.recipe = recipe
             components.append(component)
     if not components:
-        report.add("recipes/", "no recipes/<kind>/{gdk-config.json,recipe.yaml} found")
+        report.add("gdk-config.json", "no GDK project (gdk-config.json + recipe.yaml) found")
     return components
 
 
@@ -409,6 +440,10 @@ def check_inference(
     dependencies = component.recipe.get("ComponentDependencies") or {}
     if STREAM_MANAGER not in dependencies:
         report.add(where, f"no dependency on {STREAM_MANAGER}")
+    elif str((dependencies[STREAM_MANAGER] or {}).get("DependencyType", "HARD")).upper() != "SOFT":
+        report.add(where, f"{STREAM_MANAGER} must be a SOFT dependency: uploads are optional "
+                   "(off by default), and a HARD one restarts inspection with every "
+                   "StreamManager restart")
     model = next((c for c in by_name.values() if c.kind == "model"), None)
     if model is None:
         report.add(where, "no model component (recipes/model/) to depend on")
@@ -417,6 +452,9 @@ def check_inference(
     if not dependency:
         report.add(where, f"no dependency on the model component {model.name}")
         return
+    if str(dependency.get("DependencyType", "HARD")).upper() != "HARD":
+        report.add(where, f"{model.name} must be a HARD dependency: a new model version must "
+                   "restart the service so that it loads the new file")
     requirement = str(dependency.get("VersionRequirement", ""))
     if not any(op in requirement for op in ("<", "^", "~")):
         report.add(where, f"{model.name}: VersionRequirement {requirement!r} should be a range "
@@ -430,33 +468,161 @@ def check_inference(
         report.add(where, f"{model.name} {model.version} does not satisfy {requirement!r}")
 
 
-def check_model(component: Component, where: str, report: Report, built: bool) -> None:
-    defaults = component.defaults
-    for key in MODEL_KEYS:
-        if key not in defaults:
-            report.add(where, f"DefaultConfiguration.{key} missing")
-    artifacts = [
-        a for m in component.recipe.get("Manifests") or [] for a in (m or {}).get("Artifacts") or []
+def model_artifacts(recipe: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for m in recipe.get("Manifests") or [] for a in (m or {}).get("Artifacts") or []]
+
+
+def lifecycle_steps(recipe: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(where, the step's Setenv with its Lifecycle's, Script) of every lifecycle step."""
+    lifecycles = [("Lifecycle", recipe.get("Lifecycle"))] + [
+        (f"Manifests[{i}]/Lifecycle", (m or {}).get("Lifecycle"))
+        for i, m in enumerate(recipe.get("Manifests") or [])
     ]
-    if not artifacts:
-        report.add(where, "no model artifact")
-    for artifact in artifacts:
-        uri = str(artifact.get("URI", ""))
-        if not (uri.endswith(".onnx") or uri.endswith("/MODEL_FILE")):
-            report.add(where, f"artifact {uri!r} is not the .onnx model")
-        if str((artifact.get("Permission") or {}).get("Read", "")).upper() != "ALL":
-            report.add(where, f"artifact {uri!r} needs Permission.Read ALL (the inference "
-                       "component reads it)")
-        if str(artifact.get("Unarchive", "NONE")).upper() != "NONE":
-            report.add(where, f"artifact {uri!r} must not be unarchived")
+    for where, lifecycle in lifecycles:
+        if not isinstance(lifecycle, dict):
+            continue
+        shared = dict(lifecycle.get("Setenv") or {})
+        for step, body in lifecycle.items():
+            if step == "Setenv":
+                continue
+            if isinstance(body, str):
+                yield f"{where}/{step}", shared, body
+            elif isinstance(body, dict) and isinstance(body.get("Script"), str):
+                env = {**shared, **dict(body.get("Setenv") or {})}
+                yield f"{where}/{step}/Script", env, body["Script"]
+
+
+def unquoted_expansions(script: str) -> list[str]:
+    """The $NAME / ${NAME} of a POSIX sh script that stand outside double quotes (field
+    splitting and globbing apply there). Quoted heredoc bodies (<<'EOF') are skipped."""
+    found: list[str] = []
+    quote = ""
+    i = 0
+    heredoc: str | None = None
+    lines = script.split("\n")
+    text_lines: list[str] = []
+    for line in lines:  # drop the bodies of quoted heredocs: nothing expands there
+        if heredoc is not None:
+            if line.strip() == heredoc:
+                heredoc = None
+            continue
+        text_lines.append(line)
+        match = re.search(r"<<-?\s*'([A-Za-z_]+)'", line)
+        if match:
+            heredoc = match.group(1)
+    text = "\n".join(text_lines)
+    while i < len(text):
+        char = text[i]
+        if quote == "'":
+            if char == "'":
+                quote = ""
+        elif char == "\\":
+            i += 1
+        elif char == '"':
+            quote = "" if quote == '"' else '"'
+        elif char == "'" and not quote:
+            quote = "'"
+        elif char == "#" and not quote and (i == 0 or text[i - 1] in " \t\n;"):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        elif char == "$" and quote != '"':
+            match = re.match(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text[i:])
+            if match:
+                found.append(match.group(1))
+        i += 1
+    return found
+
+
+def check_scripts(component: Component, where: str, report: Report) -> None:
+    """No recipe variable in a shell line (configuration values, paths: all through Setenv) and
+    every expansion of a Setenv variable double-quoted."""
+    for location, env, script in lifecycle_steps(component.recipe):
+        for variable in _VARIABLE_RE.findall(script):
+            kind = "a configuration value" if "configuration:" in variable else "a path"
+            report.add(where, f"{location}: {{{variable}}} in a shell line: the nucleus pastes "
+                       f"it as plain text into `sh -c`, so {kind} with a quote, `$` or space "
+                       "runs or splits; pass it with Setenv and use \"$NAME\"")
+        for name in unquoted_expansions(script):
+            if name in env:
+                report.add(where, f"{location}: ${name} is not double-quoted (a Greengrass "
+                           "root with a space splits it)")
+
+
+def check_model(component: Component, where: str, report: Report, built: bool) -> None:
+    for key in component.defaults:
+        report.add(where, f"DefaultConfiguration.{key}: the model component keeps no "
+                   "configuration (a core keeps configuration across versions, so it would "
+                   "outlive the version it describes); ship it in model.json")
+    for index, manifest in enumerate(component.recipe.get("Manifests") or []):
+        artifacts = list((manifest or {}).get("Artifacts") or [])
+        names = sorted(str(a.get("URI", "")).rsplit("/", 1)[-1] for a in artifacts)
+        onnx = [n for n in names if n.endswith(".onnx") or n in MODEL_FILE_TOKENS]
+        if len(onnx) != 2 or MODEL_JSON not in names or len(names) != 3:
+            report.add(where, f"Manifests[{index}]: artifacts {names}: expected the fp32 and "
+                       f"INT8 .onnx files and {MODEL_JSON}")
+        for artifact in artifacts:
+            uri = str(artifact.get("URI", ""))
+            if str((artifact.get("Permission") or {}).get("Read", "")).upper() != "ALL":
+                report.add(where, f"artifact {uri!r} needs Permission.Read ALL (the inference "
+                           "component reads it)")
+            if str(artifact.get("Unarchive", "NONE")).upper() != "NONE":
+                report.add(where, f"artifact {uri!r} must not be unarchived")
+        install = ((manifest or {}).get("Lifecycle") or {}).get("Install")
+        script = install.get("Script") if isinstance(install, dict) else install
+        if not isinstance(script, str):
+            report.add(where, f"Manifests[{index}]: no Install Script checking the files")
+            continue
+        listed = sorted(f for _, f in _CHECKSUM_LINE.findall(script))
+        if built and listed != names:
+            report.add(where, f"Manifests[{index}]: the Install step checks {listed}, the "
+                       f"artifacts are {names}: every file needs its literal sha256 line")
+        if not built and "MODEL_CHECKSUMS" not in script:
+            report.add(where, f"Manifests[{index}]: the Install step has no MODEL_CHECKSUMS "
+                       "token for the build to fill with the literal digests")
     if built:
         for location, text in strings(component.recipe):
             for token in MODEL_TOKENS:
                 if re.search(rf"\b{token}\b", text):
                     report.add(where, f"{location}: build token {token} left in the built recipe")
-        sha = str(defaults.get("ModelSha256", ""))
-        if not re.fullmatch(r"[0-9a-f]{64}", sha):
-            report.add(where, f"ModelSha256 {sha!r} is not a lower-case hex sha256")
+
+
+def check_built_model(recipe: dict[str, Any], artifact_dir: Path, where: str,
+                      report: Report) -> None:
+    """Every file matches the literal digest of the Install step; model.json describes the two
+    models as they are, under this component version."""
+    from inspector.integrity import sha256_file
+
+    for manifest in recipe.get("Manifests") or []:
+        install = ((manifest or {}).get("Lifecycle") or {}).get("Install")
+        script = install.get("Script", "") if isinstance(install, dict) else str(install or "")
+        for declared, file_name in _CHECKSUM_LINE.findall(script):
+            path = artifact_dir / file_name
+            if path.is_file() and sha256_file(path) != declared:
+                report.add(where, f"{file_name} has sha256 {sha256_file(path)}, the recipe "
+                           f"declares {declared}")
+    description = artifact_dir / MODEL_JSON
+    try:
+        model = json.loads(description.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        report.add(where, f"{MODEL_JSON}: cannot read: {exc}")
+        return
+    if model.get("schema") != MODEL_ARTIFACT_SCHEMA:
+        report.add(where, f"{MODEL_JSON}: schema {model.get('schema')!r}, expected "
+                   f"{MODEL_ARTIFACT_SCHEMA}")
+    if str(model.get("version")) != str(recipe.get("ComponentVersion")):
+        report.add(where, f"{MODEL_JSON}: version {model.get('version')!r} is not the "
+                   f"component version {recipe.get('ComponentVersion')}")
+    files = model.get("files") or {}
+    if sorted(files) != ["fp32", "int8"]:
+        report.add(where, f"{MODEL_JSON}: files {sorted(files)}, expected fp32 and int8")
+    for precision, entry in files.items():
+        path = artifact_dir / str((entry or {}).get("file", ""))
+        if not path.is_file():
+            report.add(where, f"{MODEL_JSON}: the {precision} file {path.name!r} is not shipped")
+        elif sha256_file(path) != (entry or {}).get("sha256"):
+            report.add(where, f"{MODEL_JSON}: {path.name} has sha256 {sha256_file(path)}, "
+                       f"{MODEL_JSON} says {(entry or {}).get('sha256')}")
 
 
 def check_built(component: Component, repo: Path, report: Report) -> None:
@@ -480,15 +646,8 @@ def check_built(component: Component, repo: Path, report: Report) -> None:
                 report.add(where, f"artifact {file_name} not in {_rel(artifact_dir, repo)}")
     if component.kind == "model":
         check_model(built, where, report, built=True)
-        defaults = built.defaults
-        model_file = artifact_dir / str(defaults.get("ModelFile", ""))
-        if model_file.is_file():
-            from inspector.integrity import sha256_file
-
-            actual = sha256_file(model_file)
-            if actual != defaults.get("ModelSha256"):
-                report.add(where, f"{model_file.name} has sha256 {actual}, the recipe declares "
-                           f"{defaults.get('ModelSha256')}")
+        check_built_model(recipe, artifact_dir, where, report)
+    check_scripts(built, where, report)
 
 
 def check(repo: Path = REPO, built: bool = False) -> list[str]:
@@ -497,15 +656,19 @@ def check(repo: Path = REPO, built: bool = False) -> list[str]:
     components = load_components(repo, report)
     by_name = {c.name: c for c in components}
     kinds = {c.kind for c in components}
-    for kind in ("inference", "model"):
+    for kind, place in (("inference", "gdk-config.json at the top level"),
+                        ("model", "recipes/model/")):
         if components and kind not in kinds:
-            report.add("recipes/", f"no recipes/{kind}/ component")
+            report.add(place, f"no {kind} component")
     policy_ids: dict[str, str] = {}
     for component in components:
         where = _rel(component.folder / "recipe.yaml", repo)
+        if component.folder == repo:
+            where = "recipes/inference/recipe.yaml"  # the source behind the top-level link
         check_recipe(component, where, report)
         check_variables(component, by_name, where, report)
         check_access_control(component, where, report, policy_ids)
+        check_scripts(component, where, report)
         if component.kind == "inference":
             check_inference(component, by_name, where, report)
         elif component.kind == "model":
