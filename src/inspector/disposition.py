@@ -13,7 +13,9 @@ is marked as a repeat.
 
 The journal is an append-only JSONL file: ``begin`` before a result goes to the sinks, ``hold``
 when the image is held, ``end`` when it is settled. An image begun but not ended when the service
-stopped may have had its result delivered; if it is seen again it is marked as a repeat.
+stopped may have had its result delivered; if it is seen again it is marked as a repeat. The same
+holds within a run: an image begun and not ended (its result went to some sink, but it could not
+be moved to done, or was kept because another sink failed) is a repeat when inspected again.
 """
 
 from __future__ import annotations
@@ -183,6 +185,7 @@ class Journal:
         self._lock = threading.Lock()
         self._unsettled: dict[tuple[str, str], dict[str, Any]] = {}  # from the previous run
         self._held: dict[tuple[str, str], HeldRecord] = {}
+        self._open_now: set[tuple[str, str]] = set()  # begun in this run, not yet ended
         self._fh: Any = None
 
     def open(self) -> None:
@@ -228,15 +231,18 @@ class Journal:
                 self._fh = None
 
     def is_repeat(self, name: str, sha256: str) -> bool:
-        """Whether this image's result may already have been delivered by an earlier run."""
+        """Whether this image's result may already have been delivered (by an earlier run, or
+        earlier in this one without the image reaching done)."""
         with self._lock:
-            return (name, sha256) in self._unsettled
+            return (name, sha256) in self._unsettled or (name, sha256) in self._open_now
 
     def held(self) -> list[HeldRecord]:
         with self._lock:
             return list(self._held.values())
 
     def begin(self, name: str, sha256: str) -> None:
+        with self._lock:
+            self._open_now.add((name, sha256))
         self._append({"op": "begin", "name": name, "sha256": sha256, "time": utc_now()})
 
     def hold(self, name: str, sha256: str, path: Path, result: dict[str, Any]) -> None:
@@ -248,6 +254,7 @@ class Journal:
         with self._lock:
             self._unsettled.pop((name, sha256), None)
             self._held.pop((name, sha256), None)
+            self._open_now.discard((name, sha256))
         self._append(
             {"op": "end", "name": name, "sha256": sha256, "state": state, "time": utc_now()}
         )
