@@ -52,8 +52,12 @@ class JsonlSink(Sink):
     def _open(self) -> int:
         if self._fd is None:
             if self.path.is_dir():
-                raise IsADirectoryError(21, "is a directory", str(self.path))
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+                raise IsADirectoryError(21, "it is a directory", str(self.path))
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot create its folder {self.path.parent}: "
+                              f"{_reason(exc)}") from exc
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         return self._fd
 
