@@ -152,7 +152,9 @@ def greengrass(tmp_path: Path, model_path: Path) -> Iterator[tuple[Greengrass, P
         "UploadBucket": "defects-bucket",
         "UploadMaxRetries": 2,
         "MetricsIntervalSeconds": 0.5,
-        "accessControl": {"aws.greengrass.ipc.mqttproxy": {}},
+        "accessControl": {"aws.greengrass.ipc.mqttproxy": {f"{COMPONENT}:mqttproxy:1": {
+            "operations": ["aws.greengrass#PublishToIoTCore"],
+            "resources": ["factory/+/results", "inspector/metrics"]}}},
     }
     with running_greengrass(tmp_path, config=config, component_name=COMPONENT,
                             thing_name=THING) as gg:
@@ -330,6 +332,7 @@ def test_upload_failing_past_retries_goes_to_failed_folder(
 ) -> None:
     gg, watch = greengrass
     gg.nucleus.config[COMPONENT]["UploadMaxRetries"] = 1
+    gg.nucleus.config[COMPONENT]["UploadRetryHours"] = 0  # the old rule: retries, no window
     gg.stream_manager.fail_uploads = lambda task: "doomed" in task.key
     component.start()
     write_image(watch, "doomed.png", BRIGHT)
