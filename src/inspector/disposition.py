@@ -140,14 +140,18 @@ def _replace(source: Path, target: Path) -> None:
             raise
         # another file system: copy under a temporary name, rename, then remove the source
         temp = target.with_name(f".{target.name}.part")
-        if os.path.isdir(source):
-            shutil.copytree(source, temp, symlinks=True)
-            os.replace(temp, target)
-            shutil.rmtree(source)
-        else:
-            shutil.copy2(source, temp, follow_symlinks=False)
-            os.replace(temp, target)
-            os.unlink(source)
+        try:
+            if os.path.isdir(source):
+                shutil.copytree(source, temp, symlinks=True)
+                os.replace(temp, target)
+                shutil.rmtree(source)
+            else:
+                shutil.copy2(source, temp, follow_symlinks=False)
+                os.replace(temp, target)
+                os.unlink(source)
+        except OSError:
+            _unlink(temp)  # a disk-full copy must not keep the space it took
+            raise
 
 
 def _unlink(path: Path) -> None:
@@ -241,9 +245,11 @@ class Journal:
             return list(self._held.values())
 
     def begin(self, name: str, sha256: str) -> None:
+        """Raises OSError when the line cannot be written (the caller keeps the image)."""
         with self._lock:
             self._open_now.add((name, sha256))
-        self._append({"op": "begin", "name": name, "sha256": sha256, "time": utc_now()})
+        self._append({"op": "begin", "name": name, "sha256": sha256, "time": utc_now()},
+                     strict=True)
 
     def hold(self, name: str, sha256: str, path: Path, result: dict[str, Any]) -> None:
         self._append(
@@ -259,7 +265,7 @@ class Journal:
             {"op": "end", "name": name, "sha256": sha256, "state": state, "time": utc_now()}
         )
 
-    def _append(self, record: dict[str, Any]) -> None:
+    def _append(self, record: dict[str, Any], *, strict: bool = False) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._lock:
             if self._fh is None:
@@ -267,5 +273,12 @@ class Journal:
                 # finding the image settled, simply has nothing to resume
                 logger.debug("journal closed; not recorded: %s", line.strip())
                 return
-            self._fh.write(line)
-            self._fh.flush()  # a crash of the process keeps what the OS has; no fsync per image
+            try:
+                self._fh.write(line)
+                self._fh.flush()  # a crash of the process keeps what the OS has; no fsync
+            except OSError as exc:
+                if strict:
+                    raise
+                # a lost hold/end line only makes a later re-inspection a (harmless) repeat
+                logger.error("journal %s: cannot record %s of %s: %s", self.path,
+                             record.get("op"), record.get("name"), exc)

@@ -454,7 +454,16 @@ class Pipeline:
         name = shown(image.name)
         repeat = self.journal.is_repeat(image.name, image.sha256)
         result = self._to_result(inspection, device=self.device, repeat=repeat)
-        self.journal.begin(image.name, image.sha256)
+        def begin() -> bool:
+            self.journal.begin(image.name, image.sha256)
+            return True
+
+        if self._retry_io(name, "journal not writable", begin) is None:
+            self._count("kept")
+            logger.warning("%s: not delivered (stopping, journal not writable); left in place",
+                           name)
+            self._on_settled(path)
+            return
         probe = Delivery(result, inspection, path)
         claimers = [sink for sink in self.sinks if self._claims(sink, probe)]
         others = [sink for sink in self.sinks if sink not in claimers]
@@ -548,7 +557,8 @@ class Pipeline:
                 cause = f"{what}: {exc}"
                 self._stalled(f"{name}: {cause}")
                 if cause != reported:
-                    logger.error("%s: %s; result delivered, image kept, retrying", name, cause)
+                    logger.error("%s: %s; the image is kept where it is and this is retried", name,
+                                 cause)
                     reported = cause
                 if self._stopping.is_set():
                     return None
@@ -557,7 +567,7 @@ class Pipeline:
                 self._stopping.wait(self._backoff(attempt))
                 continue
             if attempt:
-                logger.warning("%s: moved after %d retr%s", name, attempt,
+                logger.warning("%s: %s no more: done after %d retr%s", name, what, attempt,
                                "y" if attempt == 1 else "ies")
             self._unstalled()
             return value

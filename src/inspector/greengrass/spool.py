@@ -3,10 +3,10 @@
 One small JSON file per message, named by a growing sequence number, so the oldest is re-sent
 first and a crash leaves at worst one torn ``.part`` file (ignored). ``put`` returns only once the
 message is durable: the file is written and fsynced under a temporary name, renamed, and the
-folder is fsynced (so a power cut after ``put`` cannot lose the message or leave it empty). A message leaves the spool
-only when its publish was acknowledged; everything still there is re-sent after a reconnect or a
-restart. Re-sending after a timeout may duplicate a message: the cloud de-duplicates results by
-``device`` + ``image.name`` + ``image.sha256`` + ``time``.
+folder is fsynced (so a power cut after ``put`` cannot lose the message or leave it empty). A
+message leaves the spool only when its publish was acknowledged; everything still there is re-sent
+after a reconnect or a restart. Re-sending after a timeout may duplicate a message: the cloud
+de-duplicates results by ``device`` + ``image.name`` + ``image.sha256`` + ``time``.
 
     spool = Spool(state / "spool", max_items=10_000, max_bytes=64 * 2**20)
     entry = spool.put({"target": "iotcore", "topic": "t", "payload": "..."})
