@@ -239,10 +239,13 @@ def test_held_images_wait_for_their_release(tmp_path: Path, detector: Detector):
     assert len(uploader.holds) == 2
     held = sorted(p.name for p in h.disposer.held_dir.iterdir())
     assert held == ["img_0.jpg", "img_1.jpg"] and not any(p.exists() for p in paths)
+    assert (h.pipeline.stats.held_now, h.pipeline.stats.held) == (2, 2)
     (_path0, hold0), (_path1, hold1) = sorted(uploader.holds)
     hold0.release("uploader", ok=True)
     hold0.release("uploader", ok=True)  # twice: ignored
+    assert (h.pipeline.stats.held_now, h.pipeline.stats.held) == (1, 2)  # still held, ever held
     hold1.release("uploader", ok=False, reason="S3 said 403")
+    assert (h.pipeline.stats.held_now, h.pipeline.stats.failed) == (0, 1)
     assert (h.disposer.done_dir / "img_0.jpg").exists()
     assert "S3 said 403" in (h.disposer.failed_dir / "img_1.jpg.reason.txt").read_text()
     assert list(h.disposer.held_dir.iterdir()) == []
