@@ -229,9 +229,12 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             if self._fh is not None:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-                self._fh.close()
+                try:
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+                    self._fh.close()
+                except OSError as exc:  # disk full: the open entries make repeats, no loss
+                    logger.error("journal %s: cannot be flushed on close: %s", self.path, exc)
                 self._fh = None
 
     def is_repeat(self, name: str, sha256: str) -> bool:
