@@ -8,9 +8,11 @@
   same rules as at start (``proposal_problems``) and answered ACCEPTED, or REJECTED with a message
   naming each bad key; the nucleus then does not apply it. The topics the component would publish
   on (results per ``PublishTarget``, metrics) must also be allowed by the component's own
-  ``accessControl`` (the proposal's, else the current one read with GetConfiguration of the
-  ``accessControl`` key), matched as the nucleus matches them (``inspector.greengrass.access``):
-  otherwise the nucleus would refuse every result.
+  ``accessControl`` (the proposal's: the nucleus's DynamicComponentConfigurationValidator sends
+  the whole proposed ``configuration``, accessControl included; else the current one read with
+  GetConfiguration of the ``accessControl`` key, answered with the subtree's map by
+  ConfigStoreIPCEventStreamAgent), matched as the nucleus matches them
+  (``inspector.greengrass.access``): otherwise the nucleus would refuse every result.
 - ``SubscribeToConfigurationUpdate``: the nucleus sends one event per changed key; they are
   coalesced for ``debounce_s``, the whole configuration is read again and handed to ``apply``
   (``Service.apply_settings``: thresholds, topics and uploads between two images; a new model is
