@@ -298,3 +298,38 @@ def test_disk_full_for_real_no_double_results_no_false_failures(
         assert len(lines) == 6 and all(not r["repeat"] for r in lines)
         assert any("ERROR" in x and "f0.png" in x and "No space left" in x
                    for x in log.splitlines())
+
+
+# --- 4. delivered but not movable to done: kept, and a repeat when inspected again ------------
+
+def test_result_written_but_done_unwritable_is_a_repeat_next_time(
+    runs: Callable[..., Run], tmp_path: Path
+) -> None:
+    if not can_mount():
+        pytest.skip("needs root to mount a tmpfs")
+    done = tmp_path / "done"
+    with tmpfs(done, "2m", ro=True):
+        run = runs(None, "--set", f"DoneDirectory={done}", "--set", "SinkStallSeconds=2",
+                   "--set", "MinFreeMegabytes=0")
+        images = ["m0.png", "m1.png"]
+        for i, name in enumerate(images):
+            run.image(name, i)
+        run.start()
+        assert run.wait(60) == EXIT_STALLED
+        log = run.log()
+        assert any("ERROR" in x and "m0.png" in x and "could not be moved to done" in x
+                   and "Read-only" in x for x in log.splitlines()), log
+        assert "sink failed" not in log and "result not durable" not in log  # it was written
+        first = run.lines()
+        assert [r["image"]["name"] for r in first] and all(not r["repeat"] for r in first)
+        kept = run.left()
+        assert kept == images  # written, not moved: still here, nothing lost
+        subprocess.run(["mount", "-o", "remount,rw", str(done)], check=True)
+        run.start("--once")
+        assert run.wait(60) == 0, run.log()
+        lines = run.lines()
+        check_books(lines, images, [])
+        again = lines[len(first):]
+        delivered_before = {r["image"]["name"] for r in first}
+        assert all(r["repeat"] for r in again if r["image"]["name"] in delivered_before)
+        assert run.left() == [] and sorted(p.name for p in done.iterdir()) == images
