@@ -219,8 +219,10 @@ class MqttSink(Sink):
             self._thread.join(timeout=max(0.1, deadline - time.monotonic()))
         left = len(self.spool)
         if left:
-            logger.warning("%d result message(s) not yet acknowledged; kept in the spool for "
-                           "the next start", left)
+            names = sorted({_image_of(e.record) for e in self.spool.pending(limit=20)})
+            logger.warning("%d result message(s) not yet acknowledged (%s%s); kept in the spool "
+                           "for the next start", left, ", ".join(names),
+                           ", ..." if left > 20 else "")
 
     def pending(self) -> int:
         return len(self.spool)
