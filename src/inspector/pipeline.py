@@ -454,6 +454,7 @@ class Pipeline:
         name = shown(image.name)
         repeat = self.journal.is_repeat(image.name, image.sha256)
         result = self._to_result(inspection, device=self.device, repeat=repeat)
+
         def begin() -> bool:
             self.journal.begin(image.name, image.sha256)
             return True
@@ -529,6 +530,8 @@ class Pipeline:
                              f" (failing for {stalled_for:.0f} s)" if stalled_for >= 1 else "")
                 reported, last_report = causes, now
             if not retry or self._stopping.is_set():
+                if not self._stopping.is_set():
+                    self._unstalled()  # given up on (the caller settles the image): no stall
                 return False
             attempt += 1
             self._count("delivery_retries")
