@@ -721,7 +721,7 @@ class _ImageHold:
             self._settled = True
             reason = "; ".join(self._failures)
         where = self._pipeline._finish(self.path, self.name, self.sha256, reason=reason)
-        if self._counted:
+        if self._counted and not where.startswith("NOT moved"):  # else it is still held
             self._pipeline._count("held_now", -1)
         log = logger.warning if reason else logger.info
         log("%s: released by its sinks -> %s", shown(self.name), where)
