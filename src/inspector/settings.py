@@ -48,6 +48,9 @@ LIVE_KEYS: frozenset[str] = frozenset(
         "UploadBucket",
         "UploadKeyTemplate",
         "UploadMaxRetries",
+        "UploadRetryHours",
+        "SinkStallSeconds",
+        "MinFreeMegabytes",
         "DeviceName",
         "AnnotateOutbox",
     }
@@ -245,7 +248,14 @@ class Settings(BaseModel):
         + ".",
     )
     UploadMaxRetries: int = Field(
-        default=3, ge=0, le=100, description="Upload attempts after the first before giving up."
+        default=3, ge=0, le=100,
+        description="Upload retries always made before an upload can fail finally (with "
+        "UploadRetryHours 0: retries after the first attempt before giving up, the old meaning).",
+    )
+    UploadRetryHours: float = Field(
+        default=24.0, ge=0.0, le=24.0 * 30,
+        description="A failed upload is retried with backoff for this long after the image was "
+        "inspected (across restarts); only then is the image moved to FailedDirectory.",
     )
     SpoolMaxMessages: int = Field(
         default=10_000,
@@ -264,6 +274,16 @@ class Settings(BaseModel):
         le=120.0,
         description="On SIGTERM: time to finish the image in flight and flush the sinks. Keep "
         "it below the recipe's shutdown timeout (15 s by default).",
+    )
+    SinkStallSeconds: float = Field(
+        default=300.0, ge=1.0, le=86_400.0,
+        description="A result that no sink retry could make durable for this long stops the "
+        "service: exit code 6 (standalone) or state ERRORED (Greengrass); the images are kept.",
+    )
+    MinFreeMegabytes: float = Field(
+        default=50.0, ge=0.0,
+        description="Intake pauses while the file system of DoneDirectory, ResultsFile, the "
+        "spool or StateDirectory has less free space than this (MiB); 0 = no check.",
     )
 
     @field_validator("Extensions", "ExecutionProviders", mode="before")

@@ -115,10 +115,15 @@ def run(args: argparse.Namespace) -> int:
         return 3
     service.install_signal_handlers()
     try:
-        service.run()
+        report = service.run()
     except ConfigError as exc:
         report_config_error(exc)
         return 2
+    if report.stopped_by == "stalled":
+        from inspector.service import EXIT_STALLED
+
+        logger.error("%s", report.exit_message(service.paths.watch))
+        return EXIT_STALLED
     return 0
 
 

@@ -6,7 +6,13 @@
 
 - ``SubscribeToValidateConfigurationUpdates``: every proposed configuration is checked with the
   same rules as at start (``proposal_problems``) and answered ACCEPTED, or REJECTED with a message
-  naming each bad key; the nucleus then does not apply it.
+  naming each bad key; the nucleus then does not apply it. The topics the component would publish
+  on (results per ``PublishTarget``, metrics) must also be allowed by the component's own
+  ``accessControl`` (the proposal's: the nucleus's DynamicComponentConfigurationValidator sends
+  the whole proposed ``configuration``, accessControl included; else the current one read with
+  GetConfiguration of the ``accessControl`` key, answered with the subtree's map by
+  ConfigStoreIPCEventStreamAgent), matched as the nucleus matches them
+  (``inspector.greengrass.access``): otherwise the nucleus would refuse every result.
 - ``SubscribeToConfigurationUpdate``: the nucleus sends one event per changed key; they are
   coalesced for ``debounce_s``, the whole configuration is read again and handed to ``apply``
   (``Service.apply_settings``: thresholds, topics and uploads between two images; a new model is
@@ -50,6 +56,58 @@ def proposal_problems(
     return validate_mapping({**settings_only(configuration), **(overrides or {})})
 
 
+def read_access_control(ipc: ConfigIpc) -> Any:
+    """The component's own ``accessControl`` (None when it has none); raises IpcError."""
+    from inspector.greengrass.ipc import IpcRejected
+
+    try:
+        value = ipc.get_configuration(["accessControl"])
+    except IpcRejected:  # ResourceNotFoundError: no such key
+        return None
+    if isinstance(value, dict) and set(value) == {"accessControl"}:
+        value = value["accessControl"]  # an answer that repeats the key
+    if isinstance(value, str):  # a deployment may hold it as a JSON string
+        import json
+
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value or None
+
+
+def access_problems(
+    settings: Settings | Mapping[str, Any], access_control: Any, thing_name: str
+) -> list[tuple[str, str]]:
+    """(key, message) for every topic the settings publish on that ``access_control`` does not
+    allow (results per PublishTarget on IoT Core / pub/sub, metrics on IoT Core)."""
+    from inspector.greengrass.access import allowed
+    from inspector.sinks.mqtt import render_topic
+
+    data = settings.to_mapping() if isinstance(settings, Settings) else dict(settings)
+    target = str(data.get("PublishTarget", "iotcore"))
+    wanted: list[tuple[str, str]] = []
+    if target in ("iotcore", "both"):
+        wanted.append(("PublishResultsOnTopic", "PublishToIoTCore"))
+    if target in ("pubsub", "both"):
+        wanted.append(("PubSubTopic", "PublishToTopic"))
+    if data.get("MetricsTopic") and float(data.get("MetricsIntervalSeconds", 1) or 0) > 0:
+        wanted.append(("MetricsTopic", "PublishToIoTCore"))
+    problems = []
+    for key, operation in wanted:
+        template = data.get(key)
+        if not isinstance(template, str):
+            continue
+        try:
+            topic = render_topic(template, thing_name or "{thingName}")
+        except ValueError:
+            continue  # reported by proposal_problems
+        if not allowed(access_control, operation, topic):
+            problems.append((key, f"topic {topic!r} is not allowed by this component's "
+                                  f"accessControl (aws.greengrass#{operation})"))
+    return problems
+
+
 def describe_problems(problems: list[tuple[str, str]]) -> str:
     return "; ".join(f"{key}: {msg}" for key, msg in problems)
 
@@ -76,8 +134,10 @@ class ConfigSource:
         apply: Callable[[Settings], Any],
         overrides: Mapping[str, Any] | None = None,
         debounce_s: float = 0.2,
+        thing_name: str = "",
     ) -> None:
         self.ipc = ipc
+        self.thing_name = thing_name
         self.apply = apply
         self.overrides = dict(overrides or {})
         self.debounce_s = debounce_s
@@ -108,6 +168,8 @@ class ConfigSource:
         from inspector.greengrass.ipc import IpcError
 
         problems = proposal_problems(configuration, self.overrides)
+        if not problems:
+            problems = self._access_problems(configuration)
         if problems:
             self.rejected += 1
             message = f"inspector rejects this configuration: {describe_problems(problems)}"
@@ -120,6 +182,21 @@ class ConfigSource:
                 deployment_id, accepted=not problems, message=message)
         except IpcError as exc:
             logger.error("cannot answer the validation of deployment %s: %s", deployment_id, exc)
+
+    def _access_problems(self, configuration: Mapping[str, Any]) -> list[tuple[str, str]]:
+        from inspector.greengrass.ipc import IpcError
+        from inspector.settings import RESERVED_KEYS
+
+        access = next((v for k, v in configuration.items() if k.lower() in RESERVED_KEYS), None)
+        if access is None:
+            try:
+                access = read_access_control(self.ipc)
+            except IpcError as exc:
+                logger.warning("cannot read this component's accessControl; topics not checked "
+                               "against it: %s", exc)
+                return []
+        data = {**settings_only(configuration), **self.overrides}
+        return access_problems(Settings.from_mapping(data), access, self.thing_name)
 
     def _changed(self, key_path: list[str]) -> None:
         logger.debug("configuration changed: %s", "/".join(key_path) or "<root>")
