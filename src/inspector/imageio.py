@@ -291,11 +291,15 @@ class _Frame:
         h_max = max(h for h, _ in self.components.values())
         v_max = max(v for _, v in self.components.values())
         if len(scan_ids) != 1:  # interleaved: one MCU covers h_max x v_max blocks of 8 x 8
-            return -(-self.width // (8 * h_max)) * -(-self.height // (8 * v_max))
+            return _ceil_div(self.width, 8 * h_max) * _ceil_div(self.height, 8 * v_max)
         h, v = self.components.get(scan_ids[0], (h_max, v_max))
-        cols = -(-(-(-self.width * h // h_max)) // 8)
-        rows = -(-(-(-self.height * v // v_max)) // 8)
+        cols = _ceil_div(_ceil_div(self.width * h, h_max), 8)
+        rows = _ceil_div(_ceil_div(self.height * v, v_max), 8)
         return cols * rows
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def jpeg_problem(data: bytes) -> str:
