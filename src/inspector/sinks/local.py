@@ -109,8 +109,11 @@ class OutboxSink(Sink):
         if inspection.verdict != "defect":
             return
         image = inspection.image
-        stem = f"{Path(image.name).stem}-{image.sha256[:12]}"
-        suffix = Path(image.name).suffix.lower()
+        # image.name may be a path below the watch folder (line2/a.jpg): flattened, so that
+        # same-named images from two subfolders get two outbox entries
+        flat = Path(image.name.replace("/", "__"))
+        stem = f"{flat.stem}-{image.sha256[:12]}"
+        suffix = flat.suffix.lower()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             _copy_atomic(delivery.image_path, self.folder / f"{stem}{suffix}")
