@@ -62,6 +62,8 @@ def test_watch_folder_removed_and_recreated_while_running(services):
     service = services().start()
     (service.watch / "first.jpg").write_bytes(photo(1))
     service.wait_results(1)
+    journal = service.state / "journal.jsonl"
+    wait_until(lambda: '"op": "end"' in journal.read_text(), timeout=20, what="first.jpg settled")
     shutil.rmtree(service.watch)  # the state folder (journal, done) goes with it
     wait_until(lambda: "has vanished" in service.log_text(), timeout=20, what="the ERROR line")
     time.sleep(1.5)  # more checks while it is gone: still one ERROR
@@ -79,8 +81,7 @@ def test_watch_folder_removed_and_recreated_while_running(services):
     assert service.images_left() == []
     # the journal was written again in the recreated state folder, not into the deleted file
     assert "journal" in log and "was deleted" in log
-    journal = (service.state / "journal.jsonl").read_text()
-    assert '"op": "end", "name": "third.jpg"' in journal
+    assert '"op": "end", "name": "third.jpg"' in journal.read_text()
 
 
 def test_completeness_recursive_names_extensions_and_summary(services, tmp_path: Path):

@@ -113,6 +113,10 @@ class Disposer:
             rel = Path(path.name)
         if any(path.is_relative_to(own) for own in (self.held_dir, self.done_dir)):
             rel = Path(path.name)
+        if not folder.is_dir() and not os.path.isdir(self.root):
+            # the watch folder is gone (removed, unmounted): re-creating it (with the state
+            # folder inside) would hide that, or write onto the mount point's file system
+            raise FileNotFoundError(errno.ENOENT, "the watch folder is gone", str(self.root))
         target = folder / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         n = 1
