@@ -33,6 +33,12 @@ class JsonlSink(Sink):
         self._fh: TextIO | None = None
 
     def _open(self) -> TextIO:
+        if self._fh is not None and _deleted(self._fh):
+            # its folder was removed (the watch folder with the state folder inside): lines
+            # appended to a deleted file would be lost without a word
+            logger.warning("results file %s was deleted; starting a new one", self.path)
+            self._fh.close()
+            self._fh = None
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -58,6 +64,13 @@ class JsonlSink(Sink):
                 finally:
                     self._fh.close()
                     self._fh = None
+
+
+def _deleted(fh: TextIO) -> bool:
+    try:
+        return os.fstat(fh.fileno()).st_nlink == 0
+    except OSError:
+        return True
 
 
 class ConsoleSink(Sink):
