@@ -14,7 +14,14 @@ import pytest
 
 from bad_images import with_exif_orientation
 from inspector.errors import ImageDecodeError, ImageTooLargeError, ImageUnavailableError
-from inspector.imageio import ends_properly, header_size, jpeg_problem, read_image, sniff_format
+from inspector.imageio import (
+    HEAD_BYTES,
+    ends_properly,
+    header_size,
+    jpeg_problem,
+    read_image,
+    sniff_format,
+)
 from inspector.types import Size
 
 
@@ -240,18 +247,33 @@ def test_marker_walk_accepts_whole_jpegs(params):
     assert jpeg_problem(colour) == ""
     assert jpeg_problem(grey) == ""
     assert jpeg_problem(colour + b"maker trailer after the EOI") == ""
-    assert ends_properly(colour[:16], colour[-64:]) is True
+    assert ends_properly(colour[:HEAD_BYTES], colour[-64:], len(colour)) is True
 
 
 def test_end_marker_check_allows_zero_padding_only():
+    def ends(data: bytes) -> bool | None:
+        return ends_properly(data[:HEAD_BYTES], data[-4096:], len(data))
+
     jpeg = encode_with(noisy(40, 60))
     png = encode(noisy(40, 60), ".png")
-    assert ends_properly(jpeg[:16], (jpeg + b"\0" * 100)[-4096:]) is True
-    assert ends_properly(jpeg[:16], jpeg[-4096:-10]) is False
-    assert ends_properly(png[:16], (png + b"\0" * 7)[-64:]) is True
-    assert ends_properly(png[:16], png[-64:-1]) is False
-    bmp = encode(noisy(40, 60), ".bmp")
-    assert ends_properly(bmp[:16], bmp[-64:]) is None  # no end marker to look for
+    assert ends(jpeg) is True and ends(jpeg + b"\0" * 100) is True
+    assert ends(jpeg[:-10]) is False and ends(jpeg + b"trailer") is False
+    assert ends(png) is True and ends(png + b"\0" * 7) is True
+    assert ends(png[:-1]) is False
+    assert ends(encode(noisy(40, 60), ".bmp")) is None  # no end marker to look for
+
+
+def test_end_marker_of_an_exif_thumbnail_is_not_the_end():
+    thumbnail = encode_with(noisy(8, 8))
+    main = encode_with(noisy(200, 300, seed=1))
+    app1 = b"\xff\xe1" + struct.pack(">H", len(thumbnail) + 2) + thumbnail
+    whole = main[:2] + app1 + main[2:]
+    cut_after_thumbnail = whole[: 2 + len(app1)]  # a camera's chunk ending with its EOI
+    cut_inside_thumbnail = whole[: 2 + len(app1) - 20] + b"\xff\xd9"
+    assert ends_properly(whole[:HEAD_BYTES], whole[-64:], len(whole)) is True
+    for cut in (cut_after_thumbnail, cut_inside_thumbnail):
+        assert cut.endswith(b"\xff\xd9")
+        assert ends_properly(cut[:HEAD_BYTES], cut[-64:], len(cut)) is False
 
 
 def overwrite_middle(data: bytes, fill: bytes) -> bytes:

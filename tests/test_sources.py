@@ -397,3 +397,27 @@ def test_other_extensions_are_logged_once_each_and_counted(
         ])
     finally:
         source.stop()
+
+
+def test_a_pause_right_after_the_exif_thumbnail_is_not_the_end(tmp_path: Path):
+    import struct
+
+    thumbnail = jpeg_bytes(8, 8)
+    main = jpeg_bytes()
+    app1 = b"\xff\xe1" + struct.pack(">H", len(thumbnail) + 2) + thumbnail
+    data = main[:2] + app1 + main[2:]
+    source = make_source(tmp_path, stable_s=0.2)
+    got = Collector(source)
+    source.start(got)
+    try:
+        path = tmp_path / "thumb.jpg"
+        with open(path, "ab") as fh:
+            fh.write(data[: 2 + len(app1)])  # ends with the thumbnail's FF D9
+        time.sleep(1.0)  # five quiet periods
+        assert got.paths == []
+        with open(path, "ab") as fh:
+            fh.write(data[2 + len(app1) :])
+        assert got.wait_for(1) == [path]
+        assert got.sizes[path] == len(data)
+    finally:
+        source.stop()

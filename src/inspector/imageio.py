@@ -254,19 +254,52 @@ def completeness_problem(data: bytes, kind: str) -> str:
     return ""
 
 
-def ends_properly(head: bytes, tail: bytes) -> bool | None:
-    """Whether a file whose first bytes are ``head`` and last bytes ``tail`` ends with its
-    format's end marker (zero padding after it allowed); None for formats without one.
+HEAD_BYTES = 256 * 1024  # enough for a JPEG's header segments (EXIF, ICC) up to its first scan
+
+
+def ends_properly(head: bytes, tail: bytes, size: int) -> bool | None:
+    """Whether a file of ``size`` bytes, whose first bytes are ``head`` (up to HEAD_BYTES) and
+    last bytes ``tail``, ends with its format's end marker (zero padding after it allowed);
+    None for formats without one.
 
     Cheap enough to ask each time a file being watched changes: no decoding, two short reads.
+    For a JPEG the EOI must also lie after the first scan's start: an EXIF thumbnail ends with
+    an EOI of its own, and a camera writing in chunks may pause right after it.
     """
     kind = sniff_format(head)
     body = tail.rstrip(b"\x00")
-    if kind == "jpeg":
-        return body.endswith(b"\xff\xd9")
     if kind == "png":
         return body.endswith(_PNG_END)
-    return None
+    if kind != "jpeg":
+        return None
+    if not body.endswith(b"\xff\xd9"):
+        return False
+    eoi = size - (len(tail) - len(body)) - 2
+    scan = _first_scan(head)
+    if scan is None or scan < 0:
+        # no scan in ``head``: if that is the whole file it is still being written; if not,
+        # the header segments are longer than ``head`` and the tail is all we have
+        return len(head) < size
+    return scan < eoi
+
+
+def _first_scan(head: bytes) -> int | None:
+    """Where the first SOS marker starts, walking the header segments; -1 when ``head`` ends
+    inside them before any scan (the file is still being written, if head is all of it);
+    None when it cannot be told from ``head`` (a segment runs past it)."""
+    pos = 2
+    while pos + 4 <= len(head):
+        if head[pos] != 0xFF:
+            return pos  # not a marker: let the reader's full walk say what is wrong
+        marker = head[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker == 0xDA:
+            return pos
+        (length,) = struct.unpack(">H", head[pos + 2 : pos + 4])
+        pos += 2 + length
+    return None if pos > len(head) else -1
 
 
 # Markers that may follow a scan's entropy-coded data (ITU-T T.81, B.2.4 and B.6): tables,

@@ -529,7 +529,7 @@ def _folder_id(path: Path) -> tuple[int, int] | None:
 def _ends_properly(path: Path, size: int) -> bool | None:
     """Whether the file ends with its format's end marker; None when there is none to look for
     (or the file cannot be read now: the pipeline will say why)."""
-    from inspector.imageio import ends_properly  # imports cv2: only once images are watched
+    from inspector.imageio import HEAD_BYTES, ends_properly  # cv2: once images are watched
 
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -538,13 +538,13 @@ def _ends_properly(path: Path, size: int) -> bool | None:
     try:
         if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
             return None
-        head = os.pread(fd, 16, 0)
+        head = os.pread(fd, min(size, HEAD_BYTES), 0)
         tail = os.pread(fd, min(size, _TAIL_BYTES), max(0, size - _TAIL_BYTES))
     except OSError:
         return None
     finally:
         os.close(fd)
-    return ends_properly(head, tail)
+    return ends_properly(head, tail, size)
 
 
 class _Handler(FileSystemEventHandler):
