@@ -182,7 +182,6 @@ _REFUSED_MEMORY = 100_000  # refused files remembered (so each is logged once); 
 
 @dataclass
 class _Pending:
-    since: float  # monotonic time it became pending
     renamed: bool = False  # renamed into place: complete at once (a rename is atomic)
     writing: bool = False  # a write was seen and no close-after-write since
     rescanned: bool = False  # found by a periodic rescan, not by an event
@@ -266,7 +265,7 @@ class DirectorySource:
         with self._cond:
             self._in_flight.discard(path)
             self._pending.pop(path, None)
-            self._pending[path] = _Pending(time.monotonic(), writing=True)
+            self._pending[path] = _Pending(writing=True)
             self._cond.notify_all()
 
     def idle(self) -> bool:
@@ -349,12 +348,11 @@ class DirectorySource:
                     continue
                 found.append((mtime_ns, entry.name, path))
         found.sort()
-        now = time.monotonic()
         added = 0
         with self._cond:
             for _, _, path in found:
                 if path not in self._pending and path not in self._in_flight:
-                    self._pending[path] = _Pending(now, rescanned=rescan)
+                    self._pending[path] = _Pending(rescanned=rescan)
                     added += 1
             self._scan_done = True
             self._cond.notify_all()
@@ -383,7 +381,7 @@ class DirectorySource:
         with self._cond:
             entry = self._pending.get(path)
             if entry is None:
-                entry = self._pending[path] = _Pending(time.monotonic())
+                entry = self._pending[path] = _Pending()
             entry.renamed = renamed
             if writing is not None:
                 entry.writing = writing
