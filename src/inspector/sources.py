@@ -375,7 +375,7 @@ class DirectorySource:
     def note(self, path: Path, *, renamed: bool = False, writing: bool | None = None) -> None:
         """An event about ``path``: ``writing`` True after a write, False after a close."""
         if not self.filter.accepts(path):
-            if why := self.filter.refusal(path):
+            if (why := self.filter.refusal(path)) and not os.path.isdir(path):
                 self._refuse(path, why)
             return
         with self._cond:
