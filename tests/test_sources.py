@@ -302,6 +302,22 @@ def test_camera_reopening_its_file_per_chunk_is_handed_on_once_whole(tmp_path: P
         source.stop()
 
 
+def test_a_closed_file_with_its_end_marker_needs_no_quiet_period(tmp_path: Path):
+    """The usual camera write (open, write, close) costs no StableSeconds of latency; the same
+    bytes without their end marker still wait for the quiet period."""
+    source = make_source(tmp_path, stable_s=30.0)
+    got = Collector(source)
+    source.start(got)
+    try:
+        cut, whole = tmp_path / "cut.jpg", tmp_path / "whole.jpg"
+        cut.write_bytes(jpeg_bytes()[:-500])
+        whole.write_bytes(jpeg_bytes())
+        assert got.wait_for(1, timeout=10) == [whole]  # well before 30 s
+        assert got.wait_for(2, timeout=0.5) == [whole]  # the cut one waits
+    finally:
+        source.stop()
+
+
 def test_a_file_without_its_end_marker_is_handed_on_only_after_the_long_wait(tmp_path: Path):
     source = make_source(tmp_path, stable_s=0.1)  # long wait: 10 x 0.1 s
     got = Collector(source)

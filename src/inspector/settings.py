@@ -108,7 +108,8 @@ class Settings(BaseModel):
             "A file is read only once its size and mtime have not changed for this long (even "
             "after a close-after-write event: some cameras reopen the file per chunk) and, for "
             "JPEG and PNG, it ends with its end marker; one still without it after 10 times "
-            "this is failed as incomplete. A file renamed into the folder needs no wait."
+            "this is failed as incomplete. A file renamed into the folder, or a JPEG/PNG "
+            "closed after its last write that already ends with its end marker, needs no wait."
         ),
     )
     RescanSeconds: float = Field(

@@ -4,7 +4,9 @@ A file is handed on only when it is complete:
 - quiet: its size, mtime and inode unchanged for ``stable_s`` (by its mtime's age, or by watching
   it that long), even after a close-after-write event, since a camera that reopens its file for
   each chunk closes it many times; a file renamed into the directory (cameras often write
-  ``x.jpg.part`` and rename it to ``x.jpg``) needs no quiet period, a rename being atomic;
+  ``x.jpg.part`` and rename it to ``x.jpg``) needs no quiet period, a rename being atomic, nor
+  does a JPEG/PNG closed after its last write that already ends with its end marker (only the
+  last chunk's close leaves one there), so the usual case costs no latency;
 - a file seen being written and not closed since waits ``fallback_factor`` times longer;
 - and, for JPEG and PNG, ending with the format's end marker (EOI, IEND; zero padding after it
   allowed). A file still without one after the longer quiet period is handed on anyway, and the
@@ -42,6 +44,8 @@ from watchdog.observers.api import BaseObserver
 logger = logging.getLogger(__name__)
 
 Submit = Callable[[Path], bool]  # blocks while the pipeline is full; False = stopping
+
+_CLOSED_SETTLE_S = 0.03  # a closed file ending with its end marker: quiet this long, not stable_s
 
 TEMP_SUFFIXES = frozenset(
     {".part", ".partial", ".tmp", ".temp", ".crdownload", ".swp", ".filepart"}
@@ -184,6 +188,7 @@ _REFUSED_MEMORY = 100_000  # refused files remembered (so each is logged once); 
 class _Pending:
     renamed: bool = False  # renamed into place: complete at once (a rename is atomic)
     writing: bool = False  # a write was seen and no close-after-write since
+    closed: bool = False  # a close-after-write was seen (and no write since)
     rescanned: bool = False  # found by a periodic rescan, not by an event
     key: tuple[int, int, int] | None = None  # (size, mtime_ns, inode) when last looked at
     unchanged_since: float = 0.0  # monotonic time ``key`` was first seen
@@ -385,6 +390,7 @@ class DirectorySource:
             entry.renamed = renamed
             if writing is not None:
                 entry.writing = writing
+                entry.closed = not writing
             self._cond.notify_all()
 
     def _refuse(self, path: Path, why: str) -> None:
@@ -505,15 +511,29 @@ class DirectorySource:
             needed = 0.0
         elif entry.writing and self._close_events:
             needed = self.fallback_s  # open for writing: the writer may only be pausing
+        elif entry.closed and self._ends(path, entry, st.st_size) is True:
+            # closed after its last write AND ending with its end marker: complete now. A
+            # camera that reopens its file for each chunk closes it many times, but only the
+            # last close leaves the end marker at the end (JPEG stuffs 0xFF in scan data, so
+            # EOI cannot appear early; the walk skips an EXIF thumbnail's). No quiet period:
+            # it would add StableSeconds to every image's latency. The short settle lets the
+            # events of a write that raced this check arrive first.
+            needed = min(self.stable_s, _CLOSED_SETTLE_S)
         else:
             needed = self.stable_s
         if quiet_s < needed:
             return "wait"
-        if not entry.ends_checked:
-            entry.ends, entry.ends_checked = _ends_properly(path, st.st_size), True
-        if entry.ends is False and quiet_s < self.fallback_s:
+        if self._ends(path, entry, st.st_size) is False and quiet_s < self.fallback_s:
             return "wait"  # no end marker yet; after fallback_s the reader fails it
         return "ready"
+
+
+    @staticmethod
+    def _ends(path: Path, entry: _Pending, size: int) -> bool | None:
+        """``_ends_properly`` for the file as it is now, read once per (size, mtime, inode)."""
+        if not entry.ends_checked:
+            entry.ends, entry.ends_checked = _ends_properly(path, size), True
+        return entry.ends
 
 
 def _folder_id(path: Path) -> tuple[int, int] | None:
