@@ -62,7 +62,8 @@ class ServiceProcess:
         self.args = [
             *prefix, sys.executable, "-m", "inspector", "--log-level", "INFO", "run",
             "--watch", str(self.watch), "--results", str(self.results), "--model", str(model),
-            "--device", "line-1", "--set", "StableSeconds=0.3", *extra,
+            "--device", "line-1", "--set", "StableSeconds=0.3",
+            "--set", "AllowUnverifiedModel=true", *extra,
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -349,7 +350,8 @@ def test_drain_mode_processes_what_is_there_and_exits(tmp_path: Path, model_path
     env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "inspector", "run", "--once", "--watch", str(watch),
-         "--model", str(model_path), "--set", "StableSeconds=0", "--set", "ProcessedAction=delete"],
+         "--model", str(model_path), "--set", "StableSeconds=0", "--set", "ProcessedAction=delete",
+         "--set", "AllowUnverifiedModel=true"],
         capture_output=True, text=True, env=env, timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -447,6 +449,7 @@ def test_live_settings_apply_between_images(tmp_path: Path, model_path: Path):
     watch = tmp_path / "in"
     watch.mkdir()
     settings = Settings.from_mapping({"ImageDirectory": str(watch), "ModelPath": str(model_path),
+                                      "AllowUnverifiedModel": True,
                                       "StableSeconds": 0.2, "DeviceName": "gg-thing"})
     sink = RecordingSink()
     service = build_service(settings, sinks=[sink])

@@ -36,8 +36,8 @@ DetectorFactory = Callable[[Settings], DetectorLike]
 
 # Settings whose change means a new detector (new session); thresholds alone reuse the session.
 _MODEL_KEYS = frozenset(
-    {"ModelPath", "ModelSha256", "MaxDetections", "ExecutionProviders", "IntraOpThreads",
-     "InterOpThreads"}
+    {"ModelPath", "ModelSha256", "ModelPrecision", "AllowUnverifiedModel", "MaxDetections",
+     "ExecutionProviders", "IntraOpThreads", "InterOpThreads"}
 )
 _THRESHOLD_KEYS = frozenset({"ConfidenceThreshold", "IouThreshold"})
 
@@ -51,21 +51,40 @@ def device_name(settings: Settings, environ: Mapping[str, str]) -> str:
 
 
 def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) -> DetectorLike:
-    """The detector the settings name: ModelPath, else the Greengrass-provided model
-    (INSPECTOR_MODEL_PATH), else the bundled default. Checks ModelSha256 when one is given."""
+    """The detector the settings name: ModelPath (checked against ModelSha256, or refused without
+    one unless AllowUnverifiedModel), else the model component's file of ModelPrecision
+    (``$INSPECTOR_MODEL_DIR/model.json``, checked against its sha256; results name the component
+    version), else the bundled default of ModelPrecision."""
     from inspector.detector import Detector
+    from inspector.errors import ModelIntegrityError
     from inspector.integrity import model_from_environment
 
     env = os.environ if environ is None else environ
     expected = settings.ModelSha256
+    name = version = None
     if settings.ModelPath:
         path = Path(settings.ModelPath).expanduser()
-    elif (ref := model_from_environment(env)) is not None:
+        if not expected:
+            expected = _manifest_sha256(path)
+        if not expected:
+            if not settings.AllowUnverifiedModel:
+                raise ModelIntegrityError(
+                    path, "ModelPath is set without ModelSha256 (and no manifest.json beside it "
+                    "lists it): refusing to load a model that cannot be verified. Set "
+                    "ModelSha256 to the file's sha256 (sha256sum FILE), or "
+                    "AllowUnverifiedModel: true to load it unchecked")
+            logger.warning("model %s is loaded UNVERIFIED (ModelPath without ModelSha256, "
+                           "AllowUnverifiedModel is true): any file at that path is run", path)
+    elif (ref := model_from_environment(env, settings.ModelPrecision)) is not None:
         path, expected = ref.path, expected or ref.sha256
+        if ref.version:  # from model.json: results name the model component version
+            name, version = ref.name or None, ref.version
+            logger.info("model component %s %s: %s file %s", ref.component or "?", ref.version,
+                        ref.precision, ref.path.name)
     else:
         from inspector.models import default_model_path
 
-        path = default_model_path()
+        path = default_model_path(precision=settings.ModelPrecision)
     detector: DetectorLike = Detector.from_path(
         path,
         providers=settings.ExecutionProviders,
@@ -74,9 +93,30 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
         conf_threshold=settings.ConfidenceThreshold,
         iou_threshold=settings.IouThreshold,
         max_det=settings.MaxDetections,
+        name=name,
+        version=version,
         expected_sha256=expected,  # checked on the very bytes the session is made from
     )
     return detector
+
+
+def _manifest_sha256(path: Path) -> str:
+    """The sha256 a models manifest.json in the same folder (the bundled models') declares for
+    ``path``; "" when there is none."""
+    from inspector.errors import ModelError
+    from inspector.models import MANIFEST_NAME, load_manifest
+
+    if not (path.parent / MANIFEST_NAME).is_file():
+        return ""
+    try:
+        entry = load_manifest(path.parent).entry(path.name)
+    except ModelError as exc:
+        logger.warning("cannot use %s to verify %s: %s", MANIFEST_NAME, path, exc)
+        return ""
+    if entry is None:
+        return ""
+    logger.info("model %s: verifying against %s", path, path.parent / MANIFEST_NAME)
+    return entry.sha256
 
 
 def standalone_sinks(settings: Settings, paths: ServicePaths) -> list[Sink]:

@@ -29,6 +29,8 @@ LIVE_KEYS: frozenset[str] = frozenset(
     {
         "ModelPath",
         "ModelSha256",
+        "ModelPrecision",
+        "AllowUnverifiedModel",
         "ConfidenceThreshold",
         "IouThreshold",
         "MaxDetections",
@@ -118,8 +120,19 @@ class Settings(BaseModel):
     ModelSha256: str = Field(
         default="",
         pattern=r"^([0-9a-f]{64})?$",
-        description="Expected sha256 of the model file (lower-case hex); empty = not checked, "
-        "except the deployed model, checked against INSPECTOR_MODEL_SHA256.",
+        description="Expected sha256 of the model file (lower-case hex). Required with ModelPath "
+        "(unless AllowUnverifiedModel); the deployed model is checked against the sha256 its "
+        "model component version ships in model.json.",
+    )
+    ModelPrecision: Literal["fp32", "int8"] = Field(
+        default="fp32",
+        description="Which file of the deployed model component to run: fp32, or int8 (faster "
+        "on CPU-only devices). Applied live (the model is reloaded). Ignored with ModelPath.",
+    )
+    AllowUnverifiedModel: bool = Field(
+        default=False,
+        description="Load ModelPath without a ModelSha256 to check it against. Off: such a "
+        "model is refused. On: it loads with a WARNING at every start.",
     )
     ConfidenceThreshold: float = Field(
         default=0.25,

@@ -62,6 +62,9 @@ def proposal_problems(
         path = Path(model_path).expanduser()
         if not path.is_file():
             problems.append(("ModelPath", f"{path}: no such model file on this device"))
+        if not data.get("ModelSha256") and data.get("AllowUnverifiedModel") is not True:
+            problems.append(("ModelSha256", "required with ModelPath (or set "
+                             "AllowUnverifiedModel: true to load the file unchecked)"))
     return problems
 
 
