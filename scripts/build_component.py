@@ -2,7 +2,7 @@
 """Build a Greengrass component into the layout the GDK CLI produces, with or without GDK.
 
     python3 scripts/build_component.py inference        # com.inspector.Inference
-    python3 scripts/build_component.py model [--precision int8]   # com.inspector.ScratchModel
+    python3 scripts/build_component.py model            # com.inspector.ScratchModel
 
 Each component's folder, recipes/<kind>/, holds its gdk-config.json and its one recipe.yaml (the
 only copy kept by hand). gdk-config.json declares a ``custom`` build whose command is this script,
@@ -16,9 +16,12 @@ so ``gdk component build`` run in that folder and this script run anywhere write
 inference: ``inspector-app.zip`` = the ``inspector`` package (no tests, no test emulators, no
 synthetic-image generator, no models, no caches) + requirements.txt (pinned runtime deps) +
 bootstrap.py (the install step).
-model: the ONNX file named by models/manifest.json (its ``default``, or the entry of the
-requested precision: ``--precision`` or INSPECTOR_MODEL_PRECISION), checked against the sha256
-in the manifest; the recipe's MODEL_* tokens become its name, version, file, sha256, precision.
+model: BOTH models of models/manifest.json (fp32 and INT8), each checked against the sha256 in
+the manifest, plus ``model.json`` (schema inspector.model-artifact/1: the component version, the
+model name, each precision's file, sha256 and size); the recipe's Install step gets the three
+digests as literals. A version already recorded in recipes/model/published.json with other
+bytes is refused (a published version never changes: bump it); a new version is recorded there
+(commit the file). ``--no-registry`` builds without that guard (throwaway builds).
 """
 
 from __future__ import annotations
@@ -53,8 +56,15 @@ PACKAGE_SUFFIXES = frozenset({".py", ".json"})
 PACKAGE_FILES = frozenset({"py.typed"})
 PACKAGE_EXCLUDED_DIRS = frozenset({"__pycache__", "bench", "models", "synth", "testing", "tests"})
 
-MODEL_TOKENS = ("MODEL_NAME", "MODEL_VERSION", "MODEL_FILE", "MODEL_SHA256", "MODEL_PRECISION")
+MODEL_COMPONENT = "com.inspector.ScratchModel"
+MODEL_TOKENS = ("MODEL_FP32_FILE", "MODEL_INT8_FILE", "MODEL_CHECKSUMS")
+MODEL_JSON = "model.json"
+MODEL_ARTIFACT_SCHEMA = "inspector.model-artifact/1"
+PRECISIONS = ("fp32", "int8")
+REGISTRY = REPO / "recipes" / "model" / "published.json"
 _TOKEN_RE = re.compile(r"\b(" + "|".join(MODEL_TOKENS) + r")\b")
+_VERSION_RE = re.compile(r"\d+\.\d+\.\d+")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed: the same sources give the same zip, byte for byte
 
 
@@ -88,7 +98,7 @@ def load_component(kind: str, repo: Path = REPO) -> Component:
         raise BuildError(f"{config_path}: 'component' must have exactly one entry")
     name, body = next(iter(components.items()))
     version = str(body.get("version", ""))
-    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+    if not _VERSION_RE.fullmatch(version):
         raise BuildError(f"{config_path}: version {version!r} must be a fixed MAJOR.MINOR.PATCH")
     return Component(kind, folder, name, version)
 
@@ -103,13 +113,7 @@ def _yaml() -> Any:
 
 def load_recipe(component: Component) -> dict[str, Any]:
     path = component.folder / "recipe.yaml"
-    yaml = _yaml()
-    try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise BuildError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(recipe, dict):
-        raise BuildError(f"{path}: not a YAML mapping")
+    recipe = read_recipe(path)
     got = (recipe.get("ComponentName"), str(recipe.get("ComponentVersion")))
     if got != (component.name, component.version):
         raise BuildError(
@@ -204,25 +208,22 @@ def build_inference(component: Component, out: Path, repo: Path) -> Built:
 # --- model -----------------------------------------------------------------------------------
 
 
-def select_model(manifest: dict[str, Any], precision: str | None, where: Path) -> dict[str, Any]:
+def select_model(manifest: dict[str, Any], precision: str, where: Path) -> dict[str, Any]:
+    """The manifest's entry of one precision."""
     models = manifest.get("models")
     if not isinstance(models, list) or not models:
         raise BuildError(f"{where}: no 'models' list")
-    if precision:
-        matches = [m for m in models if str(m.get("precision", "")).lower() == precision]
-        if not matches:
-            have = sorted({str(m.get("precision")) for m in models})
-            raise BuildError(f"{where}: no {precision} model (precisions: {have})")
-        return dict(matches[0])
-    default = manifest.get("default")
-    matches = [m for m in models if m.get("file") == default]
+    matches = [m for m in models if str(m.get("precision", "")).lower() == precision]
     if not matches:
-        raise BuildError(f"{where}: 'default' {default!r} is not the file of any listed model")
+        have = sorted({str(m.get("precision")) for m in models})
+        raise BuildError(f"{where}: no {precision} model (precisions: {have}); every version "
+                         f"of the model component ships both {' and '.join(PRECISIONS)}")
     return dict(matches[0])
 
 
-def model_values(models_dir: Path, precision: str | None) -> tuple[Path, dict[str, str]]:
-    """The model file to ship and the values of the recipe's MODEL_* tokens."""
+def manifest_models(models_dir: Path, version: str) -> tuple[dict[str, Path], str]:
+    """The fp32 and INT8 files of models/manifest.json, each checked against its sha256, and the
+    model's name (the fp32 entry's)."""
     manifest_path = models_dir / "manifest.json"
     if not manifest_path.is_file():
         raise BuildError(
@@ -234,31 +235,173 @@ def model_values(models_dir: Path, precision: str | None) -> tuple[Path, dict[st
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise BuildError(f"{manifest_path}: not JSON: {exc}") from exc
-    entry = select_model(manifest, precision, manifest_path)
-    for key in ("file", "name", "version", "sha256"):
-        if not str(entry.get(key, "")).strip():
-            raise BuildError(f"{manifest_path}: model entry {entry!r} has no {key!r}")
-    file_name = str(entry["file"])
-    if Path(file_name).name != file_name or not file_name.endswith(".onnx"):
-        raise BuildError(f"{manifest_path}: model file {file_name!r} must be a bare *.onnx name")
-    model_path = models_dir / file_name
-    if not model_path.is_file():
-        raise BuildError(f"{model_path} not found (listed in {manifest_path})")
-    actual = sha256_file(model_path)
-    declared = str(entry["sha256"]).strip().lower()
-    if actual != declared:
-        raise BuildError(
-            f"{model_path}: sha256 is {actual} but {manifest_path} says {declared}; "
-            "re-export the model or fix the manifest"
-        )
-    values = {
-        "MODEL_NAME": str(entry["name"]),
-        "MODEL_VERSION": str(entry["version"]),
-        "MODEL_FILE": file_name,
-        "MODEL_SHA256": actual,
-        "MODEL_PRECISION": str(entry.get("precision", "fp32")).lower(),
+    files: dict[str, Path] = {}
+    names: dict[str, str] = {}
+    for precision in PRECISIONS:
+        entry = select_model(manifest, precision, manifest_path)
+        for key in ("file", "name", "sha256"):
+            if not str(entry.get(key, "")).strip():
+                raise BuildError(f"{manifest_path}: {precision} entry has no {key!r}")
+        file_name = str(entry["file"])
+        if Path(file_name).name != file_name or not file_name.endswith(".onnx"):
+            raise BuildError(
+                f"{manifest_path}: model file {file_name!r} must be a bare *.onnx name"
+            )
+        model_path = models_dir / file_name
+        if not model_path.is_file():
+            raise BuildError(f"{model_path} not found (listed in {manifest_path})")
+        actual = sha256_file(model_path)
+        declared = str(entry["sha256"]).strip().lower()
+        if actual != declared:
+            raise BuildError(
+                f"{model_path}: sha256 is {actual} but {manifest_path} says {declared}; "
+                "re-export the model or fix the manifest"
+            )
+        if str(entry.get("version", version)) != version:
+            logger.warning("%s: the manifest calls the %s model version %s; the component "
+                           "version is %s", manifest_path, precision, entry.get("version"),
+                           version)
+        files[precision] = model_path
+        names[precision] = str(entry["name"])
+    return files, names["fp32"]
+
+
+def model_artifact(version: str, name: str, files: dict[str, tuple[str, str, int]]) -> bytes:
+    """model.json: what one version of the model component ships, written from its bytes."""
+    document = {
+        "schema": MODEL_ARTIFACT_SCHEMA,
+        "component": MODEL_COMPONENT,
+        "version": version,
+        "name": name,
+        "files": {
+            precision: {"file": file_name, "sha256": sha256, "bytes": size}
+            for precision, (file_name, sha256, size) in files.items()
+        },
     }
-    return model_path, values
+    return (json.dumps(document, indent=2) + "\n").encode("utf-8")
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def read_registry(path: Path) -> dict[str, dict[str, str]]:
+    """published.json: {version: {file name: sha256}} of every version built for publishing."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BuildError(f"cannot read the registry {path}: {exc}") from exc
+    if not isinstance(data, dict) or not all(
+        _VERSION_RE.fullmatch(str(version)) and isinstance(files, dict)
+        and all(isinstance(f, str) and isinstance(d, str) for f, d in files.items())
+        for version, files in data.items()
+    ):
+        raise BuildError(f"{path}: expected {{\"MAJOR.MINOR.PATCH\": {{file: sha256}}}}")
+    return data
+
+
+def guard_version(registry: Path, version: str, digests: dict[str, str]) -> None:
+    """Refuse a version recorded in ``registry`` with other bytes; record a new one."""
+    recorded = read_registry(registry)
+    before = recorded.get(version)
+    if before is None:
+        recorded[version] = dict(sorted(digests.items()))
+        ordered = {v: recorded[v] for v in sorted(recorded, key=_version_key)}
+        registry.parent.mkdir(parents=True, exist_ok=True)
+        registry.write_text(json.dumps(ordered, indent=2) + "\n", encoding="utf-8")
+        logger.info("recorded %s %s in %s: commit it", MODEL_COMPONENT, version, registry)
+        return
+    if before == digests:
+        return
+    changes = []
+    for file_name in sorted(set(before) | set(digests)):
+        old, new = before.get(file_name), digests.get(file_name)
+        if old != new:
+            changes.append(
+                f"{file_name}: built now {new or '(absent)'}, recorded {old or '(absent)'}"
+            )
+    raise BuildError(
+        f"{MODEL_COMPONENT} {version} was already built with other bytes (recorded in "
+        f"{registry}): " + "; ".join(changes) + ". A published version never changes (cores "
+        "that have it keep it, and the cloud refuses to publish it again): give the new files "
+        "a new version (ComponentVersion in recipes/model/recipe.yaml and version in "
+        f"recipes/model/gdk-config.json). Only if {version} was never published: delete its "
+        f"entry from {registry.name} and build again."
+    )
+
+
+def read_recipe(path: Path) -> dict[str, Any]:
+    yaml = _yaml()
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise BuildError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(recipe, dict):
+        raise BuildError(f"{path}: not a YAML mapping")
+    return recipe
+
+
+def build_model_component(
+    out_dir: Path,
+    *,
+    version: str,
+    fp32: Path,
+    int8: Path,
+    name: str,
+    registry: Path | None = None,
+    recipe: Path | None = None,
+) -> Path:
+    """Build one version of com.inspector.ScratchModel into ``out_dir`` (GDK's greengrass-build/).
+
+    Writes ``artifacts/com.inspector.ScratchModel/<version>/`` = ``<name>.onnx`` (a copy of
+    ``fp32``), ``<name>-int8.onnx`` (of ``int8``) and model.json, and ``recipes/recipe.yaml``:
+    the ``recipe`` template (default recipes/model/recipe.yaml) at ``version`` with the three
+    sha256 as literals in its Install step. With a ``registry`` (published.json), a version
+    recorded there with other bytes is refused and a new one is recorded. Returns the recipe.
+    """
+    if not _VERSION_RE.fullmatch(version):
+        raise BuildError(f"model component version {version!r} must be MAJOR.MINOR.PATCH")
+    if not _NAME_RE.fullmatch(name) or name.endswith(".onnx"):
+        raise BuildError(f"model name {name!r}: use letters, digits, '.', '_', '-' (no .onnx)")
+    sources = {"fp32": Path(fp32), "int8": Path(int8)}
+    targets = {"fp32": f"{name}.onnx", "int8": f"{name}-int8.onnx"}
+    files: dict[str, tuple[str, str, int]] = {}
+    for precision, source in sources.items():
+        if not source.is_file():
+            raise BuildError(f"{precision} model {source} not found")
+        files[precision] = (targets[precision], sha256_file(source), source.stat().st_size)
+    if files["fp32"][1] == files["int8"][1]:
+        raise BuildError(f"{sources['fp32']} and {sources['int8']} are the same bytes: the "
+                         "INT8 model must be the quantized one")
+    description = model_artifact(version, name, files)
+    digests = {file_name: sha256 for file_name, sha256, _ in files.values()}
+    digests[MODEL_JSON] = hashlib.sha256(description).hexdigest()
+    if registry is not None:
+        guard_version(registry, version, digests)
+
+    template_path = recipe or REPO / "recipes" / "model" / "recipe.yaml"
+    template = read_recipe(template_path)
+    template["ComponentVersion"] = version
+    checksums = "\n".join(f"{digests[f]}  {f}" for f in (*targets.values(), MODEL_JSON))
+    values = {"MODEL_FP32_FILE": targets["fp32"], "MODEL_INT8_FILE": targets["int8"],
+              "MODEL_CHECKSUMS": checksums}
+
+    artifact_dir = Path(out_dir).absolute() / "artifacts" / MODEL_COMPONENT / version
+    shutil.rmtree(artifact_dir, ignore_errors=True)
+    artifact_dir.mkdir(parents=True)
+    for precision, source in sources.items():
+        target = artifact_dir / targets[precision]
+        shutil.copyfile(source, target)
+        if sha256_file(target) != files[precision][1]:
+            raise BuildError(f"{target}: copy differs from {source}")
+        logger.info("%s %s: %s (%s, sha256 %s)", MODEL_COMPONENT, version, target.name,
+                    precision, files[precision][1])
+    (artifact_dir / MODEL_JSON).write_bytes(description)
+    built_recipe = Path(out_dir).absolute() / "recipes" / "recipe.yaml"
+    dump_recipe(fill_tokens(template, values), built_recipe, template_path)
+    return built_recipe
 
 
 def fill_tokens(node: Any, values: dict[str, str]) -> Any:
@@ -272,21 +415,18 @@ def fill_tokens(node: Any, values: dict[str, str]) -> Any:
 
 
 def build_model(
-    component: Component, out: Path, models_dir: Path, precision: str | None
+    component: Component, out: Path, models_dir: Path, registry: Path | None
 ) -> Built:
-    recipe = load_recipe(component)
-    model_path, values = model_values(models_dir, precision)
+    load_recipe(component)  # its name and version agree with gdk-config.json
+    models, name = manifest_models(models_dir, component.version)
+    recipe = build_model_component(
+        out, version=component.version, fp32=models["fp32"], int8=models["int8"], name=name,
+        registry=registry, recipe=component.folder / "recipe.yaml",
+    )
     artifact_dir = out / "artifacts" / component.name / component.version
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    target = artifact_dir / model_path.name
-    shutil.copyfile(model_path, target)
-    if sha256_file(target) != values["MODEL_SHA256"]:
-        raise BuildError(f"{target}: copy differs from {model_path}")
-    logger.info("%s: %s (%s, sha256 %s)", component.name, model_path.name,
-                values["MODEL_PRECISION"], values["MODEL_SHA256"])
-    built_recipe = out / "recipes" / "recipe.yaml"
-    dump_recipe(fill_tokens(recipe, values), built_recipe, component.folder / "recipe.yaml")
-    return Built(built_recipe, (target,))
+    artifacts = (artifact_dir / f"{name}.onnx", artifact_dir / f"{name}-int8.onnx",
+                 artifact_dir / MODEL_JSON)
+    return Built(recipe, artifacts)
 
 
 # --- entry point -----------------------------------------------------------------------------
@@ -298,8 +438,14 @@ def build(
     repo: Path = REPO,
     models_dir: Path | None = None,
     precision: str | None = None,
+    registry: Path | None = None,
 ) -> Built:
-    """Build one component into ``out`` (default: its folder's greengrass-build/)."""
+    """Build one component into ``out`` (default: its folder's greengrass-build/).
+
+    ``registry``: the model versions already built (recipes/model/published.json); None builds
+    the model without the guard. ``precision`` is accepted for old callers and ignored: every
+    model version ships both precisions.
+    """
     if kind not in KINDS:
         raise BuildError(f"unknown component kind {kind!r}; one of {KINDS}")
     component = load_component(kind, repo)
@@ -309,7 +455,10 @@ def build(
     shutil.rmtree(out / "artifacts" / component.name, ignore_errors=True)
     if kind == "inference":
         return build_inference(component, out, repo)
-    return build_model(component, out, models_dir or repo / "models", precision)
+    if precision:
+        logger.info("--precision %s: every model version ships both fp32 and INT8; a device "
+                    "picks one with the inference setting ModelPrecision", precision)
+    return build_model(component, out, models_dir or repo / "models", registry)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,12 +476,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--precision", choices=("fp32", "int8"), default=os.environ.get(PRECISION_ENV) or None,
-        help=f"model precision to ship (default: the manifest's default; env {PRECISION_ENV})",
+        help=f"ignored (env {PRECISION_ENV}): every model version ships both precisions; "
+        "choose one per device with the inference setting ModelPrecision",
+    )
+    parser.add_argument(
+        "--registry", type=Path, default=REGISTRY,
+        help="model versions already built, {version: {file: sha256}} (default "
+        "recipes/model/published.json): a recorded version with other bytes is refused, a new "
+        "one is recorded",
+    )
+    parser.add_argument(
+        "--no-registry", action="store_true",
+        help="build the model without the registry guard (a throwaway build, never to publish)",
     )
     args = parser.parse_args(argv)
     try:
         precision = args.precision.lower() if args.precision else None
-        built = build(args.kind, args.out, REPO, args.models_dir, precision)
+        registry = None if args.no_registry else args.registry
+        built = build(args.kind, args.out, REPO, args.models_dir, precision, registry)
     except BuildError as exc:
         logger.error("%s", exc)
         return 1

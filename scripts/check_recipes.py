@@ -45,8 +45,12 @@ KNOWN_KEYS = frozenset({*REQUIRED_KEYS, "ComponentDescription", "ComponentPublis
 ARCHITECTURES = ("amd64", "aarch64")  # Greengrass's names for Linux x86_64 and aarch64
 GDK_URI_PREFIX = "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/"
 STREAM_MANAGER = "aws.greengrass.StreamManager"
-MODEL_KEYS = ("ModelName", "ModelVersion", "ModelFile", "ModelSha256")
-MODEL_TOKENS = ("MODEL_NAME", "MODEL_VERSION", "MODEL_FILE", "MODEL_SHA256", "MODEL_PRECISION")
+MODEL_TOKENS = ("MODEL_FP32_FILE", "MODEL_INT8_FILE", "MODEL_CHECKSUMS")
+MODEL_FILE_TOKENS = ("MODEL_FP32_FILE", "MODEL_INT8_FILE")
+MODEL_JSON = "model.json"
+MODEL_ARTIFACT_SCHEMA = "inspector.model-artifact/1"
+# A line of the model's Install step: "<sha256>  <file>", as the build writes it.
+_CHECKSUM_LINE = re.compile(r"^\s*([0-9a-f]{64})  (\S+)\s*$", re.MULTILINE)
 
 MQTT = "aws.greengrass.ipc.mqttproxy"
 PUBSUB = "aws.greengrass.ipc.pubsub"
@@ -430,33 +434,161 @@ def check_inference(
         report.add(where, f"{model.name} {model.version} does not satisfy {requirement!r}")
 
 
-def check_model(component: Component, where: str, report: Report, built: bool) -> None:
-    defaults = component.defaults
-    for key in MODEL_KEYS:
-        if key not in defaults:
-            report.add(where, f"DefaultConfiguration.{key} missing")
-    artifacts = [
-        a for m in component.recipe.get("Manifests") or [] for a in (m or {}).get("Artifacts") or []
+def model_artifacts(recipe: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for m in recipe.get("Manifests") or [] for a in (m or {}).get("Artifacts") or []]
+
+
+def lifecycle_steps(recipe: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(where, the step's Setenv with its Lifecycle's, Script) of every lifecycle step."""
+    lifecycles = [("Lifecycle", recipe.get("Lifecycle"))] + [
+        (f"Manifests[{i}]/Lifecycle", (m or {}).get("Lifecycle"))
+        for i, m in enumerate(recipe.get("Manifests") or [])
     ]
-    if not artifacts:
-        report.add(where, "no model artifact")
-    for artifact in artifacts:
-        uri = str(artifact.get("URI", ""))
-        if not (uri.endswith(".onnx") or uri.endswith("/MODEL_FILE")):
-            report.add(where, f"artifact {uri!r} is not the .onnx model")
-        if str((artifact.get("Permission") or {}).get("Read", "")).upper() != "ALL":
-            report.add(where, f"artifact {uri!r} needs Permission.Read ALL (the inference "
-                       "component reads it)")
-        if str(artifact.get("Unarchive", "NONE")).upper() != "NONE":
-            report.add(where, f"artifact {uri!r} must not be unarchived")
+    for where, lifecycle in lifecycles:
+        if not isinstance(lifecycle, dict):
+            continue
+        shared = dict(lifecycle.get("Setenv") or {})
+        for step, body in lifecycle.items():
+            if step == "Setenv":
+                continue
+            if isinstance(body, str):
+                yield f"{where}/{step}", shared, body
+            elif isinstance(body, dict) and isinstance(body.get("Script"), str):
+                env = {**shared, **dict(body.get("Setenv") or {})}
+                yield f"{where}/{step}/Script", env, body["Script"]
+
+
+def unquoted_expansions(script: str) -> list[str]:
+    """The $NAME / ${NAME} of a POSIX sh script that stand outside double quotes (field
+    splitting and globbing apply there). Quoted heredoc bodies (<<'EOF') are skipped."""
+    found: list[str] = []
+    quote = ""
+    i = 0
+    heredoc: str | None = None
+    lines = script.split("\n")
+    text_lines: list[str] = []
+    for line in lines:  # drop the bodies of quoted heredocs: nothing expands there
+        if heredoc is not None:
+            if line.strip() == heredoc:
+                heredoc = None
+            continue
+        text_lines.append(line)
+        match = re.search(r"<<-?\s*'([A-Za-z_]+)'", line)
+        if match:
+            heredoc = match.group(1)
+    text = "\n".join(text_lines)
+    while i < len(text):
+        char = text[i]
+        if quote == "'":
+            if char == "'":
+                quote = ""
+        elif char == "\\":
+            i += 1
+        elif char == '"':
+            quote = "" if quote == '"' else '"'
+        elif char == "'" and not quote:
+            quote = "'"
+        elif char == "#" and not quote and (i == 0 or text[i - 1] in " \t\n;"):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        elif char == "$" and quote != '"':
+            match = re.match(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text[i:])
+            if match:
+                found.append(match.group(1))
+        i += 1
+    return found
+
+
+def check_scripts(component: Component, where: str, report: Report) -> None:
+    """No recipe variable in a shell line (configuration values, paths: all through Setenv) and
+    every expansion of a Setenv variable double-quoted."""
+    for location, env, script in lifecycle_steps(component.recipe):
+        for variable in _VARIABLE_RE.findall(script):
+            kind = "a configuration value" if "configuration:" in variable else "a path"
+            report.add(where, f"{location}: {{{variable}}} in a shell line: the nucleus pastes "
+                       f"it as plain text into `sh -c`, so {kind} with a quote, `$` or space "
+                       "runs or splits; pass it with Setenv and use \"$NAME\"")
+        for name in unquoted_expansions(script):
+            if name in env:
+                report.add(where, f"{location}: ${name} is not double-quoted (a Greengrass "
+                           "root with a space splits it)")
+
+
+def check_model(component: Component, where: str, report: Report, built: bool) -> None:
+    for key in component.defaults:
+        report.add(where, f"DefaultConfiguration.{key}: the model component keeps no "
+                   "configuration (a core keeps configuration across versions, so it would "
+                   "outlive the version it describes); ship it in model.json")
+    for index, manifest in enumerate(component.recipe.get("Manifests") or []):
+        artifacts = list((manifest or {}).get("Artifacts") or [])
+        names = sorted(str(a.get("URI", "")).rsplit("/", 1)[-1] for a in artifacts)
+        onnx = [n for n in names if n.endswith(".onnx") or n in MODEL_FILE_TOKENS]
+        if len(onnx) != 2 or MODEL_JSON not in names or len(names) != 3:
+            report.add(where, f"Manifests[{index}]: artifacts {names}: expected the fp32 and "
+                       f"INT8 .onnx files and {MODEL_JSON}")
+        for artifact in artifacts:
+            uri = str(artifact.get("URI", ""))
+            if str((artifact.get("Permission") or {}).get("Read", "")).upper() != "ALL":
+                report.add(where, f"artifact {uri!r} needs Permission.Read ALL (the inference "
+                           "component reads it)")
+            if str(artifact.get("Unarchive", "NONE")).upper() != "NONE":
+                report.add(where, f"artifact {uri!r} must not be unarchived")
+        install = ((manifest or {}).get("Lifecycle") or {}).get("Install")
+        script = install.get("Script") if isinstance(install, dict) else install
+        if not isinstance(script, str):
+            report.add(where, f"Manifests[{index}]: no Install Script checking the files")
+            continue
+        listed = sorted(f for _, f in _CHECKSUM_LINE.findall(script))
+        if built and listed != names:
+            report.add(where, f"Manifests[{index}]: the Install step checks {listed}, the "
+                       f"artifacts are {names}: every file needs its literal sha256 line")
+        if not built and "MODEL_CHECKSUMS" not in script:
+            report.add(where, f"Manifests[{index}]: the Install step has no MODEL_CHECKSUMS "
+                       "token for the build to fill with the literal digests")
     if built:
         for location, text in strings(component.recipe):
             for token in MODEL_TOKENS:
                 if re.search(rf"\b{token}\b", text):
                     report.add(where, f"{location}: build token {token} left in the built recipe")
-        sha = str(defaults.get("ModelSha256", ""))
-        if not re.fullmatch(r"[0-9a-f]{64}", sha):
-            report.add(where, f"ModelSha256 {sha!r} is not a lower-case hex sha256")
+
+
+def check_built_model(recipe: dict[str, Any], artifact_dir: Path, where: str,
+                      report: Report) -> None:
+    """Every file matches the literal digest of the Install step; model.json describes the two
+    models as they are, under this component version."""
+    from inspector.integrity import sha256_file
+
+    for manifest in recipe.get("Manifests") or []:
+        install = ((manifest or {}).get("Lifecycle") or {}).get("Install")
+        script = install.get("Script", "") if isinstance(install, dict) else str(install or "")
+        for declared, file_name in _CHECKSUM_LINE.findall(script):
+            path = artifact_dir / file_name
+            if path.is_file() and sha256_file(path) != declared:
+                report.add(where, f"{file_name} has sha256 {sha256_file(path)}, the recipe "
+                           f"declares {declared}")
+    description = artifact_dir / MODEL_JSON
+    try:
+        model = json.loads(description.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        report.add(where, f"{MODEL_JSON}: cannot read: {exc}")
+        return
+    if model.get("schema") != MODEL_ARTIFACT_SCHEMA:
+        report.add(where, f"{MODEL_JSON}: schema {model.get('schema')!r}, expected "
+                   f"{MODEL_ARTIFACT_SCHEMA}")
+    if str(model.get("version")) != str(recipe.get("ComponentVersion")):
+        report.add(where, f"{MODEL_JSON}: version {model.get('version')!r} is not the "
+                   f"component version {recipe.get('ComponentVersion')}")
+    files = model.get("files") or {}
+    if sorted(files) != ["fp32", "int8"]:
+        report.add(where, f"{MODEL_JSON}: files {sorted(files)}, expected fp32 and int8")
+    for precision, entry in files.items():
+        path = artifact_dir / str((entry or {}).get("file", ""))
+        if not path.is_file():
+            report.add(where, f"{MODEL_JSON}: the {precision} file {path.name!r} is not shipped")
+        elif sha256_file(path) != (entry or {}).get("sha256"):
+            report.add(where, f"{MODEL_JSON}: {path.name} has sha256 {sha256_file(path)}, "
+                       f"{MODEL_JSON} says {(entry or {}).get('sha256')}")
 
 
 def check_built(component: Component, repo: Path, report: Report) -> None:
@@ -480,15 +612,8 @@ def check_built(component: Component, repo: Path, report: Report) -> None:
                 report.add(where, f"artifact {file_name} not in {_rel(artifact_dir, repo)}")
     if component.kind == "model":
         check_model(built, where, report, built=True)
-        defaults = built.defaults
-        model_file = artifact_dir / str(defaults.get("ModelFile", ""))
-        if model_file.is_file():
-            from inspector.integrity import sha256_file
-
-            actual = sha256_file(model_file)
-            if actual != defaults.get("ModelSha256"):
-                report.add(where, f"{model_file.name} has sha256 {actual}, the recipe declares "
-                           f"{defaults.get('ModelSha256')}")
+        check_built_model(recipe, artifact_dir, where, report)
+    check_scripts(built, where, report)
 
 
 def check(repo: Path = REPO, built: bool = False) -> list[str]:
@@ -506,6 +631,7 @@ def check(repo: Path = REPO, built: bool = False) -> list[str]:
         check_recipe(component, where, report)
         check_variables(component, by_name, where, report)
         check_access_control(component, where, report, policy_ids)
+        check_scripts(component, where, report)
         if component.kind == "inference":
             check_inference(component, by_name, where, report)
         elif component.kind == "model":

@@ -3,6 +3,7 @@
 #
 #   scripts/deploy_local.sh [--dry-run] [--stage-dir DIR] [--models-dir DIR] [--precision fp32|int8]
 #                           [--update-config JSON] [--cli PATH] [--no-gdk] [--build-dir DIR]
+#                           [--registry FILE]
 #
 # 1. builds com.inspector.ScratchModel and com.inspector.Inference: with `gdk component build` in
 #    recipes/<kind>/ when gdk is on the PATH (and --no-gdk is not given), else with
@@ -15,7 +16,8 @@
 #        [--update-config JSON]
 # --dry-run stops after staging and prints that command instead of running it.
 # DIR defaults to build/greengrass-local; --cli to /greengrass/v2/bin/greengrass-cli.
-# --models-dir or --build-dir (build outside recipes/<kind>/greengrass-build) imply --no-gdk.
+# --models-dir, --build-dir (build outside recipes/<kind>/greengrass-build) and --registry
+# (model versions already built, default recipes/model/published.json) imply --no-gdk.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +29,7 @@ cli="/greengrass/v2/bin/greengrass-cli"
 dry_run=0
 use_gdk=1
 build_dir=""
+registry=""
 
 usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -40,6 +43,7 @@ while [ $# -gt 0 ]; do
     --cli) cli="$2"; shift ;;
     --no-gdk) use_gdk=0 ;;
     --build-dir) build_dir="$2"; shift ;;
+    --registry) registry="$2"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "deploy_local: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -55,7 +59,7 @@ else
 fi
 
 # gdk cannot be told where the models are nor where to build: those mean the script build.
-if [ -n "$models_dir" ] || [ -n "$build_dir" ]; then use_gdk=0; fi
+if [ -n "$models_dir" ] || [ -n "$build_dir" ] || [ -n "$registry" ]; then use_gdk=0; fi
 if [ "$use_gdk" = 1 ] && ! command -v gdk >/dev/null 2>&1; then use_gdk=0; fi
 
 built_dir() {  # where <kind> is built
@@ -72,6 +76,7 @@ build() {  # build <kind>
     local args=("$kind" --out "$(built_dir "$kind")")
     if [ -n "$models_dir" ]; then args+=(--models-dir "$models_dir"); fi
     if [ -n "$precision" ]; then args+=(--precision "$precision"); fi
+    if [ -n "$registry" ]; then args+=(--registry "$registry"); fi
     "$py" "$repo/scripts/build_component.py" "${args[@]}"
   fi
 }

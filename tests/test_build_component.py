@@ -151,36 +151,206 @@ def test_requirements_pin_every_runtime_dependency_within_pyproject() -> None:
 
 # --- the model artifact ----------------------------------------------------------------------
 
+MODEL = "com.inspector.ScratchModel"
 
-def test_model_build_ships_the_default_model_and_fills_the_recipe(tmp_path: Path) -> None:
+
+def _two_models(folder: Path, tag: str = "") -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32, int8 = folder / "a.onnx", folder / "b.onnx"
+    fp32.write_bytes(f"fp32 model {tag}".encode())
+    int8.write_bytes(f"int8 model {tag}".encode())
+    return fp32, int8
+
+
+def _install_script(recipe: dict[str, object]) -> tuple[dict[str, str], str]:
+    (manifest, *_) = recipe["Manifests"]  # type: ignore[misc]
+    install = manifest["Lifecycle"]["Install"]
+    return dict(install["Setenv"]), str(install["Script"])
+
+
+def _run_install(recipe_path: Path, artifact_dir: Path) -> subprocess.CompletedProcess[str]:
+    """The model's Install step as the nucleus runs it: {artifacts:path} replaced as plain text
+    in the Setenv values, the Script given to `sh -c` (aws-greengrass-nucleus ShellRunner ->
+    Exec.withShell -> UnixPlatform.ShDecorator), cwd the work folder."""
     import yaml
 
+    setenv, script = _install_script(yaml.safe_load(recipe_path.read_text()))
+    env = {**os.environ}
+    for key, value in setenv.items():
+        env[key] = value.replace("{artifacts:path}", str(artifact_dir))
+    work = artifact_dir.parent / "work"
+    work.mkdir(exist_ok=True)
+    return subprocess.run(["sh", "-c", script], env=env, cwd=work, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_build_model_component_ships_both_models_and_their_description(tmp_path: Path) -> None:
+    import yaml
+
+    fp32, int8 = _two_models(tmp_path / "src")
+    recipe_path = build_component.build_model_component(
+        tmp_path / "out", version="1.3.0", fp32=fp32, int8=int8, name="scratch-yolov8n")
+    assert recipe_path == (tmp_path / "out" / "recipes" / "recipe.yaml").absolute()
+    artifact_dir = tmp_path / "out" / "artifacts" / MODEL / "1.3.0"
+    assert sorted(p.name for p in artifact_dir.iterdir()) == [
+        "model.json", "scratch-yolov8n-int8.onnx", "scratch-yolov8n.onnx"]
+    assert (artifact_dir / "scratch-yolov8n.onnx").read_bytes() == fp32.read_bytes()
+    assert (artifact_dir / "scratch-yolov8n-int8.onnx").read_bytes() == int8.read_bytes()
+    description = json.loads((artifact_dir / "model.json").read_text())
+    assert description == {
+        "schema": "inspector.model-artifact/1",
+        "component": MODEL,
+        "version": "1.3.0",
+        "name": "scratch-yolov8n",
+        "files": {
+            "fp32": {"file": "scratch-yolov8n.onnx", "bytes": fp32.stat().st_size,
+                     "sha256": hashlib.sha256(fp32.read_bytes()).hexdigest()},
+            "int8": {"file": "scratch-yolov8n-int8.onnx", "bytes": int8.stat().st_size,
+                     "sha256": hashlib.sha256(int8.read_bytes()).hexdigest()},
+        },
+    }
+
+    text = recipe_path.read_text()
+    recipe = yaml.safe_load(text)
+    assert (recipe["ComponentName"], str(recipe["ComponentVersion"])) == (MODEL, "1.3.0")
+    assert "ComponentConfiguration" not in recipe, "nothing a core could keep from a version"
+    for manifest in recipe["Manifests"]:
+        assert sorted(a["URI"].rsplit("/", 1)[-1] for a in manifest["Artifacts"]) == sorted(
+            p.name for p in artifact_dir.iterdir())
+        assert {a["Permission"]["Read"] for a in manifest["Artifacts"]} == {"ALL"}
+    setenv, script = _install_script(recipe)
+    assert setenv == {"INSPECTOR_MODEL_DIR": "{artifacts:path}"}
+    assert "{" not in script, "no recipe variable in the shell line"
+    for path in artifact_dir.iterdir():  # each digest is a literal of the Install step
+        assert f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}" in script
+    for token in build_component.MODEL_TOKENS:
+        assert token not in text
+
+
+def test_model_install_step_passes_the_built_files_and_names_both_digests_of_a_changed_one(
+    tmp_path: Path,
+) -> None:
+    fp32, int8 = _two_models(tmp_path / "src")
+    root = tmp_path / "greengrass root"  # a space in the Greengrass root
+    recipe_path = build_component.build_model_component(
+        root, version="1.3.0", fp32=fp32, int8=int8, name="m")
+    artifact_dir = root / "artifacts" / MODEL / "1.3.0"
+    ok = _run_install(recipe_path, artifact_dir)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count(" OK") == 3
+
+    expected = hashlib.sha256(int8.read_bytes()).hexdigest()
+    (artifact_dir / "m-int8.onnx").write_bytes(b"tampered")
+    bad = _run_install(recipe_path, artifact_dir)
+    assert bad.returncode == 1
+    actual = hashlib.sha256(b"tampered").hexdigest()
+    assert f"m-int8.onnx: sha256 is '{actual}' but this version was built with {expected}" \
+        in bad.stderr
+    (artifact_dir / "model.json").unlink()
+    missing = _run_install(recipe_path, artifact_dir)
+    assert missing.returncode == 1 and "model.json: sha256 is ''" in missing.stderr
+
+
+def test_registry_records_a_new_version_and_refuses_other_bytes_for_it(tmp_path: Path) -> None:
+    registry = tmp_path / "published.json"
+    fp32, int8 = _two_models(tmp_path / "v1")
+    build_component.build_model_component(tmp_path / "out", version="1.3.0", fp32=fp32,
+                                          int8=int8, name="m", registry=registry)
+    recorded = json.loads(registry.read_text())
+    artifact_dir = tmp_path / "out" / "artifacts" / MODEL / "1.3.0"
+    assert recorded == {"1.3.0": {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                                  for p in sorted(artifact_dir.iterdir())}}
+    # The same bytes build again (a CI rebuild, a GDK build after a script build).
+    build_component.build_model_component(tmp_path / "out2", version="1.3.0", fp32=fp32,
+                                          int8=int8, name="m", registry=registry)
+
+    other_fp32, other_int8 = _two_models(tmp_path / "v2", tag="retrained")
+    with pytest.raises(build_component.BuildError) as refused:
+        build_component.build_model_component(tmp_path / "out3", version="1.3.0",
+                                              fp32=fp32, int8=other_int8, name="m",
+                                              registry=registry)
+    message = str(refused.value)
+    assert "1.3.0 was already built with other bytes" in message
+    assert f"m-int8.onnx: built now {hashlib.sha256(other_int8.read_bytes()).hexdigest()}" \
+        in message
+    assert "m.onnx:" not in message, "only the file that changed is named"
+    assert "new version" in message
+    assert not (tmp_path / "out3").exists(), "nothing written for a refused build"
+    assert json.loads(registry.read_text()) == recorded
+
+    build_component.build_model_component(tmp_path / "out4", version="1.4.0", fp32=other_fp32,
+                                          int8=other_int8, name="m", registry=registry)
+    assert list(json.loads(registry.read_text())) == ["1.3.0", "1.4.0"]
+
+
+def test_build_model_component_refuses_bad_input(tmp_path: Path) -> None:
+    fp32, int8 = _two_models(tmp_path / "src")
+    out = tmp_path / "out"
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"version": "latest"}, "must be MAJOR.MINOR.PATCH"),
+        ({"name": "../x"}, "model name '../x'"),
+        ({"int8": fp32}, "are the same bytes"),
+        ({"int8": tmp_path / "missing.onnx"}, "int8 model .* not found"),
+    ]
+    for change, expected in cases:
+        kwargs: dict[str, object] = {"version": "1.3.0", "fp32": fp32, "int8": int8, "name": "m"}
+        kwargs.update(change)
+        with pytest.raises(build_component.BuildError, match=expected):
+            build_component.build_model_component(out, **kwargs)  # type: ignore[arg-type]
+    bad_registry = tmp_path / "published.json"
+    bad_registry.write_text('{"1.2.0": "not a mapping"}')
+    with pytest.raises(build_component.BuildError, match="expected"):
+        build_component.build_model_component(out, version="1.3.0", fp32=fp32, int8=int8,
+                                              name="m", registry=bad_registry)
+
+
+def test_model_build_ships_both_precisions_of_the_manifest(tmp_path: Path) -> None:
     models = _fake_models(tmp_path / "models")
     built = build_component.build("model", tmp_path / "out", models_dir=models)
-    (artifact,) = built.artifacts
-    assert Path(artifact).name == "scratch-fp32.onnx"
     gdk = json.loads((REPO / "recipes" / "model" / "gdk-config.json").read_text())
-    version = gdk["component"]["com.inspector.ScratchModel"]["version"]
-    assert Path(artifact).parent.parts[-2:] == ("com.inspector.ScratchModel", version)
-    recipe = yaml.safe_load(Path(built.recipe).read_text())
-    config = recipe["ComponentConfiguration"]["DefaultConfiguration"]
-    assert config == {
-        "ModelName": "scratch-yolov8n",
-        "ModelVersion": "1.2.0",
-        "ModelFile": "scratch-fp32.onnx",
-        "ModelSha256": hashlib.sha256(b"fake onnx fp32").hexdigest(),
-        "ModelPrecision": "fp32",
-    }
-    uris = {a["URI"] for m in recipe["Manifests"] for a in m["Artifacts"]}
-    assert uris == {"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/scratch-fp32.onnx"}
-    assert "MODEL_" not in Path(built.recipe).read_text().replace("Model", "")
+    version = gdk["component"][MODEL]["version"]
+    assert [Path(a).name for a in built.artifacts] == [
+        "scratch-yolov8n.onnx", "scratch-yolov8n-int8.onnx", "model.json"]
+    for artifact in built.artifacts:
+        assert Path(artifact).parent.parts[-2:] == (MODEL, version)
+    assert Path(built.artifacts[0]).read_bytes() == (models / "scratch-fp32.onnx").read_bytes()
+    assert Path(built.artifacts[1]).read_bytes() == (models / "scratch-int8.onnx").read_bytes()
+    description = json.loads(Path(built.artifacts[2]).read_text())
+    assert (description["version"], description["name"]) == (version, "scratch-yolov8n")
+    # --precision (and INSPECTOR_MODEL_PRECISION) are still accepted: they change nothing.
+    again = build_component.build("model", tmp_path / "int8", models_dir=models,
+                                  precision="int8")
+    assert [Path(a).read_bytes() for a in again.artifacts] == [
+        Path(a).read_bytes() for a in built.artifacts]
 
 
-def test_model_build_int8_option(tmp_path: Path) -> None:
-    models = _fake_models(tmp_path / "models")
-    built = build_component.build("model", tmp_path / "out", models_dir=models, precision="int8")
-    assert Path(built.artifacts[0]).name == "scratch-int8.onnx"
-    assert "ModelPrecision: int8" in Path(built.recipe).read_text()
+def test_committed_registry_holds_the_models_in_the_repository(tmp_path: Path) -> None:
+    """recipes/model/published.json agrees with models/ as committed: the CLI build (guard on)
+    passes, and rebuilding the recorded version changes nothing."""
+    registry = tmp_path / "published.json"
+    shutil.copy(REPO / "recipes" / "model" / "published.json", registry)
+    before = registry.read_text()
+    rc = build_component.main(["model", "--out", str(tmp_path / "out"),
+                               "--registry", str(registry)])
+    assert rc == 0
+    assert registry.read_text() == before
+    version = json.loads((REPO / "recipes" / "model" / "gdk-config.json").read_text())[
+        "component"][MODEL]["version"]
+    assert version in json.loads(before)
+
+
+def test_model_build_cli_refuses_a_recorded_version_with_other_bytes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    models = _fake_models(tmp_path / "models")  # other bytes than the recorded 1.2.0
+    registry = tmp_path / "published.json"
+    shutil.copy(REPO / "recipes" / "model" / "published.json", registry)
+    rc = build_component.main(["model", "--out", str(tmp_path / "out"), "--models-dir",
+                               str(models), "--registry", str(registry)])
+    assert rc == 1
+    assert "was already built with other bytes" in caplog.text
+    assert build_component.main(["model", "--out", str(tmp_path / "out"), "--models-dir",
+                                 str(models), "--no-registry"]) == 0
 
 
 def test_model_build_without_manifest_fails_clearly(tmp_path: Path) -> None:
@@ -191,7 +361,7 @@ def test_model_build_without_manifest_fails_clearly(tmp_path: Path) -> None:
 
 def test_model_build_refuses_a_file_that_differs_from_the_manifest(tmp_path: Path) -> None:
     models = _fake_models(tmp_path / "models")
-    (models / "scratch-fp32.onnx").write_bytes(b"tampered")
+    (models / "scratch-int8.onnx").write_bytes(b"tampered")
     with pytest.raises(build_component.BuildError, match="sha256 is"):
         build_component.build("model", tmp_path / "out", models_dir=models)
 
@@ -199,7 +369,7 @@ def test_model_build_refuses_a_file_that_differs_from_the_manifest(tmp_path: Pat
 def test_model_build_refuses_a_missing_precision(tmp_path: Path) -> None:
     models = _fake_models(tmp_path / "models", precisions=("fp32",))
     with pytest.raises(build_component.BuildError, match="no int8 model"):
-        build_component.build("model", tmp_path / "out", models_dir=models, precision="int8")
+        build_component.build("model", tmp_path / "out", models_dir=models)
 
 
 # --- as GDK runs it: the custom build command, in the component folder of a fresh copy ---------
@@ -213,6 +383,8 @@ def _fresh_copy(tmp_path: Path) -> Path:
         shutil.copytree(REPO / folder, clone / folder, ignore=ignore)
     shutil.copy(REPO / "pyproject.toml", clone / "pyproject.toml")
     _fake_models(clone / "models")
+    # Fake models are not the recorded 1.2.0: start this clone with an empty registry.
+    (clone / "recipes" / "model" / "published.json").write_text("{}\n")
     return clone
 
 
@@ -234,9 +406,13 @@ def test_gdk_custom_build_commands_produce_what_gdk_publishes(tmp_path: Path) ->
         assert (folder / "greengrass-build" / "recipes" / "recipe.yaml").is_file()
         artifacts = folder / "greengrass-build" / "artifacts" / name / body["version"]
         assert sorted(p.name for p in artifacts.iterdir()) == (
-            ["inspector-app.zip"] if kind == "inference" else ["scratch-fp32.onnx"]
+            ["inspector-app.zip"] if kind == "inference"
+            else ["model.json", "scratch-yolov8n-int8.onnx", "scratch-yolov8n.onnx"]
         )
     assert check_recipes.check(clone, built=True) == []
+    # The GDK build records the model version it built, for the guard of the next build.
+    recorded = json.loads((clone / "recipes" / "model" / "published.json").read_text())
+    assert list(recorded) == ["1.2.0"]
 
 
 # --- the install step --------------------------------------------------------------------------

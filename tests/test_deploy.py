@@ -53,7 +53,8 @@ def test_deploy_local_dry_run_stages_both_components_and_prints_the_command(
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "deploy_local.sh"), "--dry-run",
          "--stage-dir", str(stage), "--models-dir", str(models),
-         "--build-dir", str(tmp_path / "build"), "--cli", "/greengrass/v2/bin/greengrass-cli"],
+         "--build-dir", str(tmp_path / "build"), "--cli", "/greengrass/v2/bin/greengrass-cli",
+         "--registry", str(tmp_path / "published.json")],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stderr + result.stdout
@@ -61,12 +62,14 @@ def test_deploy_local_dry_run_stages_both_components_and_prints_the_command(
     staged = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
     assert staged == [
         "artifacts/com.inspector.Inference/1.0.0/inspector-app.zip",
-        "artifacts/com.inspector.ScratchModel/1.2.0/scratch-fp32.onnx",
+        "artifacts/com.inspector.ScratchModel/1.2.0/model.json",
+        "artifacts/com.inspector.ScratchModel/1.2.0/scratch-yolov8n-int8.onnx",
+        "artifacts/com.inspector.ScratchModel/1.2.0/scratch-yolov8n.onnx",
         "recipes/com.inspector.Inference-1.0.0.yaml",
         "recipes/com.inspector.ScratchModel-1.2.0.yaml",
     ]
-    assert (stage / "artifacts/com.inspector.ScratchModel/1.2.0/scratch-fp32.onnx").read_bytes() \
-        == (models / "scratch-fp32.onnx").read_bytes()
+    shipped = stage / "artifacts/com.inspector.ScratchModel/1.2.0/scratch-yolov8n.onnx"
+    assert shipped.read_bytes() == (models / "scratch-fp32.onnx").read_bytes()
 
     printed = result.stdout.strip().splitlines()[-1]
     argv = shlex.split(printed)

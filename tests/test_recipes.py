@@ -70,16 +70,20 @@ def test_docs_describe_every_setting() -> None:
     assert not missing, f"docs/greengrass.md's configuration table lacks {missing}"
 
 
-def test_run_step_hands_the_model_and_its_digest_to_the_service() -> None:
-    from inspector.integrity import MODEL_PATH_ENV, MODEL_SHA256_ENV
-
+def test_run_step_hands_the_model_folder_to_the_service_through_setenv() -> None:
     recipe = yaml.safe_load((REPO / "recipes" / "inference" / "recipe.yaml").read_text())
     for manifest in recipe["Manifests"]:
-        run = manifest["Lifecycle"]["Run"]["Script"]
-        model_file = f"{{{MODEL}:artifacts:path}}/{{{MODEL}:configuration:/ModelFile}}"
-        assert f'{MODEL_PATH_ENV}="{model_file}"' in run
-        assert f'{MODEL_SHA256_ENV}="{{{MODEL}:configuration:/ModelSha256}}"' in run
-        assert "-u -m inspector run" in run
+        run = manifest["Lifecycle"]["Run"]
+        assert run["Setenv"]["INSPECTOR_MODEL_DIR"] == f"{{{MODEL}:artifacts:path}}"
+        assert run["Setenv"]["PYTHONPATH"] == "{artifacts:decompressedPath}/inspector-app"
+        assert run["Script"] == 'exec "$INSPECTOR_VENV/bin/python3" -u -m inspector run'
+
+
+def test_model_recipe_keeps_no_configuration() -> None:
+    """A core keeps a component's configuration across versions: nothing that identifies a
+    model version may live there (issue 17, item 1)."""
+    recipe = yaml.safe_load((REPO / "recipes" / "model" / "recipe.yaml").read_text())
+    assert "ComponentConfiguration" not in recipe
 
 
 # --- mutations: each must be reported ---------------------------------------------------------
@@ -143,6 +147,7 @@ def _drop_aarch64(recipe: dict[str, Any]) -> None:
 
 
 def _model_policy_reusing_the_inference_id(recipe: dict[str, Any]) -> None:
+    recipe.setdefault("ComponentConfiguration", {}).setdefault("DefaultConfiguration", {})
     _defaults(recipe)["accessControl"] = {"aws.greengrass.ipc.mqttproxy": {
         f"{INFERENCE}:mqttproxy:1": {"operations": ["aws.greengrass#PublishToIoTCore"],
                                      "resources": ["x"]}}}
@@ -237,9 +242,31 @@ MUTATIONS: dict[str, tuple[Callable[[Path], object], str]] = {
             "aws.greengrass.StreamManager")),
         "no dependency on aws.greengrass.StreamManager",
     ),
-    "model sha256 key missing": (
-        _edit_recipe("model", lambda r: _defaults(r).pop("ModelSha256")),
-        "DefaultConfiguration.ModelSha256 missing",
+    "model version identity kept as configuration": (
+        _edit_recipe("model", lambda r: r.update(ComponentConfiguration={
+            "DefaultConfiguration": {"ModelSha256": "ab" * 32}})),
+        "DefaultConfiguration.ModelSha256: the model component keeps no configuration",
+    ),
+    "model ships one precision only": (
+        _edit_recipe("model", lambda r: [m["Artifacts"].pop(1) for m in r["Manifests"]]),
+        "expected the fp32 and INT8 .onnx files and model.json",
+    ),
+    "model Install without the literal digests": (
+        _edit_recipe("model", lambda r: [m["Lifecycle"]["Install"].update(
+            Script="sha256sum -c sums.txt") for m in r["Manifests"]]),
+        "no MODEL_CHECKSUMS token",
+    ),
+    "configuration value in a shell line": (
+        _edit_recipe("inference", lambda r: _run_script(r, "echo {configuration:/DeviceName}")),
+        "{configuration:/DeviceName} in a shell line",
+    ),
+    "path variable in a shell line": (
+        _edit_recipe("inference", lambda r: _run_script(r, "ls {work:path}")),
+        "{work:path} in a shell line",
+    ),
+    "unquoted Setenv path": (
+        _edit_recipe("inference", lambda r: _run_script(r, "ls $INSPECTOR_VENV/bin")),
+        "$INSPECTOR_VENV is not double-quoted",
     ),
     "artifact URI that publish would not rewrite": (
         _edit_recipe("inference", lambda r: r["Manifests"][0]["Artifacts"][0].update(
@@ -274,21 +301,38 @@ def test_built_check_refuses_leftover_tokens_and_a_wrong_digest(tmp_path: Path) 
     (build / "recipes").mkdir(parents=True)
     shutil.copy(repo / "recipes" / "model" / "recipe.yaml", build / "recipes" / "recipe.yaml")
     problems = check_recipes.check(repo, built=True)
-    assert any("build token MODEL_SHA256 left" in p for p in problems), problems
+    assert any("build token MODEL_CHECKSUMS left" in p for p in problems), problems
 
-    recipe = yaml.safe_load((build / "recipes" / "recipe.yaml").read_text())
-    config = _defaults(recipe)
-    config.update(ModelName="m", ModelVersion="1.0.0", ModelFile="m.onnx",
-                  ModelSha256="0" * 64, ModelPrecision="fp32")
-    for manifest in recipe["Manifests"]:
-        manifest["Artifacts"][0]["URI"] = "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/m.onnx"
-    (build / "recipes" / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    artifacts = build / "artifacts" / MODEL / recipe["ComponentVersion"]
-    artifacts.mkdir(parents=True)
-    (artifacts / "m.onnx").write_bytes(b"a model whose digest is not all zeros")
+    build_component = load_script("scripts/build_component.py")
+    (tmp_path / "a.onnx").write_bytes(b"fp32")
+    (tmp_path / "b.onnx").write_bytes(b"int8")
+    version = yaml.safe_load((repo / "recipes" / "model" / "recipe.yaml").read_text())[
+        "ComponentVersion"]
+    build_component.build_model_component(build, version=version, fp32=tmp_path / "a.onnx",
+                                          int8=tmp_path / "b.onnx", name="m")
+    assert not [p for p in check_recipes.check(repo, built=True) if "model" in p]
+    artifacts = build / "artifacts" / MODEL / version
+    (artifacts / "m-int8.onnx").write_bytes(b"a model whose digest is another")
     problems = check_recipes.check(repo, built=True)
-    assert any("m.onnx has sha256" in p for p in problems), problems
+    assert any("m-int8.onnx has sha256" in p and "the recipe declares" in p
+               for p in problems), problems
+    assert any("model.json says" in p for p in problems), problems
     assert not any("left in the built recipe" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("script", "unquoted"),
+    [
+        ('exec "$A/bin/python3" -u', []),
+        ("exec $A/bin/python3", ["A"]),
+        ('echo "${A}" ${B:-x}', ["B"]),
+        ("echo '$A' \\$B", []),
+        ("cat <<'EOF'\n$A\nEOF\necho $B", ["B"]),
+        ('echo "$A" # $B', []),
+    ],
+)
+def test_unquoted_expansions(script: str, unquoted: list[str]) -> None:
+    assert check_recipes.unquoted_expansions(script) == unquoted
 
 
 @pytest.mark.parametrize(
