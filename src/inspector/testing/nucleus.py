@@ -247,6 +247,7 @@ class NucleusEmulator(Recording):
         self.calls: list[Call] = []
         self.published: list[PublishedMessage] = []
         self.states: list[str] = []
+        self.component_states: dict[str, list[str]] = {}  # UpdateState values by component
         self.validations: list[ValidationResult] = []
         self.update_notices: list[UpdateNotice] = []
         self.deferrals: list[Deferral] = []
@@ -420,9 +421,16 @@ class NucleusEmulator(Recording):
                 self.versions[component] = version
         return result
 
+    def validate_configuration(
+        self, component: str, proposed: dict[str, Any], timeout_s: float | None = None,
+    ) -> ValidationResult:
+        """Only step 1 of ``update_config``: ask the component's validators, apply nothing."""
+        return self._validate_and_apply(component, proposed, timeout_s, validate=True,
+                                        apply=False)
+
     def _validate_and_apply(
         self, component: str, proposed: dict[str, Any], timeout_s: float | None, *,
-        validate: bool,
+        validate: bool, apply: bool = True,
     ) -> ValidationResult:
         timeout = self.validation_timeout_s if timeout_s is None else timeout_s
         with self._lock:
@@ -454,7 +462,7 @@ class NucleusEmulator(Recording):
             else:
                 status = "ACCEPTED"
                 message = next((m for _, m in pending.reports if m), None)
-        applied = status != "REJECTED"
+        applied = apply and status != "REJECTED"
         result = ValidationResult(status, message, applied, deployment_id, proposed)
         logger.info("configuration update of %s: %s %s", component, status, message or "")
         if applied:
@@ -909,6 +917,7 @@ class NucleusEmulator(Recording):
             )
         with self._changed:
             self.states.append(state)
+            self.component_states.setdefault(stream.conn.principal or "", []).append(state)
             self._changed.notify_all()
         logger.info("UpdateState from %s: %s", stream.conn.principal, state)
         return {}
