@@ -309,15 +309,21 @@ class SimulatedCore:
         if len(user) != 2:
             raise ValueError(f"run_as {run_as!r}: expected user:group")
         if run_as == "auto":
-            python = shutil.which("python3", path=str(self.path_first)) or "python3"
-            probe = subprocess.run(
-                [*self._setpriv(user), python, "-c", "import sys"], capture_output=True,
-                timeout=30, check=False, cwd="/",
-            )
-            if probe.returncode != 0:
+            # The same python3 (same prefix) for that user as for us, through PATH? A pyenv
+            # Python under /root, say, is not reachable by others: the shell then finds another.
+            probe = [
+                "sh", "-c", 'exec python3 -c "import sys; print(sys.prefix, sys.base_prefix)"',
+            ]
+            env = {"PATH": f"{self.path_first}{os.pathsep}{os.environ.get('PATH', '')}"}
+            mine = subprocess.run(probe, capture_output=True, timeout=30, check=False, cwd="/",
+                                  env=env)
+            theirs = subprocess.run([*self._setpriv(user), *probe], capture_output=True,
+                                    timeout=30, check=False, cwd="/", env=env)
+            if theirs.returncode != 0 or theirs.stdout != mine.stdout:
                 logger.warning(
-                    "simulated core: %s cannot run %s (%s); steps run as root instead",
-                    ":".join(user), python, probe.stderr.decode(errors="replace").strip()[-200:])
+                    "simulated core: %s does not get the python3 of %s (%s); steps run as "
+                    "root instead", ":".join(user), self.path_first,
+                    (theirs.stdout or theirs.stderr).decode(errors="replace").strip()[-200:])
                 return None
         return user[0], user[1]
 

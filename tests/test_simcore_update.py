@@ -1,0 +1,220 @@
+"""Model updates on a running core, through the simulated core: the real model component build
+(build_model_component), the real inference code artifact (inspector-app.zip) and recipe, the
+service started by the core as ``python -m inspector run`` against the nucleus emulator.
+
+The inference recipe's Install is the one thing replaced: its bootstrap needs pip (or a
+prepared environment); here it only makes ``{work:path}/venv/bin/python3`` run the test
+interpreter, which the core puts first on PATH and which already has every requirement."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from onnx_factory import constant_head_model, head_tensor, write_model
+from script_loader import REPO, load_script
+
+from inspector.testing.nucleus import NucleusEmulator
+from inspector.testing.simcore import SimulatedCore
+from inspector.types import Size
+
+build_component = load_script("scripts/build_component.py")
+
+MODEL, INFERENCE = "com.inspector.ScratchModel", "com.inspector.Inference"
+INPUT = Size(64, 96)
+TOPIC = "inspector/results"
+
+pytestmark = pytest.mark.timeout(180)
+
+INSTALL = (
+    'mkdir -p "$INSPECTOR_VENV/bin"\n'
+    "printf '#!/bin/sh\\nexec python3 \"$@\"\\n' > \"$INSPECTOR_VENV/bin/python3\"\n"
+    'chmod 755 "$INSPECTOR_VENV/bin/python3"\n'
+    'python3 -c "import onnxruntime, awsiot, cv2"\n'
+)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def tiny_model(path: Path, score: float, tag: str) -> Path:
+    raw = head_tensor([(48.0, 32.0, 20.0, 10.0, score)])
+    return write_model(path, constant_head_model(raw, input_size=INPUT, name=tag, version=tag))
+
+
+def build_model(out: Path, version: str, score: float) -> Path:
+    fp32 = tiny_model(out.parent / f"src-{version}" / "fp32.onnx", score, f"fp32-{version}")
+    int8 = tiny_model(out.parent / f"src-{version}" / "int8.onnx", score, f"int8-{version}")
+    build_component.build_model_component(out, version=version, fp32=fp32, int8=int8,
+                                          name="scratch-test", registry=None)
+    return out
+
+
+def build_inference(out: Path) -> Path:
+    built = build_component.build("inference", out, REPO)
+    recipe = yaml.safe_load(built.recipe.read_text())
+    for manifest in recipe["Manifests"]:
+        manifest["Lifecycle"]["Install"]["Script"] = INSTALL
+    built.recipe.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("builds")
+    out = {"inference": build_inference(base / "inference"),
+           "1.2.0": build_model(base / "model-1.2.0", "1.2.0", 0.9),
+           "1.3.0": build_model(base / "model-1.3.0", "1.3.0", 0.8)}
+    tampered = base / "model-1.3.0-tampered"
+    shutil.copytree(out["1.3.0"], tampered)
+    onnx_file = tampered / "artifacts" / MODEL / "1.3.0" / "scratch-test.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    data[-1] ^= 0x01  # other bytes than the recipe's literal sha256 and model.json say
+    onnx_file.write_bytes(bytes(data))
+    out["1.3.0-tampered"] = tampered
+    return out
+
+
+@pytest.fixture
+def core(builds: dict[str, Path]) -> Iterator[tuple[SimulatedCore, Path]]:
+    root = Path(tempfile.mkdtemp(prefix="simcore-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    watch = root / "images"
+    watch.mkdir()
+    os.chmod(watch, 0o777)  # the component's user writes its state folder there
+    try:
+        with NucleusEmulator(component_name="sim.Core", thing_name="line-7") as nucleus, \
+                SimulatedCore(root / "greengrass", nucleus, startup_s=90.0,
+                              extra_env={"ORT_DISABLE_TELEMETRY": "1"},
+                              external={"aws.greengrass.StreamManager": "2.1.0"}) as sim:
+            sim.import_build(builds["inference"])
+            sim.import_build(builds["1.2.0"])
+            config = {"ImageDirectory": str(watch), "StableSeconds": 0.1,
+                      "MetricsIntervalSeconds": 0, "ShutdownSeconds": 5.0}
+            result = sim.deploy({MODEL: "1.2.0", INFERENCE: "1.0.0"},
+                                configuration={INFERENCE: {"merge": config}})
+            assert result.status == "SUCCEEDED", (result.reason, sim.log(MODEL),
+                                                  sim.log(INFERENCE))
+            assert nucleus.component_states[INFERENCE] == ["RUNNING"], sim.log(INFERENCE)
+            yield sim, watch
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def results(nucleus: NucleusEmulator) -> list[dict[str, Any]]:
+    return [m.json() for m in list(nucleus.published)
+            if m.operation == "PublishToIoTCore" and m.topic == TOPIC]
+
+
+def write_image(folder: Path, name: str) -> None:
+    ok, data = cv2.imencode(".png", np.full((INPUT.height, INPUT.width, 3), 200, np.uint8))
+    assert ok
+    temp = folder / f".{name}.part"
+    temp.write_bytes(data.tobytes())
+    os.replace(temp, folder / name)
+
+
+class Camera(threading.Thread):
+    """Writes ``count`` images, one every ``every_s``, while a deployment runs."""
+
+    def __init__(self, folder: Path, prefix: str, count: int, every_s: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.folder, self.count, self.every_s = folder, count, every_s
+        self.names = [f"{prefix}{i:03d}.png" for i in range(count)]
+
+    def run(self) -> None:
+        for name in self.names:
+            write_image(self.folder, name)
+            time.sleep(self.every_s)
+
+
+def check_each_image_once(nucleus: NucleusEmulator, names: list[str], log: str) -> list[str]:
+    """Wait for every result; each image exactly once, no repeat; returns their versions in
+    publish order."""
+    wait_until(lambda: {r["image"]["name"] for r in results(nucleus)} >= set(names), 60,
+               f"results of {len(names)} images\n{log[-3000:]}")
+    published = results(nucleus)
+    counts = Counter(r["image"]["name"] for r in published)
+    assert all(counts[n] == 1 for n in names), {n: c for n, c in counts.items() if c != 1}
+    assert not [r for r in published if r.get("repeat")]
+    return [r["model"]["version"] for r in published]
+
+
+def test_new_model_version_is_verified_loaded_and_named_without_losing_an_image(
+    core: tuple[SimulatedCore, Path], builds: dict[str, Path],
+) -> None:
+    sim, watch = core
+    nucleus = sim.nucleus
+    before = [f"a{i}.png" for i in range(5)]
+    for name in before:
+        write_image(watch, name)
+    wait_until(lambda: len(results(nucleus)) >= 5, 60, "first results")
+    first_run = sim.process(INFERENCE)
+
+    sim.import_build(builds["1.3.0"])
+    camera = Camera(watch, "b", 40)
+    camera.start()
+    result = sim.deploy({MODEL: "1.3.0"})
+    camera.join()
+    assert result.status == "SUCCEEDED", (result.reason, sim.log(MODEL))
+    assert result.restarted == [MODEL, INFERENCE]  # HARD dependency on the model
+    assert result.notice is not None and result.notice.silent == []  # the service answered
+    assert first_run is not None and first_run.returncode == 0  # stopped by SIGTERM, cleanly
+    last = "c0.png"
+    write_image(watch, last)
+
+    log = sim.log(INFERENCE)
+    versions = check_each_image_once(nucleus, [*before, *camera.names, last], log)
+    assert versions[:5] == ["1.2.0"] * 5
+    switch = versions.index("1.3.0")
+    assert set(versions[switch:]) == {"1.3.0"}  # no 1.2.0 result after the first 1.3.0 one
+    final = [r for r in results(nucleus) if r["image"]["name"] == last][0]
+    assert final["model"] == {**final["model"], "name": "scratch-test", "version": "1.3.0"}
+    new_file = sim.artifacts_path(MODEL, "1.3.0") / "scratch-test.onnx"
+    assert f"model {new_file}: sha256" in log and "verified" in log
+    assert "model component com.inspector.ScratchModel 1.3.0: fp32 file" in log
+    assert "sha256 " in sim.log(MODEL) and " OK" in sim.log(MODEL)  # the Install's own check
+    assert sorted(p.name for p in watch.iterdir()) == [".inspector"]  # every image settled
+
+
+def test_tampered_model_version_is_refused_and_the_old_model_keeps_running(
+    core: tuple[SimulatedCore, Path], builds: dict[str, Path],
+) -> None:
+    sim, watch = core
+    nucleus = sim.nucleus
+    sim.import_build(builds["1.3.0-tampered"])
+    camera = Camera(watch, "t", 20)
+    camera.start()
+    result = sim.deploy({MODEL: "1.3.0"})
+    camera.join()
+    # The model component's Install compares each file with the sha256 its recipe was built
+    # with (literals): the deployment fails and the nucleus rolls it back to 1.2.0.
+    assert result.status == "FAILED_ROLLBACK_COMPLETE", result.reason
+    assert result.failed_component == MODEL and "Install exited with 1" in result.reason
+    assert sim.versions == {MODEL: "1.2.0", INFERENCE: "1.0.0"}
+    model_log = sim.log(MODEL)
+    assert "scratch-test.onnx: sha256 is" in model_log and "was built with" in model_log
+    wait_until(lambda: nucleus.component_states[INFERENCE][-1:] == ["RUNNING"]
+               and len(nucleus.component_states[INFERENCE]) == 2, 60, "the service back")
+    last = "u0.png"
+    write_image(watch, last)
+    versions = check_each_image_once(nucleus, [*camera.names, last], sim.log(INFERENCE))
+    assert set(versions) == {"1.2.0"}
+    running = sim.process(INFERENCE)
+    assert running is not None and running.poll() is None
