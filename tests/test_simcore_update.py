@@ -22,12 +22,12 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from onnx_factory import constant_head_model, head_tensor, write_model
-from script_loader import REPO, load_script
 
 from inspector.testing.nucleus import NucleusEmulator
 from inspector.testing.simcore import SimulatedCore
 from inspector.types import Size
+from onnx_factory import constant_head_model, head_tensor, write_model
+from script_loader import REPO, load_script
 
 build_component = load_script("scripts/build_component.py")
 
@@ -184,7 +184,7 @@ def test_new_model_version_is_verified_loaded_and_named_without_losing_an_image(
     assert versions[:5] == ["1.2.0"] * 5
     switch = versions.index("1.3.0")
     assert set(versions[switch:]) == {"1.3.0"}  # no 1.2.0 result after the first 1.3.0 one
-    final = [r for r in results(nucleus) if r["image"]["name"] == last][0]
+    final = next(r for r in results(nucleus) if r["image"]["name"] == last)
     assert final["model"] == {**final["model"], "name": "scratch-test", "version": "1.3.0"}
     new_file = sim.artifacts_path(MODEL, "1.3.0") / "scratch-test.onnx"
     assert f"model {new_file}: sha256" in log and "verified" in log
