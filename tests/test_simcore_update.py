@@ -20,13 +20,24 @@ from typing import Any
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 import yaml
+from onnx import TensorProto, helper, numpy_helper
 
 from inspector.testing.nucleus import NucleusEmulator
 from inspector.testing.simcore import SimulatedCore
 from inspector.types import Size
-from onnx_factory import constant_head_model, head_tensor, write_model
+from onnx_factory import (
+    INPUT_NAME,
+    IR_VERSION,
+    OPSET,
+    OUTPUT_NAME,
+    constant_head_model,
+    head_tensor,
+    ultralytics_metadata,
+    write_model,
+)
 from script_loader import REPO, load_script
 
 build_component = load_script("scripts/build_component.py")
@@ -58,8 +69,39 @@ def tiny_model(path: Path, score: float, tag: str) -> Path:
     return write_model(path, constant_head_model(raw, input_size=INPUT, name=tag, version=tag))
 
 
-def build_model(out: Path, version: str, score: float) -> Path:
-    fp32 = tiny_model(out.parent / f"src-{version}" / "fp32.onnx", score, f"fp32-{version}")
+def slow_model(path: Path, tag: str, *, size: int = 1024, steps: int = 16) -> Path:
+    """One box (score 0.9) after ``steps`` matrix products that depend on the input (so
+    onnxruntime cannot fold them away): a tenth of a second or more per image, so that images
+    are still in flight when a deployment asks."""
+    head = np.zeros((1, 5, 1), np.float32)
+    head[0, :, 0] = (48.0, 32.0, 20.0, 10.0, 0.9)
+    rotation = np.linalg.qr(np.random.default_rng(0).standard_normal((size, size)))[0]
+    nodes = [helper.make_node("ReduceMax", [INPUT_NAME], ["m"], keepdims=0),
+             helper.make_node("Mul", ["zero", "m"], ["zm"]),
+             helper.make_node("Add", ["rot", "zm"], ["y0"])]
+    nodes += [helper.make_node("MatMul", [f"y{k}", "rot"], [f"y{k + 1}"]) for k in range(steps)]
+    nodes += [helper.make_node("ReduceSum", [f"y{steps}"], ["s"], keepdims=0),
+              helper.make_node("Mul", ["zero", "s"], ["zs"]),
+              helper.make_node("Add", ["head", "zs"], [OUTPUT_NAME])]
+    graph = helper.make_graph(
+        nodes, "slow",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
+                                       [1, 3, INPUT.height, INPUT.width])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [1, 5, 1])],
+        initializer=[numpy_helper.from_array(head, "head"),
+                     numpy_helper.from_array(rotation.astype(np.float32), "rot"),
+                     numpy_helper.from_array(np.zeros((), np.float32), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    for key, value in ultralytics_metadata(input_size=INPUT, name=tag, version=tag).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    return write_model(path, model)
+
+
+def build_model(out: Path, version: str, score: float, *, slow: bool = False) -> Path:
+    fp32 = (slow_model if slow else lambda p, t: tiny_model(p, score, t))(
+        out.parent / f"src-{version}" / "fp32.onnx", f"fp32-{version}")
     int8 = tiny_model(out.parent / f"src-{version}" / "int8.onnx", score, f"int8-{version}")
     build_component.build_model_component(out, version=version, fp32=fp32, int8=int8,
                                           name="scratch-test", registry=None)
@@ -79,7 +121,7 @@ def build_inference(out: Path) -> Path:
 def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("builds")
     out = {"inference": build_inference(base / "inference"),
-           "1.2.0": build_model(base / "model-1.2.0", "1.2.0", 0.9),
+           "1.2.0": build_model(base / "model-1.2.0", "1.2.0", 0.9, slow=True),
            "1.3.0": build_model(base / "model-1.3.0", "1.3.0", 0.8)}
     tampered = base / "model-1.3.0-tampered"
     shutil.copytree(out["1.3.0"], tampered)
@@ -105,7 +147,7 @@ def core(builds: dict[str, Path]) -> Iterator[tuple[SimulatedCore, Path]]:
                               external={"aws.greengrass.StreamManager": "2.1.0"}) as sim:
             sim.import_build(builds["inference"])
             sim.import_build(builds["1.2.0"])
-            config = {"ImageDirectory": str(watch), "StableSeconds": 0.1,
+            config = {"ImageDirectory": str(watch), "StableSeconds": 0.1, "IntraOpThreads": 1,
                       "MetricsIntervalSeconds": 0, "ShutdownSeconds": 5.0}
             result = sim.deploy({MODEL: "1.2.0", INFERENCE: "1.0.0"},
                                 configuration={INFERENCE: {"merge": config}})
@@ -131,14 +173,22 @@ def write_image(folder: Path, name: str) -> None:
 
 
 class Camera(threading.Thread):
-    """Writes ``count`` images, one every ``every_s``, while a deployment runs."""
+    """Writes ``count`` images, one every ``every_s``, while a deployment runs (once
+    ``start_when()`` holds, if given)."""
 
-    def __init__(self, folder: Path, prefix: str, count: int, every_s: float = 0.05) -> None:
+    def __init__(self, folder: Path, prefix: str, count: int, every_s: float = 0.05,
+                 start_when: Callable[[], bool] | None = None) -> None:
         super().__init__(daemon=True)
         self.folder, self.count, self.every_s = folder, count, every_s
+        self.start_when = start_when
         self.names = [f"{prefix}{i:03d}.png" for i in range(count)]
 
     def run(self) -> None:
+        deadline = time.monotonic() + 60
+        while self.start_when is not None and not self.start_when():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         for name in self.names:
             write_image(self.folder, name)
             time.sleep(self.every_s)
@@ -161,27 +211,35 @@ def test_new_model_version_is_verified_loaded_and_named_without_losing_an_image(
 ) -> None:
     sim, watch = core
     nucleus = sim.nucleus
-    before = [f"a{i}.png" for i in range(5)]
+    before = [f"a{i}.png" for i in range(6)]
     for name in before:
         write_image(watch, name)
-    wait_until(lambda: len(results(nucleus)) >= 5, 60, "first results")
+    wait_until(lambda: len(results(nucleus)) >= 1, 60, "a first result")
     first_run = sim.process(INFERENCE)
 
+    # 1.2.0 takes a tenth of a second or more per image: when the deployment asks, images are
+    # in flight and the service defers; the camera goes on while it defers and restarts
     sim.import_build(builds["1.3.0"])
-    camera = Camera(watch, "b", 40)
+    camera = Camera(watch, "b", 10, start_when=lambda: bool(nucleus.deferrals))
     camera.start()
     result = sim.deploy({MODEL: "1.3.0"})
     camera.join()
     assert result.status == "SUCCEEDED", (result.reason, sim.log(MODEL))
     assert result.restarted == [MODEL, INFERENCE]  # HARD dependency on the model
-    assert result.notice is not None and result.notice.silent == []  # the service answered
+    notice = result.notice
+    assert notice is not None and notice.silent == [] and notice.rounds >= 2
+    assert notice.deferrals and all(d.component == INFERENCE and d.recheck_after_ms == 2000
+                                    and "image(s) in flight" in (d.message or "")
+                                    for d in notice.deferrals)
+    assert nucleus.deferrals[-1].recheck_after_ms == 0  # let go by the service, not timed out
     assert first_run is not None and first_run.returncode == 0  # stopped by SIGTERM, cleanly
     last = "c0.png"
     write_image(watch, last)
 
     log = sim.log(INFERENCE)
     versions = check_each_image_once(nucleus, [*before, *camera.names, last], log)
-    assert versions[:5] == ["1.2.0"] * 5
+    by_name = {r["image"]["name"]: r["model"]["version"] for r in results(nucleus)}
+    assert {by_name[n] for n in before} == {"1.2.0"}  # in flight at the ask: all delivered
     switch = versions.index("1.3.0")
     assert set(versions[switch:]) == {"1.3.0"}  # no 1.2.0 result after the first 1.3.0 one
     final = next(r for r in results(nucleus) if r["image"]["name"] == last)
@@ -199,7 +257,7 @@ def test_tampered_model_version_is_refused_and_the_old_model_keeps_running(
     sim, watch = core
     nucleus = sim.nucleus
     sim.import_build(builds["1.3.0-tampered"])
-    camera = Camera(watch, "t", 20)
+    camera = Camera(watch, "t", 10)
     camera.start()
     result = sim.deploy({MODEL: "1.3.0"})
     camera.join()
