@@ -4,7 +4,9 @@
     python scripts/check_recipes.py                 # the sources in recipes/*/
     python scripts/check_recipes.py --built         # also the built recipes in greengrass-build/
 
-For every recipes/<kind>/ folder holding a gdk-config.json:
+For every GDK project: the top level (gdk-config.json + recipe.yaml, a link to
+recipes/inference/recipe.yaml: the main component, built by `gdk component build` at the root) and
+every recipes/<kind>/ folder holding a gdk-config.json (the model):
 - gdk-config.json: one component, author, a fixed version, a build GDK 1.6 can run from a fresh
   clone (custom: a command list; zip: zip_name and explicit excludes), publish bucket and region;
 - recipe.yaml (and no recipe.json beside it): YAML that parses, RecipeFormatVersion 2020-01-25,
@@ -18,10 +20,14 @@ For every recipes/<kind>/ folder holding a gdk-config.json:
   key must exist and, for artifact paths, whose artifacts must be readable by ALL);
 - accessControl: policy ids unique across all recipes, publish operations only, and resources
   exactly the topics the DefaultConfiguration configures (TOPIC_KEYS);
+- lifecycle scripts: no recipe variable in a shell line ({configuration:...} or a path: the
+  nucleus pastes them as plain text into `sh -c`; pass them with Setenv), and every expansion of
+  a Setenv variable double-quoted;
 and per component: the inference DefaultConfiguration has every key of inspector.settings and
-nothing else, and validates; it depends on the model component (a range holding the model's
-version) and on StreamManager; the model recipe carries ModelName, ModelVersion, ModelFile,
-ModelSha256 and ships one .onnx readable by ALL.
+nothing else, and validates; it depends on the model component (HARD, a range holding the
+model's version) and on StreamManager (SOFT); the model recipe keeps no configuration, ships the
+fp32 and INT8 .onnx and model.json readable by ALL, and its Install step checks them against
+literal sha256 lines (built: they match the files, and model.json describes them).
 """
 
 from __future__ import annotations
@@ -105,11 +111,26 @@ def _rel(path: Path, repo: Path) -> str:
 # --- loading ---------------------------------------------------------------------------------
 
 
+def gdk_projects(repo: Path) -> list[tuple[str, Path]]:
+    """(kind, folder) of every GDK project: the top level (the main component, inference) and
+    recipes/<kind>/ (the others)."""
+    projects = [("inference", repo)] if (repo / "gdk-config.json").is_file() else []
+    for config in sorted((repo / "recipes").glob("*/gdk-config.json")):
+        projects.append((config.parent.name, config.parent))
+    return projects
+
+
 def load_components(repo: Path, report: Report) -> list[Component]:
     components = []
-    for config_path in sorted((repo / "recipes").glob("*/gdk-config.json")):
-        folder = config_path.parent
-        component = Component(folder.name, folder)
+    seen: dict[str, Path] = {}
+    for kind, folder in gdk_projects(repo):
+        config_path = folder / "gdk-config.json"
+        if kind in seen:
+            report.add(_rel(config_path, repo), f"a second GDK project for {kind} (the other: "
+                       f"{_rel(seen[kind] / 'gdk-config.json', repo)}): keep one")
+            continue
+        seen[kind] = folder
+        component = Component(kind, folder)
         where = _rel(config_path, repo)
         try:
             component.gdk = json.loads(config_path.read_text(encoding="utf-8"))
@@ -119,16 +140,22 @@ def load_components(repo: Path, report: Report) -> list[Component]:
         check_gdk_config(component, where, report)
         recipe_path = folder / "recipe.yaml"
         if (folder / "recipe.json").exists():
-            report.add(_rel(folder, repo), "both recipe.json and recipe.yaml: GDK refuses that")
+            report.add(_rel(folder / "recipe.json", repo),
+                       "both recipe.json and recipe.yaml: GDK refuses that")
         if not recipe_path.is_file():
-            report.add(_rel(folder, repo), "no recipe.yaml beside gdk-config.json")
+            report.add(_rel(folder, repo) + "/", "no recipe.yaml beside gdk-config.json")
             continue
+        if folder == repo:
+            source = repo / "recipes" / "inference" / "recipe.yaml"
+            if not recipe_path.is_symlink() or recipe_path.resolve() != source.resolve():
+                report.add("recipe.yaml", "must be a link to recipes/inference/recipe.yaml "
+                           "(GDK reads ./recipe.yaml; one copy is kept by hand)")
         recipe = parse_yaml(recipe_path, _rel(recipe_path, repo), report)
         if recipe is not None:
             component.recipe = recipe
             components.append(component)
     if not components:
-        report.add("recipes/", "no recipes/<kind>/{gdk-config.json,recipe.yaml} found")
+        report.add("gdk-config.json", "no GDK project (gdk-config.json + recipe.yaml) found")
     return components
 
 
@@ -413,6 +440,10 @@ def check_inference(
     dependencies = component.recipe.get("ComponentDependencies") or {}
     if STREAM_MANAGER not in dependencies:
         report.add(where, f"no dependency on {STREAM_MANAGER}")
+    elif str((dependencies[STREAM_MANAGER] or {}).get("DependencyType", "HARD")).upper() != "SOFT":
+        report.add(where, f"{STREAM_MANAGER} must be a SOFT dependency: uploads are optional "
+                   "(off by default), and a HARD one restarts inspection with every "
+                   "StreamManager restart")
     model = next((c for c in by_name.values() if c.kind == "model"), None)
     if model is None:
         report.add(where, "no model component (recipes/model/) to depend on")
@@ -421,6 +452,9 @@ def check_inference(
     if not dependency:
         report.add(where, f"no dependency on the model component {model.name}")
         return
+    if str(dependency.get("DependencyType", "HARD")).upper() != "HARD":
+        report.add(where, f"{model.name} must be a HARD dependency: a new model version must "
+                   "restart the service so that it loads the new file")
     requirement = str(dependency.get("VersionRequirement", ""))
     if not any(op in requirement for op in ("<", "^", "~")):
         report.add(where, f"{model.name}: VersionRequirement {requirement!r} should be a range "
@@ -622,12 +656,15 @@ def check(repo: Path = REPO, built: bool = False) -> list[str]:
     components = load_components(repo, report)
     by_name = {c.name: c for c in components}
     kinds = {c.kind for c in components}
-    for kind in ("inference", "model"):
+    for kind, place in (("inference", "gdk-config.json at the top level"),
+                        ("model", "recipes/model/")):
         if components and kind not in kinds:
-            report.add("recipes/", f"no recipes/{kind}/ component")
+            report.add(place, f"no {kind} component")
     policy_ids: dict[str, str] = {}
     for component in components:
         where = _rel(component.folder / "recipe.yaml", repo)
+        if component.folder == repo:
+            where = "recipes/inference/recipe.yaml"  # the source behind the top-level link
         check_recipe(component, where, report)
         check_variables(component, by_name, where, report)
         check_access_control(component, where, report, policy_ids)

@@ -3,15 +3,24 @@ r"""Deploy the inspector components to a thing group (greengrassv2 create_deploy
 
     python scripts/deploy_fleet.py \
         --thing-group-arn arn:aws:iot:eu-west-1:123456789012:thinggroup/line-1 \
-        [--inference-version 1.0.0] [--model-version 1.2.0] [--stream-manager-version latest]
+        [--inference-version 1.0.0] [--model-version 1.2.0] [--stream-manager-version 2.3.0]
         [--config-merge '{"ImageDirectory": "/data/camera"}' | --config-merge @settings.json]
-        [--deployment-name NAME] [--region REGION] [--dry-run]
+        [--precision fp32|int8] [--deployment-name NAME] [--region REGION] [--dry-run]
 
 The document is deployments/fleet-deployment.json with its placeholders filled in: both
 components, StreamManager, a rollout that starts slowly and speeds up while devices succeed, an
 abort when too many fail, ROLLBACK of each device that fails, and a component update policy that
-lets the running service finish its image first. Versions default to those in
-recipes/<kind>/gdk-config.json (publish them first with `gdk component publish`).
+lets the running service finish its image first. Every version is a real one, never "latest":
+the components' default to those in gdk-config.json (top level: inference) and
+recipes/model/gdk-config.json (publish them first with `gdk component publish`);
+StreamManager's to a pinned, known version (STREAM_MANAGER_VERSION), or
+`--stream-manager-version latest` asks the service for its newest (not with --dry-run).
+
+configurationUpdate carries only the user's settings for com.inspector.Inference
+(--config-merge, --precision); the model component has no configuration: which file and
+digest a model version has travels with that version (its model.json and recipe).
+--precision int8 merges {"ModelPrecision": "int8"}: the devices load the INT8 file of the same
+model version (switch back with --precision fp32).
 
 A deployment replaces the previous one of the same thing group, so it always names both
 components: to update only the model, pass a new --model-version and the current
@@ -41,6 +50,11 @@ MODEL = "com.inspector.ScratchModel"
 STREAM_MANAGER = "aws.greengrass.StreamManager"
 TOPIC_KEYS = frozenset({"PublishResultsOnTopic", "MetricsTopic", "PubSubTopic"})
 PLACEHOLDERS = ("THING_GROUP_ARN", "INFERENCE_VERSION", "MODEL_VERSION", "STREAM_MANAGER_VERSION")
+# The StreamManager version deployed unless told otherwise: a real, released one (2.3.0, April
+# 2026, per the Greengrass developer guide's document history), inside the inference recipe's
+# range for it. Bump it on purpose, after trying it.
+STREAM_MANAGER_VERSION = "2.3.0"
+REGISTRY = REPO / "recipes" / "model" / "published.json"
 
 _THING_GROUP_ARN = re.compile(
     r"^arn:(?P<partition>aws[a-z-]*):iot:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
@@ -54,7 +68,9 @@ class DeployError(Exception):
 
 
 def gdk_version(kind: str, repo: Path = REPO) -> str:
-    config = json.loads((repo / "recipes" / kind / "gdk-config.json").read_text(encoding="utf-8"))
+    """The version in a GDK project: the top level for inference, recipes/<kind>/ otherwise."""
+    project = repo if kind == "inference" else repo / "recipes" / kind
+    config = json.loads((project / "gdk-config.json").read_text(encoding="utf-8"))
     (body,) = config["component"].values()
     return str(body["version"])
 
@@ -69,17 +85,24 @@ def parse_thing_group_arn(arn: str) -> dict[str, str]:
     return match.groupdict()
 
 
-def read_config_merge(value: str | None) -> str | None:
+def read_config_merge(value: str | None, precision: str | None = None) -> str | None:
     """The inference component's configuration merge as a JSON string (create_deployment's form)."""
-    if not value:
+    if not value and not precision:
         return None
-    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
-    try:
-        merge = json.loads(text)
-    except ValueError as exc:
-        raise DeployError(f"--config-merge is not JSON: {exc}") from exc
+    merge: Any = {}
+    if value:
+        text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+        try:
+            merge = json.loads(text)
+        except ValueError as exc:
+            raise DeployError(f"--config-merge is not JSON: {exc}") from exc
     if not isinstance(merge, dict):
         raise DeployError("--config-merge must be a JSON object of settings")
+    if precision:
+        if merge.get("ModelPrecision", precision) != precision:
+            raise DeployError(f"--precision {precision} but --config-merge sets ModelPrecision "
+                              f"{merge['ModelPrecision']!r}")
+        merge["ModelPrecision"] = precision
     # Checked here, not on 500 devices: the same rules the component applies.
     try:
         from inspector.settings import Settings, validate_mapping
@@ -112,9 +135,11 @@ def build_document(
     config_merge: str | None = None,
 ) -> dict[str, Any]:
     parse_thing_group_arn(thing_group_arn)
-    for label, version in (("inference", inference_version), ("model", model_version)):
+    for label, version in (("inference", inference_version), ("model", model_version),
+                           ("stream-manager", stream_manager_version)):
         if not _VERSION.match(version):
-            raise DeployError(f"--{label}-version {version!r} is not MAJOR.MINOR.PATCH")
+            raise DeployError(f"--{label}-version {version!r} is not MAJOR.MINOR.PATCH "
+                              "(a deployment names real versions)")
     values = {
         "THING_GROUP_ARN": thing_group_arn,
         "INFERENCE_VERSION": inference_version,
@@ -145,6 +170,18 @@ def build_document(
     return document
 
 
+def check_model_version(version: str, registry: Path = REGISTRY) -> None:
+    """Warn about a model version this checkout never built (published elsewhere, or a typo)."""
+    try:
+        recorded = json.loads(registry.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(recorded, dict) and version not in recorded:
+        logger.warning("%s %s is not in %s: was it built and published from this checkout? "
+                       "(recorded: %s)", MODEL, version, registry.name,
+                       ", ".join(sorted(recorded)) or "none")
+
+
 def latest_stream_manager(client: Any, partition: str, region: str) -> str:
     arn = f"arn:{partition}:greengrass:{region}:aws:components:{STREAM_MANAGER}"
     versions = client.list_component_versions(arn=arn, maxResults=1).get("componentVersions", [])
@@ -167,13 +204,17 @@ def main(argv: list[str] | None = None, client: Any = None) -> int:
     )
     parser.add_argument("--thing-group-arn", required=True)
     parser.add_argument("--inference-version", default=None,
-                        help="default: recipes/inference/gdk-config.json's version")
+                        help="default: the version in gdk-config.json (top level)")
     parser.add_argument("--model-version", default=None,
                         help="default: recipes/model/gdk-config.json's version")
-    parser.add_argument("--stream-manager-version", default="latest",
-                        help="a version, or 'latest' (asks the service)")
+    parser.add_argument("--stream-manager-version", default=STREAM_MANAGER_VERSION,
+                        help=f"a version (default {STREAM_MANAGER_VERSION}), or 'latest' (asks "
+                        "the service for its newest; not with --dry-run)")
     parser.add_argument("--config-merge", default=None, metavar="JSON|@FILE",
                         help="settings merged into com.inspector.Inference's configuration")
+    parser.add_argument("--precision", choices=("fp32", "int8"), default=None,
+                        help="merge ModelPrecision: which file of the model version the devices "
+                        "load")
     parser.add_argument("--deployment-name", default=None)
     parser.add_argument("--template", type=Path, default=TEMPLATE)
     parser.add_argument("--region", default=None, help="default: the thing group's region")
@@ -185,22 +226,26 @@ def main(argv: list[str] | None = None, client: Any = None) -> int:
         region = args.region or arn["region"]
         template = json.loads(args.template.read_text(encoding="utf-8"))
         stream_manager = args.stream_manager_version
-        if stream_manager == "latest" and not args.dry_run:
+        if stream_manager == "latest":
+            if args.dry_run:
+                raise DeployError(
+                    f"--stream-manager-version latest asks the service, which --dry-run does "
+                    f"not do: give a version (default {STREAM_MANAGER_VERSION})")
             client = client or make_client(region)
             stream_manager = latest_stream_manager(client, arn["partition"], region)
             logger.info("%s: latest version is %s", STREAM_MANAGER, stream_manager)
+        model_version = args.model_version or gdk_version("model")
+        check_model_version(model_version)
         document = build_document(
             template,
             args.thing_group_arn,
             args.inference_version or gdk_version("inference"),
-            args.model_version or gdk_version("model"),
+            model_version,
             stream_manager,
             args.deployment_name,
-            read_config_merge(args.config_merge),
+            read_config_merge(args.config_merge, args.precision),
         )
         if args.dry_run:
-            if stream_manager == "latest":
-                logger.info("dry run: %s 'latest' is resolved when deploying", STREAM_MANAGER)
             print(json.dumps(document, indent=2))
             return 0
         client = client or make_client(region)

@@ -6,8 +6,9 @@
 #                           [--registry FILE]
 #
 # 1. builds com.inspector.ScratchModel and com.inspector.Inference: with `gdk component build` in
-#    recipes/<kind>/ when gdk is on the PATH (and --no-gdk is not given), else with
-#    scripts/build_component.py, which writes the same greengrass-build/ layout;
+#    their GDK projects (recipes/model/ and the top level) when gdk is on the PATH (and --no-gdk
+#    is not given), else with scripts/build_component.py, which writes the same
+#    greengrass-build/ layout;
 # 2. stages DIR/recipes/<Name>-<Version>.yaml and DIR/artifacts/<Name>/<Version>/<files>
 #    (greengrass-cli parses every file under --recipeDir as a recipe: only these two go there);
 # 3. runs, as root (sudo when needed):
@@ -15,8 +16,10 @@
 #        --merge com.inspector.ScratchModel=<v> --merge com.inspector.Inference=<v> \
 #        [--update-config JSON]
 # --dry-run stops after staging and prints that command instead of running it.
+# --precision int8|fp32 merges {"ModelPrecision": ...} into com.inspector.Inference's configuration
+# (with --update-config's own merge, if any): every model version ships both files.
 # DIR defaults to build/greengrass-local; --cli to /greengrass/v2/bin/greengrass-cli.
-# --models-dir, --build-dir (build outside recipes/<kind>/greengrass-build) and --registry
+# --models-dir, --build-dir (build outside the projects' greengrass-build/) and --registry
 # (model versions already built, default recipes/model/published.json) imply --no-gdk.
 set -euo pipefail
 
@@ -31,7 +34,9 @@ use_gdk=1
 build_dir=""
 registry=""
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() {  # the comment block above, up to the first line that is not a comment
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
+}
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -62,20 +67,23 @@ fi
 if [ -n "$models_dir" ] || [ -n "$build_dir" ] || [ -n "$registry" ]; then use_gdk=0; fi
 if [ "$use_gdk" = 1 ] && ! command -v gdk >/dev/null 2>&1; then use_gdk=0; fi
 
+project_dir() {  # the GDK project of <kind>: the top level for inference
+  if [ "$1" = inference ]; then echo "$repo"; else echo "$repo/recipes/$1"; fi
+}
+
 built_dir() {  # where <kind> is built
-  if [ -n "$build_dir" ]; then echo "$build_dir/$1"; else echo "$repo/recipes/$1/greengrass-build"; fi
+  if [ -n "$build_dir" ]; then echo "$build_dir/$1"; else echo "$(project_dir "$1")/greengrass-build"; fi
 }
 
 build() {  # build <kind>
   local kind="$1"
   if [ "$use_gdk" = 1 ]; then
     echo "deploy_local: gdk component build ($kind)"
-    (cd "$repo/recipes/$kind" && INSPECTOR_MODEL_PRECISION="$precision" gdk component build)
+    (cd "$(project_dir "$kind")" && gdk component build)
   else
     echo "deploy_local: scripts/build_component.py $kind"
     local args=("$kind" --out "$(built_dir "$kind")")
     if [ -n "$models_dir" ]; then args+=(--models-dir "$models_dir"); fi
-    if [ -n "$precision" ]; then args+=(--precision "$precision"); fi
     if [ -n "$registry" ]; then args+=(--registry "$registry"); fi
     "$py" "$repo/scripts/build_component.py" "${args[@]}"
   fi
@@ -102,6 +110,26 @@ for kind in model inference; do
   cp -R "$built/artifacts/$name/$version/." "$stage/artifacts/$name/$version/"
   merges+=(--merge "$name=$version")
 done
+
+case "$precision" in
+  ""|fp32|int8) ;;
+  *) echo "deploy_local: --precision must be fp32 or int8, not $precision" >&2; exit 2 ;;
+esac
+if [ -n "$precision" ]; then
+  # greengrass-cli's --update-config: {"<component>": {"MERGE": {...}, "RESET": [...]}}
+  update_config="$("$py" - "$update_config" "$precision" <<'EOF'
+import json, sys
+given, precision = sys.argv[1], sys.argv[2]
+update = json.loads(given) if given else {}
+merge = update.setdefault("com.inspector.Inference", {}).setdefault("MERGE", {})
+if merge.get("ModelPrecision", precision) != precision:
+    sys.exit(f"deploy_local: --precision {precision} but --update-config sets ModelPrecision "
+             f"{merge['ModelPrecision']!r}")
+merge["ModelPrecision"] = precision
+print(json.dumps(update, sort_keys=True))
+EOF
+)"
+fi
 
 command=("$cli" deployment create
          --recipeDir "$stage/recipes" --artifactDir "$stage/artifacts" "${merges[@]}")

@@ -380,8 +380,10 @@ def _fresh_copy(tmp_path: Path) -> Path:
     clone = tmp_path / "clone"
     ignore = shutil.ignore_patterns("greengrass-build", "zip-build", "__pycache__", "*.pyc")
     for folder in ("recipes", "scripts", "src"):
-        shutil.copytree(REPO / folder, clone / folder, ignore=ignore)
-    shutil.copy(REPO / "pyproject.toml", clone / "pyproject.toml")
+        shutil.copytree(REPO / folder, clone / folder, ignore=ignore, symlinks=True)
+    for file in ("pyproject.toml", "gdk-config.json"):
+        shutil.copy(REPO / file, clone / file)
+    (clone / "recipe.yaml").symlink_to(os.readlink(REPO / "recipe.yaml"))
     _fake_models(clone / "models")
     # Fake models are not the recorded 1.2.0: start this clone with an empty registry.
     (clone / "recipes" / "model" / "published.json").write_text("{}\n")
@@ -391,7 +393,7 @@ def _fresh_copy(tmp_path: Path) -> Path:
 def test_gdk_custom_build_commands_produce_what_gdk_publishes(tmp_path: Path) -> None:
     clone = _fresh_copy(tmp_path)
     for kind in ("inference", "model"):
-        folder = clone / "recipes" / kind
+        folder = clone if kind == "inference" else clone / "recipes" / kind  # GDK projects
         config = json.loads((folder / "gdk-config.json").read_text())
         ((name, body),) = config["component"].items()
         command = list(body["build"]["custom_build_command"])
@@ -418,44 +420,43 @@ def test_gdk_custom_build_commands_produce_what_gdk_publishes(tmp_path: Path) ->
 # --- the install step --------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_bootstrap_builds_once_and_skips_when_nothing_changed(
+def _installed(name: str) -> str:
+    from importlib import metadata
+
+    return metadata.version(name)
+
+
+def test_bootstrap_reuses_an_environment_that_satisfies_the_requirements(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The test interpreter satisfies the requirements: an environment on its packages, nothing
+    installed; the next start checks that environment (by importing) and installs nothing, also
+    after requirements.txt changed in a way it still satisfies (no hash of a version string)."""
     caplog.set_level("INFO", logger="inspector.bootstrap")
     requirements = tmp_path / "requirements.txt"
-    first_requirements = "# no packages: a venv without pip is enough for this test\n"
-    requirements.write_text(first_requirements)
+    requirements.write_text(f"PyYAML=={_installed('PyYAML')}\n"
+                            f"tenacity>=1.0; python_version >= '3.0'\n")
     link = tmp_path / "work" / "venv"
+    argv = ["--venv", str(link), "--requirements", str(requirements)]
 
-    assert bootstrap.main(["--venv", str(link), "--requirements", str(requirements)]) == 0
+    assert bootstrap.main(argv) == 0
     first = link.resolve()
     assert link.is_symlink() and (first / "bin" / "python3").exists()
     stamp = json.loads((first / bootstrap.STAMP).read_text())
-    assert stamp["requirements_sha256"] == hashlib.sha256(requirements.read_bytes()).hexdigest()
+    assert stamp["how"] == "system-site-packages"
+    probe = subprocess.run([str(link / "bin" / "python3"), "-c", "import yaml, tenacity"],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert probe.returncode == 0, probe.stderr
     caplog.clear()
 
-    assert bootstrap.main(["--venv", str(link), "--requirements", str(requirements)]) == 0
+    assert bootstrap.main(argv) == 0
     assert "nothing to install" in caplog.text
     assert link.resolve() == first
 
-    requirements.write_text("# changed requirements: a new environment\n")
-    assert bootstrap.main(["--venv", str(link), "--requirements", str(requirements)]) == 0
-    second = link.resolve()
-    assert second != first
-    assert first.exists(), "the previous environment is kept for a rollback"
-
-    requirements.write_text(first_requirements)  # a rollback to the first release
+    requirements.write_text(f"# reordered, commented\ntenacity\nPyYAML>={_installed('PyYAML')}\n")
     caplog.clear()
-    assert bootstrap.main(["--venv", str(link), "--requirements", str(requirements)]) == 0
-    assert link.resolve() == first and "already built" in caplog.text
-
-    requirements.write_text("# a third set of requirements\n")
-    assert bootstrap.main(["--venv", str(link), "--requirements", str(requirements)]) == 0
-    third = link.resolve()
-    venvs = sorted(p.name for p in (tmp_path / "work" / "venvs").iterdir())
-    assert venvs == sorted([third.name, first.name]), "only the last used previous one is kept"
-    assert not second.exists()
+    assert bootstrap.main(argv) == 0
+    assert "nothing to install" in caplog.text and link.resolve() == first
 
 
 def test_bootstrap_never_trusts_an_unfinished_environment(tmp_path: Path) -> None:
@@ -464,8 +465,9 @@ def test_bootstrap_never_trusts_an_unfinished_environment(tmp_path: Path) -> Non
     key = bootstrap.install_key(requirements.read_bytes())
     unfinished = tmp_path / "work" / "venvs" / key[: bootstrap.KEY_CHARS]
     (unfinished / "bin").mkdir(parents=True)
-    (unfinished / "bin" / "python3").write_text("")  # no stamp: an interrupted install
-    assert not bootstrap.is_ready(unfinished, key)
+    (unfinished / "bin" / "python3").write_text("")  # no stamp, no python: interrupted
+    assert bootstrap.read_stamp(unfinished) is None
+    assert not bootstrap.satisfies(unfinished, requirements)
 
 
 def test_bootstrap_refuses_an_old_python(
@@ -477,3 +479,72 @@ def test_bootstrap_refuses_an_old_python(
     assert bootstrap.main(["--venv", str(tmp_path / "venv"), "--requirements",
                            str(requirements)]) == 2
     assert not (tmp_path / "venv").exists()
+
+
+@pytest.mark.parametrize(
+    ("installed", "op", "wanted", "expected"),
+    [
+        ("2.4.6", "==", "2.4.6", True),
+        ("2.4.6", "==", "2.4", False),
+        ("2.4.0", "==", "2.4", True),
+        ("2.4.6", "==", "2.4.*", True),
+        ("2.5.0", "==", "2.4.*", False),
+        ("2.2.9", "<", "2.3", True),
+        ("2.3.0", "<", "2.3", False),
+        ("1.17.1", ">=", "1.17", True),
+        ("4.66.0", "~=", "4.65", True),
+        ("5.0", "~=", "4.65", False),
+        ("6.0.4", "!=", "6.0.4", False),
+        ("5.0.0.93", ">=", "4.8", True),
+    ],
+)
+def test_bootstrap_version_comparison(installed: str, op: str, wanted: str,
+                                      expected: bool) -> None:
+    assert bootstrap.version_matches(installed, op, wanted) is expected
+
+
+def test_bootstrap_reads_the_shipped_requirements_for_this_python() -> None:
+    text = (REPO / "recipes" / "inference" / "requirements.txt").read_text()
+    wanted = dict(bootstrap.requirements_of(text))
+    assert set(wanted) == {"numpy", "onnxruntime", "opencv-python-headless", "watchdog",
+                           "awsiotsdk", "stream-manager", "pydantic", "PyYAML", "tenacity",
+                           "tqdm"}
+    if sys.version_info >= (3, 11):
+        assert wanted["numpy"][0][0] == "==", "the pins, not the 3.10 ranges"
+    with pytest.raises(bootstrap.Unreadable):
+        bootstrap.requirements_of("numpy; platform_machine == 'x86_64'\n")
+
+
+def test_bootstrap_check_names_what_is_missing(tmp_path: Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("inspector-no-such-package==1.0\nPyYAML==0.1\ntenacity\n")
+    result = subprocess.run([sys.executable, str(REPO / "recipes" / "inference" / "bootstrap.py"),
+                             "--check", str(requirements)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "inspector-no-such-package is not installed",
+        f"PyYAML {_installed('PyYAML')} is installed, requirements.txt wants ==0.1",
+    ]
+    requirements.write_text("tenacity\n")
+    assert bootstrap.unmet(requirements.read_text()) == []
+
+
+# --- wheels for air-gapped devices (the install from them: tests/test_lifecycle_scripts.py) ---
+
+
+def test_bundled_requirements_follow_the_device_python_not_the_builder() -> None:
+    text = (REPO / "recipes" / "inference" / "requirements.txt").read_text()
+    for_311 = build_component.target_requirements(text, "3.11")
+    for_310 = build_component.target_requirements(text, "3.10")
+    assert "numpy==2.4.6" in for_311 and not any(";" in line for line in for_311)
+    assert "numpy<2.3,>=1.24" in for_310 or "numpy>=1.24,<2.3" in for_310
+    assert len(for_311) == len(for_310) == 10
+
+
+def test_bundle_options_are_refused_when_incomplete(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        build_component.main(["inference", "--out", str(tmp_path), "--platform", "any"])
+    with pytest.raises(build_component.BuildError, match="at least one --platform"):
+        build_component.bundle_wheels(REPO / "recipes" / "inference" / "requirements.txt",
+                                      tmp_path / "w", build_component.WheelBundle(()))

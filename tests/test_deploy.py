@@ -17,6 +17,9 @@ import pytest
 from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[1]
+INFERENCE = "com.inspector.Inference"
+MODEL = "com.inspector.ScratchModel"
+STREAM_MANAGER = "aws.greengrass.StreamManager"
 GROUP_ARN = "arn:aws:iot:eu-west-1:123456789012:thinggroup/line-1"
 
 
@@ -82,6 +85,39 @@ def test_deploy_local_dry_run_stages_both_components_and_prints_the_command(
     ]
     # Nothing was deployed and the work tree's build folders were not touched.
     assert "dry run" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_deploy_local_precision_is_a_settings_merge_not_another_build(tmp_path: Path) -> None:
+    models = _fake_models(tmp_path / "models")
+    stage = tmp_path / "stage"
+    user = {"com.inspector.Inference": {"MERGE": {"ImageDirectory": "/data/camera"}}}
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "deploy_local.sh"), "--dry-run", "--no-gdk",
+         "--stage-dir", str(stage), "--models-dir", str(models), "--build-dir",
+         str(tmp_path / "build"), "--registry", str(tmp_path / "published.json"),
+         "--precision", "int8", "--update-config", json.dumps(user)],
+        capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable},
+        timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    argv = shlex.split(result.stdout.strip().splitlines()[-1])
+    update = json.loads(argv[argv.index("--update-config") + 1])
+    assert update == {"com.inspector.Inference": {"MERGE": {
+        "ImageDirectory": "/data/camera", "ModelPrecision": "int8"}}}
+    # The same model version, both files, whatever the precision.
+    shipped = sorted(p.name for p in (stage / "artifacts" / MODEL / "1.2.0").iterdir())
+    assert shipped == ["model.json", "scratch-yolov8n-int8.onnx", "scratch-yolov8n.onnx"]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_deploy_local_help_is_the_header_only() -> None:
+    result = subprocess.run(["bash", str(REPO / "scripts" / "deploy_local.sh"), "--help"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0
+    assert result.stdout.startswith("Deploy both components")
+    assert "--precision int8|fp32" in result.stdout
+    assert "set -euo" not in result.stdout and "#" not in result.stdout.splitlines()[0]
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
@@ -157,11 +193,59 @@ def test_deploy_fleet_calls_create_deployment(
             expected,  # Stubber also validates the document against the service model
         )
         rc = deploy_fleet.main(
-            ["--thing-group-arn", GROUP_ARN, "--model-version", "1.2.0"], client=client
+            ["--thing-group-arn", GROUP_ARN, "--model-version", "1.2.0",
+             "--stream-manager-version", "latest"], client=client
         )
         stub.assert_no_pending_responses()
     assert rc == 0
     assert json.loads(capsys.readouterr().out)["deploymentId"] == "d-123"
+
+
+def test_deploy_fleet_names_real_versions_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17 item 7: never "latest" in a document. Components: gdk-config.json's versions;
+    StreamManager: the pinned one, inside the inference recipe's range for it."""
+    import yaml
+
+    assert deploy_fleet.main(["--thing-group-arn", GROUP_ARN, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "latest" not in printed
+    components = json.loads(printed)["components"]
+    versions = {name: body["componentVersion"] for name, body in components.items()}
+    for kind, name in (("inference", INFERENCE), ("model", MODEL)):
+        project = REPO if kind == "inference" else REPO / "recipes" / kind
+        gdk = json.loads((project / "gdk-config.json").read_text())
+        assert versions[name] == gdk["component"][name]["version"]
+    assert versions[STREAM_MANAGER] == deploy_fleet.STREAM_MANAGER_VERSION
+    recipe = yaml.safe_load((REPO / "recipes" / "inference" / "recipe.yaml").read_text())
+    requirement = recipe["ComponentDependencies"][STREAM_MANAGER]["VersionRequirement"]
+    check_recipes = load_script("scripts/check_recipes.py")
+    assert check_recipes.version_satisfies(versions[STREAM_MANAGER], requirement)
+    # Only the user's settings of the inference component are ever merged.
+    assert all("configurationUpdate" not in body for body in components.values())
+
+
+def test_deploy_fleet_dry_run_refuses_latest() -> None:
+    assert deploy_fleet.main(["--thing-group-arn", GROUP_ARN, "--dry-run",
+                              "--stream-manager-version", "latest"]) == 2
+
+
+def test_deploy_fleet_switches_the_precision_with_a_settings_merge(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from inspector.settings import Settings
+
+    if "ModelPrecision" not in Settings.model_fields:
+        pytest.skip("ModelPrecision is the runtime side's setting (branch liferun), not merged")
+    assert deploy_fleet.main(["--thing-group-arn", GROUP_ARN, "--dry-run",
+                              "--precision", "int8"]) == 0
+    components = json.loads(capsys.readouterr().out)["components"]
+    merge = json.loads(components[INFERENCE]["configurationUpdate"]["merge"])
+    assert merge == {"ModelPrecision": "int8"}
+    assert set(components[INFERENCE]["configurationUpdate"]) == {"merge"}
+    assert all("configurationUpdate" not in body
+               for name, body in components.items() if name != INFERENCE)
+    assert deploy_fleet.main(["--thing-group-arn", GROUP_ARN, "--dry-run", "--precision",
+                              "int8", "--config-merge", '{"ModelPrecision": "fp32"}']) == 2
 
 
 def test_deploy_fleet_model_only_update_keeps_the_inference_version(client: Any) -> None:

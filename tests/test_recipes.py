@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,21 @@ check_recipes = load_script("scripts/check_recipes.py")
 
 def test_repository_recipes_pass() -> None:
     assert check_recipes.check(REPO) == []
+
+
+def test_gdk_at_the_top_level_builds_the_inference_component() -> None:
+    """Issue 16 item 11: `gdk component build` at the root builds com.inspector.Inference. GDK
+    reads exactly ./recipe.yaml (or .json) beside ./gdk-config.json (gdk/common/config/
+    GDKProject.py): here a link to the one recipe kept by hand."""
+    config = json.loads((REPO / "gdk-config.json").read_text())
+    assert list(config["component"]) == [INFERENCE]
+    command = config["component"][INFERENCE]["build"]["custom_build_command"]
+    assert command == ["python3", "scripts/build_component.py", "inference"]
+    assert (REPO / "recipe.yaml").resolve() == (REPO / "recipes" / "inference" / "recipe.yaml")
+    assert yaml.safe_load((REPO / "recipe.yaml").read_text())["ComponentName"] == INFERENCE
+    assert not (REPO / "recipe.json").exists()
+    assert not (REPO / "recipes" / "inference" / "gdk-config.json").exists()
+    assert (REPO / "recipes" / "model" / "gdk-config.json").is_file()
 
 
 def test_check_runs_as_a_script_and_ci_runs_it() -> None:
@@ -95,6 +111,8 @@ def _copy_repo(tmp_path: Path) -> Path:
                     ignore=shutil.ignore_patterns("greengrass-build", "__pycache__"))
     shutil.copytree(REPO / "scripts", clone / "scripts",
                     ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "gdk-config.json", clone / "gdk-config.json")
+    (clone / "recipe.yaml").symlink_to(os.readlink(REPO / "recipe.yaml"))
     return clone
 
 
@@ -110,7 +128,7 @@ def _edit_recipe(kind: str, change: Callable[[dict[str, Any]], None]) -> Callabl
 
 def _edit_gdk(kind: str, change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
     def apply(repo: Path) -> None:
-        path = repo / "recipes" / kind / "gdk-config.json"
+        path = (repo if kind == "inference" else repo / "recipes" / kind) / "gdk-config.json"
         config = json.loads(path.read_text())
         (body,) = config["component"].values()
         change(body)
@@ -263,6 +281,27 @@ MUTATIONS: dict[str, tuple[Callable[[Path], object], str]] = {
     "path variable in a shell line": (
         _edit_recipe("inference", lambda r: _run_script(r, "ls {work:path}")),
         "{work:path} in a shell line",
+    ),
+    "top-level recipe.yaml a copy, not the link": (
+        lambda repo: ((repo / "recipe.yaml").unlink(),
+                      shutil.copy(repo / "recipes" / "inference" / "recipe.yaml",
+                                  repo / "recipe.yaml")),
+        "must be a link to recipes/inference/recipe.yaml",
+    ),
+    "second GDK project for the inference component": (
+        lambda repo: shutil.copy(repo / "gdk-config.json",
+                                 repo / "recipes" / "inference" / "gdk-config.json"),
+        "a second GDK project for inference",
+    ),
+    "StreamManager a HARD dependency": (
+        _edit_recipe("inference", lambda r: r["ComponentDependencies"][
+            "aws.greengrass.StreamManager"].update(DependencyType="HARD")),
+        "must be a SOFT dependency",
+    ),
+    "model a SOFT dependency": (
+        _edit_recipe("inference", lambda r: r["ComponentDependencies"][MODEL].update(
+            DependencyType="SOFT")),
+        "must be a HARD dependency",
     ),
     "unquoted Setenv path": (
         _edit_recipe("inference", lambda r: _run_script(r, "ls $INSPECTOR_VENV/bin")),
