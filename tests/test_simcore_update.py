@@ -8,6 +8,7 @@ environment on it without the network (which is closed here: proxies point at a 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -277,3 +278,24 @@ def test_install_built_the_environment_offline(core: tuple[SimulatedCore, Path])
     log = sim.log(INFERENCE)
     assert "1.0.0: install" in log and "install failed" not in log
     assert "nothing to install" in log  # bootstrap.py reused the interpreter, no pip
+
+
+def test_switch_to_int8_is_a_configuration_merge_applied_live(
+    core: tuple[SimulatedCore, Path],
+) -> None:
+    sim, watch = core
+    nucleus = sim.nucleus
+    running = sim.process(INFERENCE)
+    result = sim.deploy({}, configuration={INFERENCE: {"merge": {"ModelPrecision": "int8"}}})
+    assert result.status == "SUCCEEDED", result.reason
+    assert result.restarted == [] and result.notice is None  # nothing restarts
+    assert nucleus.validations[-1].status == "ACCEPTED"  # the service checked the proposal
+    int8_file = sim.artifacts_path(MODEL, "1.2.0") / "scratch-test-int8.onnx"
+    wait_until(lambda: f"model {int8_file}: sha256" in sim.log(INFERENCE), 30, "the INT8 load")
+    write_image(watch, "i0.png")
+    wait_until(lambda: any(r["image"]["name"] == "i0.png" for r in results(nucleus)), 60,
+               "the INT8 result")
+    result_model = next(r for r in results(nucleus) if r["image"]["name"] == "i0.png")["model"]
+    assert result_model["version"] == "1.2.0"
+    assert result_model["sha256"] == hashlib.sha256(int8_file.read_bytes()).hexdigest()
+    assert sim.process(INFERENCE) is running and running is not None and running.poll() is None
