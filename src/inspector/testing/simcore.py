@@ -32,7 +32,8 @@ src/main/java/com/aws/greengrass/...):
 - **Steps** (``lifecyclemanager/ShellRunner.java``, ``util/platforms/unix/UnixPlatform.java``):
   each Script runs as ``sh -c <script>`` in ``work/<name>`` with the lifecycle's and the step's
   ``Setenv`` (the step's win), ``SVCUID`` / ``AWS_CONTAINER_AUTHORIZATION_TOKEN`` (the
-  component's own token), the IPC socket, ``AWS_IOT_THING_NAME``, ``AWS_REGION``. When we are
+  component's own token), the IPC socket, ``AWS_IOT_THING_NAME``, ``AWS_REGION`` (and HOME =
+  the work folder, where the nucleus's ``sudo -H`` gives the user's home). When we are
   root, as ``nobody:nogroup`` through ``setpriv`` (the nucleus uses ``sudo -u ggc_user``), if
   that user can run the first interpreter on PATH; otherwise as the current user, with a warning
   and ``run_as`` = None (e.g. a pyenv Python under /root, which other users cannot reach).
