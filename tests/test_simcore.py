@@ -4,8 +4,12 @@ components (fast; they need only sh)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import zipfile
@@ -240,3 +244,34 @@ def test_missing_dependency_fails_with_no_state_change(
 ])
 def test_version_requirements(version: str, requirement: str, ok: bool) -> None:
     assert satisfies(version, requirement) is ok
+
+
+def test_command_line_deploys_and_stops_on_sigterm(root: Path, builds: Path) -> None:
+    command = [sys.executable, "-m", "inspector.testing.simcore", "--root", str(root),
+               "--build", str(builds / "lib100"), "--build", str(builds / "app"),
+               "--merge", f"{LIB}=1.0.0", "--merge", f"{APP}=1.0.0", "--startup-s", "0.3",
+               "--update-config", json.dumps({APP: {"MERGE": {"List": [3]}}})]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("deployment "):
+                break
+        assert "SUCCEEDED" in lines[-1], "".join(lines)
+        assert f"imported {LIB} 1.0.0\n" in lines
+        env_file = root / "work" / APP / "env.txt"
+        deadline = time.monotonic() + T
+        while "LIST=" not in (env_file.read_text() if env_file.exists() else ""):
+            assert time.monotonic() < deadline, "env.txt never written"
+            time.sleep(0.02)
+        assert "LIST=[3]\n" in env_file.read_text()  # the configuration merge, rendered into Setenv
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=30)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "stopping" in rest
+    assert wait_file(root / "work" / APP / "term") == "term\n"  # the core stopped its component

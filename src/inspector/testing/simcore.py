@@ -800,3 +800,96 @@ def _config_text(config: Mapping[str, Any], pointer: str) -> str | None:
     if node is None:
         return "null"
     return str(node)
+
+
+# ------------------------------------------------------------------------- command line
+
+USAGE = """\
+python -m inspector.testing.simcore --root DIR --build BUILD_DIR [--build ...]
+       --merge NAME=VERSION [--merge ...] [--update-config JSON] [--thing-name NAME]
+       [--stream-manager S3_DIR] [--external NAME=VERSION ...]
+
+Deploys the components a GDK build wrote (greengrass-build/ folders) on a simulated core rooted
+at DIR, with the nucleus emulator (and, with --stream-manager, a StreamManager emulator that
+"uploads" into S3_DIR), prints the deployment's outcome and every message the components publish,
+and runs until Ctrl-C (SIGINT) or SIGTERM. --update-config takes greengrass-cli's form:
+'{"com.inspector.Inference": {"MERGE": {"ImageDirectory": "/tmp/images"}, "RESET": ["/Key"]}}'.
+Component logs: DIR/logs/<name>.log.
+"""
+
+
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, version = value.partition("=")
+        if not sep or not name or not version:
+            raise SystemExit(f"{what} {value!r}: expected NAME=VERSION")
+        out[name] = version
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from inspector.testing.streammanager import StreamManagerEmulator
+
+    parser = argparse.ArgumentParser(prog="python -m inspector.testing.simcore", usage=USAGE)
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--build", type=Path, action="append", default=[], required=True)
+    parser.add_argument("--merge", action="append", default=[], required=True)
+    parser.add_argument("--update-config", default="{}")
+    parser.add_argument("--thing-name", default="simulated-core")
+    parser.add_argument("--stream-manager", type=Path, default=None, metavar="S3_DIR")
+    parser.add_argument("--external", action="append", default=[])
+    parser.add_argument("--startup-s", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        update = json.loads(args.update_config)
+    except ValueError as exc:
+        raise SystemExit(f"--update-config is not JSON: {exc}") from None
+    configuration = {
+        name: {"merge": _ci(value, "MERGE"), "reset": list(_ci(value, "RESET") or [])}
+        for name, value in update.items()
+    }
+    external = _pairs(args.external, "--external")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with contextlib.ExitStack() as stack:
+        extra_env: dict[str, str] = {}
+        if args.stream_manager is not None:
+            stream_manager = stack.enter_context(StreamManagerEmulator(args.stream_manager))
+            extra_env.update(stream_manager.env)
+            external.setdefault("aws.greengrass.StreamManager", "2.3.0")
+        nucleus = stack.enter_context(NucleusEmulator(component_name="simcore.Main",
+                                                      thing_name=args.thing_name))
+        core = stack.enter_context(SimulatedCore(
+            args.root, nucleus, thing_name=args.thing_name, extra_env=extra_env,
+            external=external, startup_s=args.startup_s))
+        for build in args.build:
+            for name, version in core.import_build(build):
+                print(f"imported {name} {version}", flush=True)
+        result = core.deploy(_pairs(args.merge, "--merge"), configuration=configuration)
+        print(f"deployment {result.deployment_id}: {result.status} {result.reason}".rstrip(),
+              flush=True)
+        print(f"logs: {core.root / 'logs'}", flush=True)
+        if result.status != "SUCCEEDED":
+            return 1
+        shown = [0]
+
+        def news() -> bool:
+            return len(nucleus.published) > shown[0]
+
+        while not stop.is_set():
+            nucleus.wait_until(news, 0.5)
+            for message in list(nucleus.published)[shown[0]:]:
+                print(f"{message.operation} {message.topic} "
+                      f"{message.payload.decode('utf-8', 'replace')}", flush=True)
+                shown[0] += 1
+        print("stopping", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
