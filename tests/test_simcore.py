@@ -114,8 +114,6 @@ def app_recipe() -> dict[str, Any]:
 
 def read_env(core: SimulatedCore) -> dict[str, str]:
     path = core.work_path(APP) / "env.txt"
-    assert core.nucleus.wait_until(lambda: path.exists() and path.stat().st_size > 0, T) or \
-        path.exists()
     deadline = time.monotonic() + T
     while not (path.exists() and path.read_text().endswith("\n")):
         assert time.monotonic() < deadline, core.log(APP)
