@@ -286,6 +286,11 @@ def test_switch_to_int8_is_a_configuration_merge_applied_live(
     sim, watch = core
     nucleus = sim.nucleus
     running = sim.process(INFERENCE)
+    # a configuration the service rejects: the deployment fails and nothing changes
+    refused = sim.deploy({}, configuration={INFERENCE: {"merge": {"ModelPrecision": "int4"}}})
+    assert refused.status == "FAILED_NO_STATE_CHANGE" and "ModelPrecision" in refused.reason
+    assert nucleus.config[INFERENCE]["ModelPrecision"] == "fp32"
+
     result = sim.deploy({}, configuration={INFERENCE: {"merge": {"ModelPrecision": "int8"}}})
     assert result.status == "SUCCEEDED", result.reason
     assert result.restarted == [] and result.notice is None  # nothing restarts

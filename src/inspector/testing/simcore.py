@@ -516,7 +516,8 @@ class SimulatedCore:
             for dep, (requirement, _) in recipe.dependencies.items():
                 have = target.get(dep) or self.external.get(dep)
                 if have is None:
-                    return f"{name} {version} needs {dep} ({requirement}), which is not deployed"
+                    return (f"{name} {version} needs {dep} ({requirement}), which is not "
+                            "deployed (nor named as external: a stand-in such as an emulator)")
                 if not satisfies(have, requirement):
                     return f"{name} {version} needs {dep} {requirement}, not {have}"
         return ""
