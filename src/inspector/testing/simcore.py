@@ -45,8 +45,9 @@ src/main/java/com/aws/greengrass/...):
   DefaultActivator.java``, ``lifecyclemanager/UpdateSystemPolicyService.java``): configuration per
   ``NucleusEmulator.deploy_configuration`` (existing values kept across versions, new default
   keys added, ``reset`` then ``merge``); with ``NOTIFY_COMPONENTS`` (the default) subscribed
-  components are asked first and may defer (``notify_component_update``); configuration-only
-  changes go to the component's validators and a rejection fails the deployment with no change;
+  components are asked first, for every deployment, and may defer (``notify_component_update``);
+  configuration-only changes go to the component's validators and a rejection fails the
+  deployment with no change;
   a component whose version or rendered lifecycle changed, or that has a HARD dependency on
   one, is stopped (dependants first), installed and started again (dependencies first); an
   Install that fails (or a Run that exits non-zero / reports ERRORED within ``startup_s``) rolls
@@ -480,7 +481,9 @@ class SimulatedCore:
 
         result = DeploymentResult(deployment_id, "SUCCEEDED", restarted=self._order(
             [n for n in restart if n in target], target))
-        if restart and action == "NOTIFY_COMPONENTS":
+        if action == "NOTIFY_COMPONENTS":
+            # DeploymentConfigMerger.mergeInNewConfig queues the update action (and so the
+            # PreComponentUpdateEvent) for every NOTIFY_COMPONENTS deployment, whatever it changes
             result.notice = self.nucleus.notify_component_update(deployment_id,
                                                                  timeout_s=timeout_s)
         try:
