@@ -64,6 +64,9 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
     name = version = None
     if settings.ModelPath:
         path = Path(settings.ModelPath).expanduser()
+        if settings.ModelPrecision != "fp32":
+            logger.warning("ModelPrecision %s is ignored: ModelPath names the file (%s)",
+                           settings.ModelPrecision, path)
         if not expected:
             expected = _manifest_sha256(path)
         if not expected:
