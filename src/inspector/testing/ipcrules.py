@@ -45,66 +45,6 @@ def lookup(config: dict[str, Any], key_path: tuple[str, ...]) -> tuple[bool, Any
     return True, node
 
 
-def changed_paths(old: Any, new: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Key paths of the leaves (or whole subtrees) that differ between two configurations."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        paths: list[tuple[str, ...]] = []
-        for key in list(old) + [k for k in new if k not in old]:
-            if key not in new or key not in old:
-                paths.append((*prefix, key))
-            else:
-                paths.extend(changed_paths(old[key], new[key], (*prefix, key)))
-        return paths
-    return [] if old == new else [prefix]
-
-
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-ACCESS_SERVICES = {
-    "PublishToIoTCore": "aws.greengrass.ipc.mqttproxy",
-    "SubscribeToIoTCore": "aws.greengrass.ipc.mqttproxy",
-    "PublishToTopic": "aws.greengrass.ipc.pubsub",
-    "SubscribeToTopic": "aws.greengrass.ipc.pubsub",
-}
-
-
-def _get_ci(mapping: dict[str, Any], key: str) -> Any:
-    found = find_key(mapping, key)
-    return mapping[found] if found is not None else None
-
-
-def _resource_matches(service: str, pattern: str, resource: str) -> bool:
-    if pattern in ("*", resource):
-        return True
-    # MQTT wildcards work in mqttproxy policies; in pubsub policies they are literal characters
-    return service == "aws.greengrass.ipc.mqttproxy" and topic_matches(pattern, resource)
-
-
-def authorized(access_control: Any, operation: str, resource: str) -> bool:
-    """Whether a component's ``accessControl`` configuration allows ``operation`` (short name,
-    e.g. "PublishToIoTCore") on ``resource`` (a topic or topic filter)."""
-    service = ACCESS_SERVICES[operation]
-    policies = _get_ci(access_control, service) if isinstance(access_control, dict) else None
-    for policy in (policies.values() if isinstance(policies, dict) else []):
-        if not isinstance(policy, dict):
-            continue
-        operations = _get_ci(policy, "operations") or []
-        resources = _get_ci(policy, "resources") or []
-        if SERVICE_PREFIX + operation not in operations and "*" not in operations:
-            continue
-        if any(_resource_matches(service, str(r), resource) for r in resources):
-            return True
-    return False
-
-
 # ------------------------------------------------------------ deployment configuration rules
 #
 # How the nucleus computes a component's configuration for a deployment, modelled on
@@ -197,3 +137,63 @@ def resolve_configuration(
     if merge:
         config = merge_update(config, merge)
     return config, problems
+
+
+def changed_paths(old: Any, new: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Key paths of the leaves (or whole subtrees) that differ between two configurations."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        paths: list[tuple[str, ...]] = []
+        for key in list(old) + [k for k in new if k not in old]:
+            if key not in new or key not in old:
+                paths.append((*prefix, key))
+            else:
+                paths.extend(changed_paths(old[key], new[key], (*prefix, key)))
+        return paths
+    return [] if old == new else [prefix]
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+ACCESS_SERVICES = {
+    "PublishToIoTCore": "aws.greengrass.ipc.mqttproxy",
+    "SubscribeToIoTCore": "aws.greengrass.ipc.mqttproxy",
+    "PublishToTopic": "aws.greengrass.ipc.pubsub",
+    "SubscribeToTopic": "aws.greengrass.ipc.pubsub",
+}
+
+
+def _get_ci(mapping: dict[str, Any], key: str) -> Any:
+    found = find_key(mapping, key)
+    return mapping[found] if found is not None else None
+
+
+def _resource_matches(service: str, pattern: str, resource: str) -> bool:
+    if pattern in ("*", resource):
+        return True
+    # MQTT wildcards work in mqttproxy policies; in pubsub policies they are literal characters
+    return service == "aws.greengrass.ipc.mqttproxy" and topic_matches(pattern, resource)
+
+
+def authorized(access_control: Any, operation: str, resource: str) -> bool:
+    """Whether a component's ``accessControl`` configuration allows ``operation`` (short name,
+    e.g. "PublishToIoTCore") on ``resource`` (a topic or topic filter)."""
+    service = ACCESS_SERVICES[operation]
+    policies = _get_ci(access_control, service) if isinstance(access_control, dict) else None
+    for policy in (policies.values() if isinstance(policies, dict) else []):
+        if not isinstance(policy, dict):
+            continue
+        operations = _get_ci(policy, "operations") or []
+        resources = _get_ci(policy, "resources") or []
+        if SERVICE_PREFIX + operation not in operations and "*" not in operations:
+            continue
+        if any(_resource_matches(service, str(r), resource) for r in resources):
+            return True
+    return False
