@@ -52,7 +52,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def synthetic_image(path: Path, rng: np.random.Generator) -> Path:
-    """A 1280x960 JPEG shaped like DOMAIN.md: dark belt, grey tag, a few bright strokes."""
+    """A 1280x960 JPEG shaped like docs/data-spec.md: dark belt, grey tag, a few bright strokes."""
     image = rng.normal(40, 6, (960, 1280, 3)).clip(0, 255).astype(np.uint8)
     cv2.rectangle(image, (320, 300), (960, 660), (170, 170, 170), cv2.FILLED)
     for _ in range(3):

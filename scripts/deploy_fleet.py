@@ -182,12 +182,45 @@ def check_model_version(version: str, registry: Path = REGISTRY) -> None:
                        ", ".join(sorted(recorded)) or "none")
 
 
+def stream_manager_requirement(repo: Path = REPO) -> str:
+    """The inference recipe's VersionRequirement for StreamManager, e.g. '>=2.0.0 <3.0.0'."""
+    text = (repo / "recipes" / "inference" / "recipe.yaml").read_text(encoding="utf-8")
+    match = re.search(rf"{re.escape(STREAM_MANAGER)}:\s*\n(?:\s*#.*\n)*\s*VersionRequirement:"
+                      r"\s*[\"']?([^\"'\n]+)", text)
+    if not match:
+        raise DeployError(f"recipes/inference/recipe.yaml: no VersionRequirement for "
+                          f"{STREAM_MANAGER}")
+    return match.group(1).strip()
+
+
+def satisfies(version: str, requirement: str) -> bool:
+    """``version`` meets every comparator of ``requirement`` ('>=2.0.0 <3.0.0')."""
+    have = tuple(int(p) for p in version.split("."))
+    for comparator in requirement.split():
+        found = re.fullmatch(r"(>=|<=|>|<|=)?(\d+)\.(\d+)\.(\d+)", comparator)
+        if not found:
+            raise DeployError(f"cannot read the version requirement {requirement!r}")
+        want = tuple(int(found.group(i)) for i in (2, 3, 4))
+        op = found.group(1) or "="
+        if not {">=": have >= want, "<=": have <= want, ">": have > want, "<": have < want,
+                "=": have == want}[op]:
+            return False
+    return True
+
+
 def latest_stream_manager(client: Any, partition: str, region: str) -> str:
+    """The newest StreamManager version the inference recipe accepts (the service lists greater
+    versions first)."""
     arn = f"arn:{partition}:greengrass:{region}:aws:components:{STREAM_MANAGER}"
-    versions = client.list_component_versions(arn=arn, maxResults=1).get("componentVersions", [])
-    if not versions:
-        raise DeployError(f"no versions of {STREAM_MANAGER} in {region}")
-    return str(versions[0]["componentVersion"])
+    requirement = stream_manager_requirement()
+    versions = client.list_component_versions(arn=arn, maxResults=100).get(
+        "componentVersions", [])
+    for item in versions:
+        version = str(item["componentVersion"])
+        if _VERSION.match(version) and satisfies(version, requirement):
+            return version
+    raise DeployError(f"no version of {STREAM_MANAGER} in {region} satisfies the inference "
+                      f"recipe's {requirement!r} (got {[v['componentVersion'] for v in versions]})")
 
 
 def make_client(region: str) -> Any:

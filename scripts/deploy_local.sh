@@ -34,9 +34,8 @@ use_gdk=1
 build_dir=""
 registry=""
 
-usage() {  # the comment block above, up to the first line that is not a comment
-  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
-}
+# usage: the comment block at the top of this file, and nothing after it
+usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in

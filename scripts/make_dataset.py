@@ -1,10 +1,10 @@
-"""Write a YOLO data set of synthetic scratched metal tags (shared/DOMAIN.md).
+"""Write a YOLO data set of synthetic scratched metal tags (docs/data-spec.md).
 
     python scripts/make_dataset.py data/synth_train --count 4000 --seed 1 --val-fraction 0.05
     python scripts/make_dataset.py data/synth_test --count 300 --seed 9001 --test
 
 Training layout: OUT/images/{train,val}/*.jpg|png, OUT/labels/{train,val}/*.txt, OUT/data.yaml.
-Test layout (``--test``): a flat OUT/images/ + OUT/labels/ with the DOMAIN.md distribution
+Test layout (``--test``): a flat OUT/images/ + OUT/labels/ with the docs/data-spec.md distribution
 (training levers refused), and a data.yaml whose train, val and test all point at it. Both also
 write OUT/synth.json (config, seed, counts) and OUT/contact_sheet.png (first 16 images, boxes
 drawn). Use a test seed that no training set ever used.
@@ -104,7 +104,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--test", action="store_true",
-                   help="flat test set with the DOMAIN.md distribution (no training levers)")
+                   help="flat test set, docs/data-spec.md distribution (no training levers)")
     p.add_argument("--max-side", type=int, default=None,
                    help="downscale images and labels so the long side is at most this")
     levers = p.add_argument_group("training levers (change only the scratches)")
@@ -134,7 +134,7 @@ def _config(args: argparse.Namespace) -> SynthConfig:
         if getattr(args, name) is not None
     }
     if args.test and levers:
-        raise SystemExit(f"--test keeps the DOMAIN.md distribution; drop {sorted(levers)}")
+        raise SystemExit(f"--test keeps the docs/data-spec.md distribution; drop {sorted(levers)}")
     return SynthConfig(**levers)
 
 

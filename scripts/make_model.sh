@@ -6,7 +6,7 @@
 #   DEVICE=0 PY=.venv-train/bin/python scripts/make_model.sh
 #
 # Four stages, each from the previous stage's best weights; YOLOv8n from yolov8n.yaml (no
-# pretrained weights, offline). Synthetic data follows shared/DOMAIN.md.
+# pretrained weights, offline). Synthetic data follows docs/data-spec.md.
 #   1. 320 px same-scale crops of two 640 px mixes (trainA, trainB), SGD, STAGE1_EPOCHS
 #   2. the same crops, AdamW lr 0.001, STAGE2_EPOCHS
 #   3. 6,000 whole 640 px frames (seed 21), AdamW lr 0.001, batch 64, STAGE3_EPOCHS

@@ -515,6 +515,15 @@ def test_bootstrap_reads_the_shipped_requirements_for_this_python() -> None:
         bootstrap.requirements_of("numpy; platform_machine == 'x86_64'\n")
 
 
+def test_bootstrap_reads_the_ranges_on_python_3_10(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ubuntu 22.04 / JetPack 6: the markers select pyproject's ranges, not the 3.11 pins."""
+    monkeypatch.setattr(bootstrap.sys, "version_info", (3, 10, 12, "final", 0))
+    text = (REPO / "recipes" / "inference" / "requirements.txt").read_text()
+    wanted = dict(bootstrap.requirements_of(text))
+    assert wanted["numpy"] == [(">=", "1.24"), ("<", "2.3")]
+    assert all(op != "==" for specs in wanted.values() for op, _ in specs)
+
+
 def test_bootstrap_check_names_what_is_missing(tmp_path: Path) -> None:
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("inspector-no-such-package==1.0\nPyYAML==0.1\ntenacity\n")

@@ -47,7 +47,7 @@ def test_every_bundled_model_matches_its_manifest_entry(manifest):
 
 @pytest.fixture(scope="module")
 def golden_images(tmp_path_factory):
-    """DOMAIN.md defect images (1-4 scratches, no faint ones) and clean images, written to disk."""
+    """docs/data-spec.md defect images (1-4 scratches, none faint) and clean ones, on disk."""
     folder = tmp_path_factory.mktemp("golden")
     truth: dict[str, np.ndarray] = {}
     defect_config = SynthConfig(p_clean=0.0, min_scratches=1, faint_fraction=0.0)

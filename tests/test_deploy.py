@@ -175,16 +175,17 @@ def test_deploy_fleet_calls_create_deployment(
 ) -> None:
     from botocore.stub import Stubber
 
-    expected = _expected_document(model="1.2.0")
+    expected = _expected_document(model="1.2.0")  # StreamManager 2.3.0: 3.0.1 is out of range
     with Stubber(client) as stub:
         stub.add_response(
             "list_component_versions",
-            {"componentVersions": [{"componentName": "aws.greengrass.StreamManager",
-                                    "componentVersion": "2.3.0",
-                                    "arn": "arn:aws:greengrass:eu-west-1:aws:components:"
-                                           "aws.greengrass.StreamManager:versions:2.3.0"}]},
+            {"componentVersions": [  # greater versions first, as the service lists them
+                {"componentName": STREAM_MANAGER, "componentVersion": version,
+                 "arn": f"arn:aws:greengrass:eu-west-1:aws:components:{STREAM_MANAGER}:"
+                        f"versions:{version}"}
+                for version in ("3.0.1", "2.3.0", "2.2.1")]},
             {"arn": "arn:aws:greengrass:eu-west-1:aws:components:aws.greengrass.StreamManager",
-             "maxResults": 1},
+             "maxResults": 100},
         )
         stub.add_response(
             "create_deployment",

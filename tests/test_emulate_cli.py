@@ -110,7 +110,74 @@ def test_emulate_rejects_a_bad_config_file(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2
-    assert "JSON object" in result.stderr
+    assert "expected a mapping" in result.stderr
+
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "inference" / "recipe.yaml"
+
+
+def start_emulate(tmp_path: Path, *argv: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inspector", "emulate", *argv], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    env: dict[str, str] = {}
+    for line in proc.stdout:
+        assert line.startswith("export "), f"not an export line on stdout: {line!r}"
+        name, _, value = line[len("export "):].strip().partition("=")
+        env[name] = shlex.split(value)[0]
+        if name == "AWS_DEFAULT_REGION":
+            break
+    assert env.keys() >= ENV_NAMES, f"emulate exited with {proc.poll()}"
+    return proc, env
+
+
+def served_configuration(env: dict[str, str]) -> dict[str, object]:
+    ipc = GreengrassCoreIPCClientV2(client=connect(
+        ipc_socket=env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
+        authtoken=env["SVCUID"]))
+    try:
+        response = ipc.get_configuration_async().result(5)
+        assert response.component_name == "com.inspector.Inference"
+        return dict(response.value)
+    finally:
+        ipc.close()
+
+
+def test_emulate_without_arguments_serves_the_recipe_defaults(tmp_path: Path) -> None:
+    """As a core after a deployment without configuration changes: the recipe's
+    DefaultConfiguration, under the recipe's component name."""
+    import yaml
+
+    defaults = yaml.safe_load(RECIPE.read_text())["ComponentConfiguration"]["DefaultConfiguration"]
+    proc, env = start_emulate(tmp_path)
+    try:
+        assert served_configuration(env) == defaults
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, log = proc.communicate(timeout=20)
+    assert proc.returncode == 0, log
+    assert "emulating Greengrass for com.inspector.Inference" in log  # logs on stderr
+
+
+def test_emulate_merges_a_yaml_file_over_the_defaults(tmp_path: Path) -> None:
+    import yaml
+
+    defaults = yaml.safe_load(RECIPE.read_text())["ComponentConfiguration"]["DefaultConfiguration"]
+    config = tmp_path / "site.yaml"
+    config.write_text("# a site's settings\nImageDirectory: /srv/camera\nQueueSize: 4\n"
+                      "accessControl:\n  aws.greengrass.ipc.pubsub: {}\n")
+    proc, env = start_emulate(tmp_path, "--config", str(config))
+    try:
+        served = served_configuration(env)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert served["ImageDirectory"] == "/srv/camera" and served["QueueSize"] == 4
+    assert served["ConfidenceThreshold"] == defaults["ConfidenceThreshold"]
+    access = served["accessControl"]
+    assert isinstance(access, dict) and "aws.greengrass.ipc.mqttproxy" in access  # merged
 
 
 def test_fixture_env_drives_a_component_process(tmp_path: Path) -> None:

@@ -25,7 +25,11 @@ from inspector.testing.nucleus import NucleusEmulator
 
 pytestmark = pytest.mark.timeout(60)
 COMPONENT = "com.example.Inspector"
-BASE = {"ImageDirectory": "/data/images", "accessControl": {"aws.greengrass.ipc.mqttproxy": {}}}
+# what the recipe grants: the default results and metrics topics
+GRANTS = {"aws.greengrass.ipc.mqttproxy": {"com.example.Inspector:mqttproxy:1": {
+    "operations": ["aws.greengrass#PublishToIoTCore"],
+    "resources": ["inspector/results", "inspector/metrics"]}}}
+BASE = {"ImageDirectory": "/data/images", "accessControl": GRANTS}
 
 
 def test_valid_configuration_ignores_access_control() -> None:
@@ -36,7 +40,7 @@ def test_valid_configuration_ignores_access_control() -> None:
 
 @pytest.mark.parametrize(("change", "key", "words"), [
     ({"ConfidenceThreshold": 1.5}, "ConfidenceThreshold", "less than or equal to 1"),
-    ({"ConfidenceThreshhold": 0.5}, "ConfidenceThreshhold", "Extra inputs"),
+    ({"ConfidenceThreshhold": 0.5}, "ConfidenceThreshhold", "did you mean ConfidenceThreshold?"),
     ({"UploadKeyTemplate": "{bucket}/{name}"}, "UploadKeyTemplate", "unknown placeholder"),
     ({"PublishResultsOnTopic": "a/#"}, "PublishResultsOnTopic", "wildcards"),
     ({"PubSubTopic": "a/{device}"}, "PubSubTopic", "unknown placeholder"),
@@ -117,6 +121,42 @@ def test_reads_validates_and_applies_live(ipc: IpcClient, nucleus: NucleusEmulat
     new = applied.settings[0]
     assert (new.ConfidenceThreshold, new.IouThreshold, new.StableSeconds) == (0.7, 0.3, 0.5)
     source.close()
+
+
+def test_a_topic_outside_access_control_is_rejected(
+    ipc: IpcClient, nucleus: NucleusEmulator
+) -> None:
+    """The nucleus would refuse every publish on such a topic: the deployment is refused first."""
+    source = ConfigSource(ipc, apply=Applied(), debounce_s=0.05, thing_name="line-7").start()
+    refused = nucleus.update_config(COMPONENT, {"PublishResultsOnTopic": "plant1/results"},
+                                    merge=True)
+    assert refused.status == "REJECTED" and not refused.applied
+    assert "PublishResultsOnTopic" in (refused.message or "")
+    assert "'plant1/results' is not allowed" in (refused.message or "")
+    refused = nucleus.update_config(COMPONENT, {"PublishTarget": "both"}, merge=True)
+    assert refused.status == "REJECTED" and "PubSubTopic" in (refused.message or "")
+    # the same change with a matching grant (MQTT wildcards count for mqttproxy) is accepted
+    grant = {"aws.greengrass.ipc.mqttproxy": {"com.example.Inspector:mqttproxy:1": {
+        "operations": ["aws.greengrass#PublishToIoTCore"],
+        "resources": ["plant1/+/results", "plant1/results", "inspector/metrics"]}}}
+    accepted = nucleus.update_config(COMPONENT, {"PublishResultsOnTopic": "plant1/{thingName}/"
+                                                 "results", "accessControl": grant}, merge=True)
+    assert accepted.status == "ACCEPTED", accepted.message
+    assert source.rejected == 2
+    source.close()
+
+
+def test_access_problems_read_the_components_own_access_control(
+    ipc: IpcClient, nucleus: NucleusEmulator
+) -> None:
+    from inspector.greengrass.config import access_problems, read_access_control
+
+    access = read_access_control(ipc)
+    assert access == GRANTS
+    settings = Settings.from_mapping({"ImageDirectory": "/x", "MetricsTopic": "m/{thingName}"})
+    problems = access_problems(settings, access, "line-7")
+    assert [key for key, _ in problems] == ["MetricsTopic"] and "'m/line-7'" in problems[0][1]
+    assert access_problems(settings.replace(MetricsTopic=""), access, "line-7") == []
 
 
 def test_an_invalid_configuration_applied_anyway_keeps_the_running_one(

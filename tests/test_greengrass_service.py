@@ -8,6 +8,7 @@ dark ones (and the grey letterbox padding, 114/255) pass.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -153,7 +154,9 @@ def greengrass(tmp_path: Path, model_path: Path) -> Iterator[tuple[Greengrass, P
         "UploadBucket": "defects-bucket",
         "UploadMaxRetries": 2,
         "MetricsIntervalSeconds": 0.5,
-        "accessControl": {"aws.greengrass.ipc.mqttproxy": {}},
+        "accessControl": {"aws.greengrass.ipc.mqttproxy": {f"{COMPONENT}:mqttproxy:1": {
+            "operations": ["aws.greengrass#PublishToIoTCore"],
+            "resources": ["factory/+/results", "inspector/metrics"]}}},
     }
     with running_greengrass(tmp_path, config=config, component_name=COMPONENT,
                             thing_name=THING) as gg:
@@ -332,6 +335,7 @@ def test_upload_failing_past_retries_goes_to_failed_folder(
 ) -> None:
     gg, watch = greengrass
     gg.nucleus.config[COMPONENT]["UploadMaxRetries"] = 1
+    gg.nucleus.config[COMPONENT]["UploadRetryHours"] = 0  # the old rule: retries, no window
     gg.stream_manager.fail_uploads = lambda task: "doomed" in task.key
     component.start()
     write_image(watch, "doomed.png", BRIGHT)
@@ -484,3 +488,123 @@ def test_a_full_spool_refuses_the_result_and_says_so(
     assert len(list((watch / ".inspector" / "spool").glob("*.json"))) == 1
     refusal = next(line for line in component.log_text().splitlines() if "is full" in line)
     assert "f1.png" in refusal and "limits 1 messages" in refusal
+
+
+# --- custody under faults (issue 12) -----------------------------------------------------------
+
+def metrics_messages(gg: Greengrass) -> list[dict[str, Any]]:
+    return [m.json() for m in list(gg.nucleus.published) if m.topic == "inspector/metrics"]
+
+
+def test_refused_publishes_are_dead_lettered_named_counted_and_images_accounted(
+    greengrass: tuple[Greengrass, Path], component: Component
+) -> None:
+    """Fault 1: the nucleus refuses the results topic (not in accessControl). Nothing is lost:
+    each result lands in the dead-letter file, named in an ERROR line and counted."""
+    gg, watch = greengrass
+    config = gg.nucleus.config[COMPONENT]
+    config["UploadBucket"] = ""
+    config["accessControl"] = {"aws.greengrass.ipc.mqttproxy": {f"{COMPONENT}:mqttproxy:1": {
+        "operations": ["aws.greengrass#PublishToIoTCore"], "resources": ["inspector/metrics"]}}}
+    gg.nucleus.enforce_access_control = True
+    component.start()
+    startup = component.log_text()
+    assert "PublishResultsOnTopic: topic 'factory/line-7/results' is not allowed" in startup
+    names = [f"r{i}.png" for i in range(3)]
+    for i, name in enumerate(names):
+        write_image(watch, name, DARK if i else BRIGHT)
+    dead = watch / ".inspector" / "spool" / "dead-letter.jsonl"
+    wait_until(lambda: dead.exists() and len(dead.read_text().splitlines()) == 3, 30, "dead")
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert sorted(x["image"] for x in letters) == names
+    assert all("UnauthorizedError" in x["error"] and x["topic"] == f"factory/{THING}/results"
+               for x in letters)
+    assert sorted(json.loads(x["payload"])["image"]["name"] for x in letters) == names
+    log = component.log_text()
+    for name in names:
+        assert any("ERROR" in line and name in line and str(dead) in line
+                   for line in log.splitlines()), name
+    wait_until(lambda: any(m.get("dead_letters") == 3 for m in metrics_messages(gg)), 10,
+               "dead_letters in the metrics")
+    assert results(gg) == [] and not list(watch.glob("*.png"))  # accounted: 3 in, 3 kept
+    assert not list((watch / ".inspector" / "spool").glob("*.json"))  # not retried forever
+    # the validation hook refuses a topic the component's accessControl does not allow
+    outcome = gg.nucleus.update_config(COMPONENT, {"MetricsTopic": "elsewhere/metrics"},
+                                       merge=True)
+    assert outcome.status == "REJECTED" and "accessControl" in (outcome.message or "")
+    assert gg.nucleus.states == ["RUNNING"]
+    assert component.stop() == 0
+
+
+def test_results_that_cannot_be_spooled_keep_the_image_and_report_errored(
+    greengrass: tuple[Greengrass, Path], component: Component
+) -> None:
+    """Rule 1 under Greengrass: a spool that cannot take a result (full, nucleus silent) keeps
+    the image; after SinkStallSeconds the component reports ERRORED and exits 6."""
+    gg, watch = greengrass
+    config = gg.nucleus.config[COMPONENT]
+    config.update(UploadBucket="", ShutdownSeconds=1.0, SpoolMaxMessages=1, SinkStallSeconds=2)
+    component.start()
+    gg.nucleus.delay_s["PublishToIoTCore"] = float("inf")  # nothing is acknowledged
+    write_image(watch, "g0.png", DARK)
+    wait_until(lambda: len(list((watch / ".inspector" / "spool").glob("*.json"))) == 1, 30,
+               "spooled")
+    write_image(watch, "g1.png", DARK)
+    assert component.wait_exit(60) == 6
+    assert gg.nucleus.states == ["RUNNING", "ERRORED"]
+    assert sorted(p.name for p in watch.glob("*.png")) == ["g1.png"]  # kept, not done
+    log = component.log_text()
+    assert any("ERROR" in line and "g1.png" in line and "is full" in line
+               for line in log.splitlines())
+    assert "exiting with code 6" in log and "1 inspected image(s) kept undelivered" in log
+    spooled = [json.loads(p.read_text()) for p in (watch / ".inspector" / "spool").glob("*.json")]
+    assert [m["image"] for m in spooled] == ["g0.png"]  # delivered (durable) or kept: no loss
+
+
+def test_uploads_retry_over_their_window_then_fail_counted(
+    greengrass: tuple[Greengrass, Path], component: Component
+) -> None:
+    """Fault 4: a failing upload is retried with backoff for UploadRetryHours (here 3 s), past
+    UploadMaxRetries, then failed/ -- counted in the metrics and the stop line."""
+    gg, watch = greengrass
+    config = gg.nucleus.config[COMPONENT]
+    config.update(UploadMaxRetries=0, UploadRetryHours=3 / 3600)
+    gg.stream_manager.fail_uploads = lambda task: "doomed" in task.key
+    component.start()
+    write_image(watch, "doomed.png", BRIGHT)
+    write_image(watch, "fine.png", BRIGHT)
+    failed = watch / ".inspector" / "failed"
+    wait_until(lambda: (failed / "doomed.png").exists(), 60, "doomed.png failed")
+    wait_until(lambda: len(successes(gg)) == 1 and not held_files(watch), 30, "fine.png")
+    failures = [u.status for u in gg.stream_manager.uploads].count("Failure")
+    assert failures >= 3  # retried over the window, not once (UploadMaxRetries 0)
+    assert f"upload failed {failures} time(s)" in (failed / "doomed.png.reason.txt").read_text()
+    wait_until(lambda: any(m["uploads"]["failed"] == 1 and m["failures"] == 1
+                           and m["held_now"] == 0 for m in metrics_messages(gg)), 10, "metrics")
+    last = metrics_messages(gg)[-1]
+    assert last["uploads"]["retried"] == failures - 1 and last["held"] == 2
+    assert component.stop() == 0
+    stop_line = next(x for x in component.log_text().splitlines() if "stopped (signal)" in x)
+    assert "1 failed" in stop_line and "0 still held (2 held in all)" in stop_line
+    assert f"s3: 1 uploaded, {failures - 1} retried, 1 failed, 0 pending" in stop_line
+
+
+def test_transient_upload_failures_past_the_old_limit_still_upload(
+    greengrass: tuple[Greengrass, Path], component: Component
+) -> None:
+    gg, watch = greengrass
+    gg.nucleus.config[COMPONENT].update(UploadMaxRetries=1)  # once: gave up after 2 failures
+    failures = {"n": 0}
+
+    def flaky(task: Any) -> bool:
+        failures["n"] += 1
+        return failures["n"] <= 3
+
+    gg.stream_manager.fail_uploads = flaky
+    component.start()
+    write_image(watch, "flaky.png", BRIGHT)
+    wait_until(lambda: len(successes(gg)) == 1 and not held_files(watch), 60, "uploaded")
+    assert not (watch / ".inspector" / "failed").exists() or not list(
+        (watch / ".inspector" / "failed").iterdir())
+    assert [u.status for u in gg.stream_manager.uploads].count("Failure") == 3
+    assert component.stop() == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from inspector.errors import ModelError, ModelIntegrityError, ModelNotFoundError
+from inspector.errors import ConfigError, ModelError, ModelIntegrityError, ModelNotFoundError
 from inspector.greengrass.config import proposal_problems
 from inspector.integrity import (
     MODEL_DIR_ENV,
@@ -225,11 +225,17 @@ def _settings(tmp_path: Path, **extra: object) -> Settings:
 def test_model_path_without_sha256_is_refused_unless_allowed(
     tmp_path: Path, tiny_model_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with pytest.raises(ModelIntegrityError, match="without ModelSha256"):
-        load_detector(_settings(tmp_path, ModelPath=str(tiny_model_path)), {})
+    with pytest.raises(ConfigError, match="without ModelSha256") as refused:
+        _settings(tmp_path, ModelPath=str(tiny_model_path))
+    assert [key for key, _ in refused.value.errors] == ["ModelSha256"]
     problems = proposal_problems({"ImageDirectory": str(tmp_path),
-                                  "ModelPath": str(tiny_model_path)})
+                                  "ModelPath": str(tiny_model_path)})  # the validation hook
     assert [key for key, _ in problems] == ["ModelSha256"]
+    # the loader refuses it too, whatever built the settings
+    unchecked = Settings.model_construct(**{
+        **_settings(tmp_path).model_dump(), "ModelPath": str(tiny_model_path)})
+    with pytest.raises(ModelIntegrityError, match="without ModelSha256"):
+        load_detector(unchecked, {})
     with caplog.at_level(logging.WARNING, logger="inspector.service"):
         detector = load_detector(
             _settings(tmp_path, ModelPath=str(tiny_model_path), AllowUnverifiedModel=True), {})

@@ -122,3 +122,38 @@ def test_sha256_file(tmp_path: Path):
     path = tmp_path / "f.bin"
     path.write_bytes(b"abc")
     assert sha256_file(path) == hashlib.sha256(b"abc").hexdigest()
+
+
+def test_an_installed_wheel_reads_its_bundled_models(tmp_path: Path, monkeypatch):
+    """setup.py copies models/ into inspector/bundled/models of the wheel; that is used when
+    present and $INSPECTOR_MODELS_DIR is not set (scripts/check_wheel.sh checks a real wheel)."""
+    import inspector.models as models_module
+
+    bundled = tmp_path / "bundled" / "models"
+    bundled.mkdir(parents=True)
+    monkeypatch.setattr(models_module, "BUNDLED_DIR", bundled)
+    monkeypatch.delenv(MODELS_DIR_ENV, raising=False)
+    checkout = Path(__file__).resolve().parents[1] / "models"
+    assert resolve_models_dir() == checkout  # no manifest there yet: the checkout's
+    (bundled / "manifest.json").write_text("{}")
+    assert resolve_models_dir() == bundled
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "elsewhere"))
+    assert resolve_models_dir() == tmp_path / "elsewhere"
+
+
+def test_version_names_the_package_and_the_bundled_models(capsys, monkeypatch, tmp_path: Path):
+    from inspector import __version__
+    from inspector.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    manifest = load_manifest()
+    assert out.startswith(f"inspector {__version__}\n")
+    for entry in manifest.models:
+        assert f"{entry.name} {entry.version} {entry.precision}" in out
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "no bundled model" in capsys.readouterr().out

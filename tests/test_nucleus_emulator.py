@@ -423,6 +423,33 @@ def test_access_control_from_the_component_configuration() -> None:
         assert [m.topic for m in nucleus.published] == ["inspector/line1/results", "local/+"]
 
 
+def test_access_control_glob_and_mqtt_wildcard_rules_of_the_nucleus() -> None:
+    """As aws-greengrass-nucleus's WildcardTrie: ``*`` matches anything (``/`` included) for
+    both services; ``+`` is a wildcard only as a whole level (this emulator used to take ``*``
+    only as a whole resource)."""
+    config = {"accessControl": {
+        "aws.greengrass.ipc.mqttproxy": {"p:1": {
+            "operations": ["aws.greengrass#PublishToIoTCore"],
+            "resources": ["plant/*/results", "cell+/x"]}},
+        "aws.greengrass.ipc.pubsub": {"p:2": {
+            "operations": ["aws.greengrass#PublishToTopic"], "resources": ["local/*"]}},
+    }}
+    message = model.PublishMessage(json_message=model.JsonMessage(message={}))
+    with NucleusEmulator(component_name=COMPONENT, config={COMPONENT: config},
+                         enforce_access_control=True) as nucleus:
+        client = make_client(nucleus)
+        try:
+            client.publish_to_iot_core_async(
+                topic_name="plant/a/line-1/results", qos="1", payload=b"{}").result(T)
+            client.publish_to_topic_async(topic="local/a/b", publish_message=message).result(T)
+            with pytest.raises(model.UnauthorizedError):  # "+" inside a level is literal
+                client.publish_to_iot_core_async(topic_name="cell7/x", qos="1",
+                                                 payload=b"{}").result(T)
+        finally:
+            client.close()
+        assert len(nucleus.published) == 2
+
+
 def test_client_closing_a_delayed_stream_gets_no_late_answer(
     nucleus: NucleusEmulator, client: GreengrassCoreIPCClientV2
 ) -> None:

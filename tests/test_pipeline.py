@@ -40,10 +40,21 @@ class RecordingSink(Sink):
 
 
 class FailingSink(Sink):
+    """Fails its first ``failures`` sends (all of them by default), then delivers."""
+
     name = "failing"
 
+    def __init__(self, failures: int = 10**9) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.delivered: list[str] = []
+
     def send(self, delivery: Delivery) -> None:
-        raise SinkError("the broker is down")
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise SinkError("the broker is down")
+        self.delivered.append(delivery.inspection.image.name)
 
 
 class ClaimingSink(Sink):
@@ -78,7 +89,7 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> Detector:
 
 class Harness:
     def __init__(self, tmp_path: Path, detector: Any, sinks: list[Sink], *,
-                 action: str = "move", read: Any = None) -> None:
+                 action: str = "move", read: Any = None, **pipeline_kwargs: Any) -> None:
         self.root = tmp_path / "watch"
         self.root.mkdir(parents=True, exist_ok=True)
         state = self.root / ".inspector"
@@ -102,6 +113,9 @@ class Harness:
             queue_size=4,
             on_settled=self.settled.append,
             on_retry=self.retried.append,
+            retry_base_s=0.01,
+            retry_max_s=0.05,
+            **pipeline_kwargs,
         )
 
     def run(self, paths: list[Path], *, stop: bool = True) -> ListSource:
@@ -152,14 +166,55 @@ def test_good_and_bad_images_each_end_in_one_known_state(tmp_path: Path, detecto
     assert sink.closed
 
 
-def test_a_failing_sink_does_not_starve_the_others(tmp_path: Path, detector: Detector):
+def test_a_sink_that_recovers_gets_every_result_once_and_nothing_is_done_before(
+    tmp_path: Path, detector: Detector, caplog: pytest.LogCaptureFixture
+):
     sink = RecordingSink()
-    h = Harness(tmp_path, detector, [FailingSink(), sink])
+    failing = FailingSink(failures=4)
+    h = Harness(tmp_path, detector, [failing, sink])
     paths = [h.image(f"img_{n}.png", seed=n) for n in range(3)]
     h.run(paths)
-    assert len(sink.deliveries) == 3
-    assert h.pipeline.stats.sink_errors == {"failing": 3}
+    # the working sink got each result exactly once; the failing one was retried until it took it
+    assert sorted(d.inspection.image.name for d in sink.deliveries) == [p.name for p in paths]
+    assert sorted(failing.delivered) == [p.name for p in paths]
+    assert h.pipeline.stats.sink_errors == {"failing": 4}
+    assert h.pipeline.stats.delivery_retries == 4 and h.pipeline.stats.kept == 0
     assert len(list(h.disposer.done_dir.iterdir())) == 3
+    assert h.pipeline.stall() == (0.0, "")
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors and all("img_0.png" in m and "the broker is down" in m for m in errors)
+
+
+def test_a_sink_that_never_recovers_keeps_the_images_not_done(
+    tmp_path: Path, detector: Detector, caplog: pytest.LogCaptureFixture
+):
+    """The custody rule: no image reaches done before every sink made its result durable."""
+    sink = RecordingSink()
+    failing = FailingSink()
+    h = Harness(tmp_path, detector, [sink, failing])
+    paths = [h.image(f"img_{n}.png", seed=n) for n in range(3)]
+    source = ListSource(paths)
+    h.pipeline.start()
+    source.start(h.pipeline.submit)
+    deadline = time.monotonic() + 20
+    while (h.pipeline.stall()[0] <= 0 or failing.calls < 3) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    seconds, what = h.pipeline.stall()
+    assert seconds > 0 and "img_0.png" in what and "the broker is down" in what
+    assert not list(h.disposer.done_dir.iterdir())  # nothing done while the sink fails
+    h.stop()
+    # stopping: every inspected image was tried once more and kept where it was
+    assert all(p.exists() for p in paths)
+    assert not list(h.disposer.done_dir.iterdir())
+    delivered = [d.inspection.image.name for d in sink.deliveries]
+    assert len(delivered) == len(set(delivered))  # never twice to the working sink
+    assert h.pipeline.stats.kept == len(delivered) >= 1
+    reopened = Journal(h.journal.path)
+    reopened.open()
+    assert all(reopened.is_repeat(name, d.inspection.image.sha256)
+               for name, d in zip(delivered, sink.deliveries, strict=True))
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("img_0.png" in m and "sink failing" in m for m in errors)
 
 
 def test_detections_come_back_in_source_pixels(tmp_path: Path, detector: Detector):
@@ -184,10 +239,13 @@ def test_held_images_wait_for_their_release(tmp_path: Path, detector: Detector):
     assert len(uploader.holds) == 2
     held = sorted(p.name for p in h.disposer.held_dir.iterdir())
     assert held == ["img_0.jpg", "img_1.jpg"] and not any(p.exists() for p in paths)
+    assert (h.pipeline.stats.held_now, h.pipeline.stats.held) == (2, 2)
     (_path0, hold0), (_path1, hold1) = sorted(uploader.holds)
     hold0.release("uploader", ok=True)
     hold0.release("uploader", ok=True)  # twice: ignored
+    assert (h.pipeline.stats.held_now, h.pipeline.stats.held) == (1, 2)  # still held, ever held
     hold1.release("uploader", ok=False, reason="S3 said 403")
+    assert (h.pipeline.stats.held_now, h.pipeline.stats.failed) == (0, 1)
     assert (h.disposer.done_dir / "img_0.jpg").exists()
     assert "S3 said 403" in (h.disposer.failed_dir / "img_1.jpg.reason.txt").read_text()
     assert list(h.disposer.held_dir.iterdir()) == []

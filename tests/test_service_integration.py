@@ -373,10 +373,21 @@ def test_bad_settings_and_missing_model_exit_nonzero(tmp_path: Path):
     nowhere = subprocess.run([sys.executable, "-m", "inspector", "run"], capture_output=True,
                              text=True, env=env, timeout=60)
     assert nowhere.returncode == 2 and "--watch" in nowhere.stderr
+    # a ModelPath that does not exist is a bad setting (the settings model refuses it, as the
+    # Greengrass validation hook does); a file that is there but not a model is exit 3
     missing = subprocess.run([*base, "--model", str(tmp_path / "none.onnx")],
                              capture_output=True, text=True, env=env, timeout=60)
-    assert missing.returncode == 3
-    assert "none.onnx" in missing.stdout + missing.stderr
+    assert missing.returncode == 2
+    assert "ModelPath" in missing.stderr and "none.onnx" in missing.stderr
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    unverified = subprocess.run([*base, "--model", str(broken)],
+                                capture_output=True, text=True, env=env, timeout=60)
+    assert unverified.returncode == 2 and "ModelSha256" in unverified.stderr  # no digest
+    unusable = subprocess.run([*base, "--model", str(broken), "--set", "AllowUnverifiedModel=true"],
+                              capture_output=True, text=True, env=env, timeout=60)
+    assert unusable.returncode == 3
+    assert "broken.onnx" in unusable.stdout + unusable.stderr
 
 
 def test_demo_generates_inspects_and_shows_a_table(tmp_path: Path, model_path: Path):
@@ -471,8 +482,10 @@ def test_live_settings_apply_between_images(tmp_path: Path, model_path: Path):
         result = sink.wait_for(3)[2]
         assert result["model"]["name"] == "other" and result["verdict"] == "defect"
 
+        broken = tmp_path / "broken.onnx"
+        broken.write_bytes(b"not a model")
         with pytest.raises(ModelError):
-            service.apply_settings(newer.replace(ModelPath=str(tmp_path / "missing.onnx")))
+            service.apply_settings(newer.replace(ModelPath=str(broken)))
         assert service.settings is newer  # unchanged after the failure
         write_atomically(watch / "d.jpg", jpeg(4))
         assert sink.wait_for(4)[3]["model"]["name"] == "other"

@@ -3,6 +3,7 @@ with the real awsiotsdk client (in-process)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -191,8 +192,8 @@ def test_timeout_is_retried_and_may_duplicate(
     sink.close(1.0)
 
 
-def test_refused_publish_is_dropped_and_counted(
-    ipc: IpcClient, nucleus: NucleusEmulator, tmp_path: Path
+def test_refused_publish_is_dead_lettered_named_and_counted(
+    ipc: IpcClient, nucleus: NucleusEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     nucleus.fail_next("PublishToIoTCore", "UnauthorizedError")
     sink = make_sink(ipc, tmp_path)
@@ -201,7 +202,14 @@ def test_refused_publish_is_dropped_and_counted(
     published = nucleus.wait_for_published(1)
     assert [m.json()["image"]["name"] for m in published] == ["ok.jpg"]
     wait_until(lambda: sink.pending() == 0)
-    assert sink.rejected == 1
+    assert sink.rejected == 1 and sink.status()["dead_letters"] == 1
+    dead = tmp_path / "spool" / "dead-letter.jsonl"
+    lines = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["image"] == "denied.jpg"
+    assert "UnauthorizedError" in lines[0]["error"] and lines[0]["topic"] and lines[0]["time"]
+    assert json.loads(lines[0]["payload"])["image"]["name"] == "denied.jpg"
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("denied.jpg" in m and str(dead) in m for m in errors), errors
     sink.close(1.0)
 
 

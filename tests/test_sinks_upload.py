@@ -63,7 +63,12 @@ def test_user_metadata() -> None:
 class FakeUploader:
     def __init__(self) -> None:
         self.max_retries = 0
+        self.retry_window_s = 0.0
+        self.uploaded = self.retried = self.failed = 0
         self.tasks: list[UploadTask] = []
+
+    def pending(self) -> int:
+        return len(self.tasks)
 
     def submit(self, task: UploadTask) -> None:
         self.tasks.append(task)
@@ -183,6 +188,35 @@ def test_failure_retried_then_abandoned(
     ok, reason = outcomes.done["bad.png"]
     assert not ok and "3 time(s)" in reason and "injected upload failure" in reason
     assert [u.status for u in stream_manager.uploads if "bad" in u.key] == ["Failure"] * 3
+    uploader.close()
+
+
+def test_the_retry_window_runs_from_the_inspection_so_restarts_do_not_reset_it(
+    stream_manager: StreamManagerEmulator, tmp_path: Path
+) -> None:
+    """A held image resumed after a restart keeps its original deadline: the result's time
+    plus UploadRetryHours. Past it, the next failure is final (after UploadMaxRetries)."""
+    from datetime import datetime, timedelta, timezone
+
+    def at(hours_ago: float) -> str:
+        when = datetime.now(timezone.utc) - timedelta(hours=hours_ago)
+        return when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+    stream_manager.fail_uploads = lambda d: True
+    uploader = make_uploader(max_retries=0)
+    sink = UploadSink(uploader, bucket="bucket-a", key_template="k/{name}", max_retries=0,
+                      retry_hours=1.0)
+    assert uploader.retry_window_s == 3600.0
+    old, new = RecordingHold(), RecordingHold()
+    for name, hours_ago, hold in (("old.png", 1.5, old), ("new.png", 0.0, new)):
+        (tmp_path / name).write_bytes(b"x")
+        res = {**result(name=name), "time": at(hours_ago)}
+        assert sink.resume_hold(res, tmp_path / name, hold)  # as after a restart
+    wait_until(lambda: bool(old.releases))
+    assert old.releases[0][1] is False and "upload failed 1 time(s)" in old.releases[0][2]
+    wait_until(lambda: uploader.retried >= 2)  # new.png: still inside its window, retried
+    assert new.releases == [] and uploader.failed == 1
+    assert sink.status()["failed"] == 1 and sink.status()["retried"] >= 2
     uploader.close()
 
 

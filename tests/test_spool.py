@@ -73,3 +73,18 @@ def test_bounded_by_bytes_too_counted_across_restarts(tmp_path: Path) -> None:
     again.remove(again.pending()[0].id)
     assert again.bytes == 104 + len('{"n":1}')
     again.put(message)
+
+
+def test_dead_letter_appends_a_line_and_leaves_the_spool(tmp_path: Path) -> None:
+    import json
+
+    spool = Spool(tmp_path / "spool")
+    entry = spool.put({"target": "iotcore", "topic": "t/1", "payload": '{"a":1}', "image": "x.jpg"})
+    spool.put({"target": "iotcore", "topic": "t/1", "payload": "{}", "image": "y.jpg"})
+    where = spool.dead_letter(entry, error="UnauthorizedError: no", when="2026-12-01T00:00:00Z")
+    assert where == tmp_path / "spool" / "dead-letter.jsonl"
+    assert [json.loads(x) for x in where.read_text().splitlines()] == [{
+        "image": "x.jpg", "target": "iotcore", "topic": "t/1", "error": "UnauthorizedError: no",
+        "time": "2026-12-01T00:00:00Z", "payload": '{"a":1}'}]
+    assert [e.record["image"] for e in spool.pending()] == ["y.jpg"]
+    assert len(Spool(tmp_path / "spool")) == 1  # the dead-letter file is not a message

@@ -1,4 +1,4 @@
-"""The synthetic generator follows shared/DOMAIN.md and its labels match its pixels."""
+"""The synthetic generator follows docs/data-spec.md and its labels match its pixels."""
 
 from __future__ import annotations
 

@@ -13,7 +13,9 @@ is marked as a repeat.
 
 The journal is an append-only JSONL file: ``begin`` before a result goes to the sinks, ``hold``
 when the image is held, ``end`` when it is settled. An image begun but not ended when the service
-stopped may have had its result delivered; if it is seen again it is marked as a repeat.
+stopped may have had its result delivered; if it is seen again it is marked as a repeat. The same
+holds within a run: an image begun and not ended (its result went to some sink, but it could not
+be moved to done, or was kept because another sink failed) is a repeat when inspected again.
 """
 
 from __future__ import annotations
@@ -138,14 +140,18 @@ def _replace(source: Path, target: Path) -> None:
             raise
         # another file system: copy under a temporary name, rename, then remove the source
         temp = target.with_name(f".{target.name}.part")
-        if os.path.isdir(source):
-            shutil.copytree(source, temp, symlinks=True)
-            os.replace(temp, target)
-            shutil.rmtree(source)
-        else:
-            shutil.copy2(source, temp, follow_symlinks=False)
-            os.replace(temp, target)
-            os.unlink(source)
+        try:
+            if os.path.isdir(source):
+                shutil.copytree(source, temp, symlinks=True)
+                os.replace(temp, target)
+                shutil.rmtree(source)
+            else:
+                shutil.copy2(source, temp, follow_symlinks=False)
+                os.replace(temp, target)
+                os.unlink(source)
+        except OSError:
+            _unlink(temp)  # a disk-full copy must not keep the space it took
+            raise
 
 
 def _unlink(path: Path) -> None:
@@ -183,6 +189,7 @@ class Journal:
         self._lock = threading.Lock()
         self._unsettled: dict[tuple[str, str], dict[str, Any]] = {}  # from the previous run
         self._held: dict[tuple[str, str], HeldRecord] = {}
+        self._open_now: set[tuple[str, str]] = set()  # begun in this run, not yet ended
         self._fh: Any = None
 
     def open(self) -> None:
@@ -222,22 +229,30 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             if self._fh is not None:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-                self._fh.close()
+                try:
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+                    self._fh.close()
+                except OSError as exc:  # disk full: the open entries make repeats, no loss
+                    logger.error("journal %s: cannot be flushed on close: %s", self.path, exc)
                 self._fh = None
 
     def is_repeat(self, name: str, sha256: str) -> bool:
-        """Whether this image's result may already have been delivered by an earlier run."""
+        """Whether this image's result may already have been delivered (by an earlier run, or
+        earlier in this one without the image reaching done)."""
         with self._lock:
-            return (name, sha256) in self._unsettled
+            return (name, sha256) in self._unsettled or (name, sha256) in self._open_now
 
     def held(self) -> list[HeldRecord]:
         with self._lock:
             return list(self._held.values())
 
     def begin(self, name: str, sha256: str) -> None:
-        self._append({"op": "begin", "name": name, "sha256": sha256, "time": utc_now()})
+        """Raises OSError when the line cannot be written (the caller keeps the image)."""
+        with self._lock:
+            self._open_now.add((name, sha256))
+        self._append({"op": "begin", "name": name, "sha256": sha256, "time": utc_now()},
+                     strict=True)
 
     def hold(self, name: str, sha256: str, path: Path, result: dict[str, Any]) -> None:
         self._append(
@@ -248,11 +263,12 @@ class Journal:
         with self._lock:
             self._unsettled.pop((name, sha256), None)
             self._held.pop((name, sha256), None)
+            self._open_now.discard((name, sha256))
         self._append(
             {"op": "end", "name": name, "sha256": sha256, "state": state, "time": utc_now()}
         )
 
-    def _append(self, record: dict[str, Any]) -> None:
+    def _append(self, record: dict[str, Any], *, strict: bool = False) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._lock:
             if self._fh is None:
@@ -260,5 +276,12 @@ class Journal:
                 # finding the image settled, simply has nothing to resume
                 logger.debug("journal closed; not recorded: %s", line.strip())
                 return
-            self._fh.write(line)
-            self._fh.flush()  # a crash of the process keeps what the OS has; no fsync per image
+            try:
+                self._fh.write(line)
+                self._fh.flush()  # a crash of the process keeps what the OS has; no fsync
+            except OSError as exc:
+                if strict:
+                    raise
+                # a lost hold/end line only makes a later re-inspection a (harmless) repeat
+                logger.error("journal %s: cannot record %s of %s: %s", self.path,
+                             record.get("op"), record.get("name"), exc)

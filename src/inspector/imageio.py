@@ -88,9 +88,8 @@ def _read_bytes(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError as exc:
-        raise ImageUnavailableError(
-            path, "file not found (it vanished before it was read)"
-        ) from exc
+        # the watcher, which saw the file before, says "vanished"; here it may never have existed
+        raise ImageUnavailableError(path, "file not found") from exc
     except PermissionError as exc:
         raise ImageUnavailableError(path, "permission denied") from exc
     except IsADirectoryError as exc:

@@ -1,8 +1,9 @@
 """The bundled models and their manifest, ``models/manifest.json``.
 
-Where the models are: ``$INSPECTOR_MODELS_DIR`` when set, else the repository checkout's
-``models/`` (valid for an editable/dev install). Under Greengrass the model component hands an
-explicit model path instead (``inspector.integrity``), so this module is for standalone use.
+Where the models are: ``$INSPECTOR_MODELS_DIR`` when set, else the models of an installed wheel
+(``inspector/bundled/models/``: setup.py copies ``models/`` there at build time), else the
+repository checkout's ``models/`` (an editable/dev install). Under Greengrass the model component
+hands an explicit model path instead (``inspector.integrity``): this module is for standalone use.
 
 The manifest::
 
@@ -87,14 +88,30 @@ class Manifest(BaseModel):
         return self.directory / entry.file
 
 
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled" / "models"  # in a built wheel only
+
+
 def resolve_models_dir(models_dir: Path | None = None) -> Path:
-    """The models directory: the argument, else $INSPECTOR_MODELS_DIR, else the checkout's."""
+    """The models directory: the argument, else $INSPECTOR_MODELS_DIR, else the wheel's bundled
+    models, else the checkout's ``models/``."""
     if models_dir is not None:
         return Path(models_dir)
     env = os.environ.get(MODELS_DIR_ENV, "").strip()
     if env:
         return Path(env)
+    if (BUNDLED_DIR / MANIFEST_NAME).is_file():
+        return BUNDLED_DIR
     return Path(__file__).resolve().parents[2] / "models"
+
+
+def describe_default_model(models_dir: Path | None = None) -> str:
+    """``name version precision`` of each bundled model, for ``--version``; never raises."""
+    try:
+        manifest = load_manifest(models_dir)
+    except ModelError as exc:
+        return f"no bundled model ({exc.reason})"
+    parts = [f"{m.name} {m.version} {m.precision}" for m in manifest.models]
+    return ", ".join(parts) + f" (from {manifest.directory})"
 
 
 def load_manifest(models_dir: Path | None = None) -> Manifest:
@@ -166,3 +183,16 @@ def default_model_path(models_dir: Path | None = None, precision: str = "fp32") 
             path, f"listed in {manifest_path} but the file is missing; pass --model PATH"
         )
     return path
+
+
+def manifest_sha256(path: Path) -> str:
+    """The sha256 a ``manifest.json`` in the same folder (the bundled models') declares for the
+    model file ``path``; "" when there is no such manifest or it does not list the file."""
+    path = Path(path).expanduser()
+    if not (path.parent / MANIFEST_NAME).is_file():
+        return ""
+    try:
+        entry = load_manifest(path.parent).entry(path.name)
+    except ModelError:
+        return ""
+    return entry.sha256 if entry is not None else ""

@@ -7,11 +7,24 @@ Three kinds of threads, joined by bounded queues so a full stage makes the previ
              -> [outcomes] -> delivery thread (journal, sinks, disposition, one log line)
 
 Decoding overlaps inference, so a burst runs at the model's own pace; sinks run off the inference
-thread. Errors are isolated per image (the image is moved to the failed folder with the reason)
-and per sink (logged; the other sinks still get the result).
+thread. Errors are isolated per image (the image is moved to the failed folder with the reason).
 
-On ``stop`` the image being inferred and every inspected image are delivered; images only queued
-or decoded are left where they are (still in the watch directory) for the next run.
+Custody, enforced here and only here (the delivery step): an image moves to done only after every
+sink has made its result durable (``Sink.send`` returned: JSONL written and fsynced, MQTT
+spooled and fsynced, upload accepted by StreamManager through the hold). A sink that fails keeps
+the image where it is: only the failed sinks are tried again, with exponential backoff, on the
+delivery thread, so the bounded queues fill and intake stops instead of piling up. Every failure
+is counted (``sink_errors``), logged as an ERROR naming the image and the cause (again when the
+cause changes, and once a minute while it lasts); ``stall()`` says for how long nothing could be
+made durable, and the service stops (exit code / component state ERRORED) after
+``SinkStallSeconds``. A move to done that fails is retried the same way; the journal entry stays
+open meanwhile, so the image is marked ``repeat`` if it is inspected again, in this run or the
+next. Before delivering, ``space_check`` (free disk space) is asked; while it reports a problem
+the delivery thread waits (one ERROR when the pause starts, one line when it ends).
+
+On ``stop`` the image being inferred and every inspected image are delivered; an image whose
+result cannot be made durable during the stop is kept (left in the watch directory, or held),
+counted in ``stats.kept``; images only queued or decoded are left where they are for the next run.
 """
 
 from __future__ import annotations
@@ -104,9 +117,16 @@ class PipelineStats:
     failed: int = 0
     skipped: int = 0
     repeats: int = 0
-    held: int = 0
+    held: int = 0  # images ever held for a sink (cumulative)
+    held_now: int = 0  # images still held
     retried: int = 0
+    kept: int = 0  # inspected, result not made durable by every sink: left in place at stop
+    delivery_retries: int = 0  # sink sends and moves tried again
+    disk_pauses: int = 0
     sink_errors: dict[str, int] = field(default_factory=dict)
+
+
+SpaceCheck = Callable[[], "str | None"]  # a description of the shortage, None when fine
 
 
 _STOP = object()
@@ -130,6 +150,9 @@ class Pipeline:
         decode_workers: int = 1,
         on_settled: Callable[[Path], None] = lambda path: None,
         on_retry: Callable[[Path], None] = lambda path: None,
+        space_check: SpaceCheck = lambda: None,
+        retry_base_s: float = 0.5,
+        retry_max_s: float = 30.0,
     ) -> None:
         self._detector = detector
         self._read_image = read_image
@@ -141,6 +164,13 @@ class Pipeline:
         self.device = device
         self._on_settled = on_settled
         self._on_retry = on_retry
+        self._space_check = space_check
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+        self._stats_lock = threading.Lock()
+        self._stall_since: float | None = None  # since when nothing could be made durable
+        self._stall_what = ""
+        self.disk_paused = False
         self._paths: queue.Queue[Path] = queue.Queue(maxsize=queue_size)
         self._prepared: queue.Queue[_Prepared] = queue.Queue(maxsize=max(2, decode_workers))
         self._outcomes: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
@@ -191,6 +221,17 @@ class Pipeline:
     def wait_idle(self, timeout: float | None = None) -> bool:
         with self._active_lock:
             return self._active_lock.wait_for(lambda: self._active == 0, timeout=timeout)
+
+    def stall(self) -> tuple[float, str]:
+        """(seconds the current image's result has not been made durable, what fails)."""
+        with self._stats_lock:
+            if self._stall_since is None:
+                return 0.0, ""
+            return time.monotonic() - self._stall_since, self._stall_what
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._stats_lock:
+            setattr(self.stats, name, getattr(self.stats, name) + n)
 
     def set_detector(self, detector: DetectorLike) -> None:
         """Swap the detector (new thresholds or model); takes effect from the next image."""
@@ -267,7 +308,8 @@ class Pipeline:
         except ImageError as exc:
             after = _Stat.of(path)
             if after is None and isinstance(exc, ImageUnavailableError):
-                return _Outcome(path, reason=exc.reason, vanished=True)
+                return _Outcome(path, reason=f"vanished before it was read ({exc.reason})",
+                                vanished=True)
             # a file that changed while it was read is still being written: not a bad image
             retry = isinstance(exc, ImageDecodeError) and after is not None and after != before
             return _Outcome(path, reason=exc.reason, retry=retry)
@@ -347,14 +389,41 @@ class Pipeline:
             if item is _STOP:
                 return
             try:
-                if item.inspection is not None:
+                if item.inspection is None:
+                    self._dispose_failure(item)
+                elif self._wait_for_space():
                     self._deliver(item.path, item.inspection)
                 else:
-                    self._dispose_failure(item)
+                    self._count("kept")
+                    logger.warning("%s: not delivered (stopping while disk space is short); left "
+                                   "in place for the next run", shown(item.path.name))
             except Exception:
                 logger.exception("%s: delivery failed", shown(item.path.name))
             finally:
                 self._settle_count()
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.retry_max_s, self.retry_base_s * 2 ** max(0, attempt - 1))
+
+    def _wait_for_space(self) -> bool:
+        """Wait while ``space_check`` reports a shortage; False when stopping meanwhile."""
+        problem = self._space_check()
+        if problem is None:
+            return True
+        self.disk_paused = True
+        self._count("disk_pauses")
+        logger.error("disk space low: %s; intake paused (images stay where they are) until "
+                     "space returns", problem)
+        attempt = 0
+        while problem is not None:
+            attempt += 1
+            if self._stopping.wait(self._backoff(attempt)):
+                self.disk_paused = False
+                return False
+            problem = self._space_check()
+        self.disk_paused = False
+        logger.warning("disk space available again; intake resumed")
+        return True
 
     def _dispose_failure(self, item: _Outcome) -> None:
         name = shown(item.path.name)
@@ -383,38 +452,159 @@ class Pipeline:
 
     def _deliver(self, path: Path, inspection: Inspection) -> None:
         image = inspection.image
+        name = shown(image.name)
         repeat = self.journal.is_repeat(image.name, image.sha256)
         result = self._to_result(inspection, device=self.device, repeat=repeat)
-        self.journal.begin(image.name, image.sha256)
+
+        def begin() -> bool:
+            self.journal.begin(image.name, image.sha256)
+            return True
+
+        if self._retry_io(name, "journal not writable", begin) is None:
+            self._count("kept")
+            logger.warning("%s: not delivered (stopping, journal not writable); left in place",
+                           name)
+            self._on_settled(path)
+            return
         probe = Delivery(result, inspection, path)
         claimers = [sink for sink in self.sinks if self._claims(sink, probe)]
-        delivery = probe
+        others = [sink for sink in self.sinks if sink not in claimers]
+        # 1. the sinks that need only the result, with the image still in the watch directory
+        delivered = self._send_durably(others, probe, name)
         hold: _ImageHold | None = None
-        if claimers:
-            held_path = self.disposer.hold(path)
-            hold = _ImageHold(self, held_path, image.name, image.sha256, [s.name for s in claimers])
-            self.journal.hold(image.name, image.sha256, held_path, result)
-            delivery = Delivery(result, inspection, held_path, hold)
-        for sink in self.sinks:
-            try:
-                sink.send(delivery)
-            except Exception as exc:
-                self.stats.sink_errors[sink.name] = self.stats.sink_errors.get(sink.name, 0) + 1
-                logger.error("%s: sink %s failed: %s", shown(image.name), sink.name, exc,
-                             exc_info=not isinstance(exc, SinkError))
-                if hold is not None and sink in claimers:
-                    hold.release(sink.name, ok=False, reason=f"send failed: {exc}")
-        self.stats.processed += 1
-        self.stats.defects += inspection.verdict == "defect"
-        self.stats.repeats += repeat
-        if hold is not None:
-            self.stats.held += 1
+        if delivered and claimers:
+            # 2. the sinks that read the image later: held until they release it
+            held_path = self._retry_io(name, "could not be held", lambda: self.disposer.hold(path))
+            if held_path is None:
+                delivered = False
+            else:
+                hold = _ImageHold(self, held_path, image.name, image.sha256,
+                                  [s.name for s in claimers])
+                self.journal.hold(image.name, image.sha256, held_path, result)
+                delivery = Delivery(result, inspection, held_path, hold, probe.progress)
+                for sink in claimers:  # a claimer's failure releases its hold (failed/)
+                    if not self._send_durably([sink], delivery, name, retry=False):
+                        hold.release(sink.name, ok=False, reason="send failed")
+        with self._stats_lock:
+            self.stats.processed += 1
+            self.stats.defects += inspection.verdict == "defect"
+            self.stats.repeats += repeat
+        if not delivered:
+            self._count("kept")
+            where = "KEPT, result not delivered to every sink (left in place; repeat next time)"
+        elif hold is not None:
+            self._count("held")
             where = "held"
             hold.arm()
         else:
-            where = self._finish(path, image.name, image.sha256)
+            where = self._finish_now(path, image.name, image.sha256)
         self._log_line(inspection, repeat, where)
         self._on_settled(path)
+
+    def _send_durably(self, sinks: Sequence[Sink], delivery: Delivery, name: str, *,
+                      retry: bool = True) -> bool:
+        """Send to every sink; the failed ones again, with backoff, until they succeed (True)
+        or the pipeline stops (False: the result is not durable for some sink)."""
+        pending = list(sinks)
+        attempt, reported, last_report = 0, "", 0.0
+        while pending:
+            failed: list[tuple[Sink, Exception]] = []
+            for sink in pending:
+                try:
+                    sink.send(delivery)
+                except Exception as exc:
+                    failed.append((sink, exc))
+                    with self._stats_lock:
+                        errors = self.stats.sink_errors
+                        errors[sink.name] = errors.get(sink.name, 0) + 1
+                    if not isinstance(exc, SinkError):
+                        logger.exception("%s: sink %s: unexpected error", name, sink.name)
+            if not failed:
+                break
+            causes = "; ".join(f"sink {s.name}: {exc}" for s, exc in failed)
+            self._stalled(f"{name}: {causes}")
+            now = time.monotonic()
+            if causes != reported or now - last_report >= 60.0:
+                stalled_for, _ = self.stall()
+                logger.error("%s: result not durable (%s); the image is kept and the sink "
+                             "retried%s", name, causes,
+                             f" (failing for {stalled_for:.0f} s)" if stalled_for >= 1 else "")
+                reported, last_report = causes, now
+            if not retry or self._stopping.is_set():
+                if not self._stopping.is_set():
+                    self._unstalled()  # given up on (the caller settles the image): no stall
+                return False
+            attempt += 1
+            self._count("delivery_retries")
+            if self._stopping.wait(self._backoff(attempt)):
+                # stopping: one last try each, then the image is kept
+                pending = [s for s, _ in failed]
+                retry = False
+                continue
+            pending = [s for s, _ in failed]
+        if attempt:
+            logger.warning("%s: result delivered after %d retr%s", name, attempt,
+                           "y" if attempt == 1 else "ies")
+        self._unstalled()
+        return True
+
+    def _retry_io(self, name: str, what: str, action: Callable[[], Any]) -> Any:
+        """``action()`` (a move), retried with backoff on OSError until it works or stopping
+        (None). FileNotFoundError is not retried: it propagates."""
+        attempt, reported = 0, ""
+        while True:
+            try:
+                value = action()
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                cause = f"{what}: {exc}"
+                self._stalled(f"{name}: {cause}")
+                if cause != reported:
+                    logger.error("%s: %s; the image is kept where it is and this is retried", name,
+                                 cause)
+                    reported = cause
+                if self._stopping.is_set():
+                    return None
+                attempt += 1
+                self._count("delivery_retries")
+                self._stopping.wait(self._backoff(attempt))
+                continue
+            if attempt:
+                logger.warning("%s: %s no more: done after %d retr%s", name, what, attempt,
+                               "y" if attempt == 1 else "ies")
+            self._unstalled()
+            return value
+
+    def _stalled(self, what: str) -> None:
+        with self._stats_lock:
+            if self._stall_since is None:
+                self._stall_since = time.monotonic()
+            self._stall_what = what
+
+    def _unstalled(self) -> None:
+        with self._stats_lock:
+            self._stall_since = None
+            self._stall_what = ""
+
+    def _finish_now(self, path: Path, name: str, sha256: str) -> str:
+        """Move a delivered image to done (retried); left in place, journal open, if stopping."""
+        shown_name = shown(name)
+
+        def move() -> str:
+            target = self.disposer.done(path)
+            return "deleted" if target is None else "done"
+
+        try:
+            where = self._retry_io(shown_name, "could not be moved to done", move)
+        except FileNotFoundError:
+            where = "vanished"
+        if where is None:
+            self._count("kept")
+            # no journal end: seen again (this run or the next) it is marked repeat
+            return "delivered, NOT moved (left in place; repeat if seen again)"
+        self.journal.end(name, sha256, "done" if where != "vanished" else "vanished")
+        return where
 
     def _claims(self, sink: Sink, probe: Delivery) -> bool:
         try:
@@ -435,8 +625,11 @@ class Pipeline:
         except FileNotFoundError:
             where, state = "vanished", "vanished"
         except OSError as exc:
-            logger.error("%s: could not be moved: %s", shown(name), exc)
-            where, state = "not moved", "error"
+            # the journal entry stays open: the next run finds the image held and resumes it
+            logger.error("%s: could not be moved: %s; it stays where it is", shown(name), exc)
+            return f"NOT moved ({exc})"
+        if state == "failed":
+            self._count("failed")
         self.journal.end(name, sha256, state)
         return where
 
@@ -457,8 +650,9 @@ class Pipeline:
                         hold.claim(sink.name)
                 except Exception:
                     logger.exception("sink %s: resume_hold failed", sink.name)
+            resumed = hold.waiting()
             logger.info("%s: held by an earlier run; %s", shown(rec.name),
-                        "resumed" if hold.waiting() else "no sink resumed it, settling")
+                        "resumed" if resumed else "no sink resumed it, settling")
             hold.arm()
 
     def _log_line(self, inspection: Inspection, repeat: bool, where: str) -> None:
@@ -492,6 +686,7 @@ class _ImageHold:
         self._waiting = set(sinks)
         self._failures: list[str] = []
         self._armed = False  # settle only after the delivery thread has finished with it
+        self._counted = False
         self._settled = False
         self._lock = threading.Lock()
 
@@ -515,6 +710,9 @@ class _ImageHold:
     def arm(self) -> None:
         with self._lock:
             self._armed = True
+            self._counted = bool(self._waiting) and not self._settled
+            if self._counted:  # still needed by a sink: counted as held until settled
+                self._pipeline._count("held_now")
         self._maybe_settle()
 
     def _maybe_settle(self) -> None:
@@ -524,5 +722,7 @@ class _ImageHold:
             self._settled = True
             reason = "; ".join(self._failures)
         where = self._pipeline._finish(self.path, self.name, self.sha256, reason=reason)
+        if self._counted and not where.startswith("NOT moved"):  # else it is still held
+            self._pipeline._count("held_now", -1)
         log = logger.warning if reason else logger.info
         log("%s: released by its sinks -> %s", shown(self.name), where)

@@ -18,9 +18,6 @@ DEFAULT_IOU_THRESHOLD = 0.7
 DEFAULT_MAX_DET = 300
 MAX_NMS_CANDIDATES = 30_000  # Ultralytics' max_nms: the top boxes by score that enter NMS
 CLASS_OFFSET = 7680.0  # Ultralytics' max_wh: per-class shift so classes never overlap
-_NMS_BLOCK_MIN = 64  # boxes per NMS round, adapted between these bounds
-_NMS_BLOCK_MAX = 256
-_FIXED_POINT_ROUNDS = 8
 
 
 def head_layout(shape: tuple[int, ...], num_classes: int | None = None) -> str:
@@ -114,91 +111,21 @@ def nms(
     classes are shifted apart by ``CLASS_OFFSET`` so they can never overlap. Ties in score keep
     the earlier index first (stable sort), as cv2.dnn.NMSBoxes does.
 
-    The result is exactly the one-box-at-a-time greedy result, computed a block of boxes at a
-    time so that Python loops over blocks rather than over boxes: the block's IoU against every
-    box still alive is one broadcast, the greedy choice inside the block is a short fixed-point
-    iteration, and the block's kept boxes suppress the rest at once. The block size adapts (64 to
-    256) to how densely the boxes overlap.
+    The plain loop: keep the best box left, drop every box that overlaps it by more than
+    ``iou_threshold``, repeat. With the 10-100 candidates a frame yields it is a small part of
+    a millisecond (benchmarks/ compares it with OpenCV); it is written for reading, not speed.
     """
-    n = int(scores.shape[0])
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    boxes = np.asarray(xyxy, dtype=np.float32)
+    boxes = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4)
     if class_id is not None:
         boxes = boxes + (np.asarray(class_id, dtype=np.float32) * CLASS_OFFSET)[:, None]
     order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")
-    sorted_boxes = boxes[order]  # sorted once; everything below works in sorted positions
-    # Contiguous columns, so that the broadcasts below stream through memory.
-    x1, y1, x2, y2 = (np.ascontiguousarray(sorted_boxes[:, c]) for c in range(4))
-    # iou > t  <=>  inter > t * (a_i + a_j - inter)  <=>  inter > t / (1 + t) * (a_i + a_j)
-    scaled_areas = (x2 - x1) * (y2 - y1) * np.float32(iou_threshold / (1.0 + iou_threshold))
-    limit = n if max_det is None else min(n, max_det)
-    alive = np.ones(n, dtype=bool)
-    kept: list[np.ndarray] = []
-    kept_count = 0
-    start = 0
-    block_size = _NMS_BLOCK_MIN
-    while start < n and kept_count < limit:
-        rest = np.flatnonzero(alive[start:]) + start  # ascending sorted positions
-        if not rest.size:
-            break
-        block = rest[:block_size]
-        over = _overlaps(block, rest, x1, y1, x2, y2, scaled_areas)
-        chosen = _greedy_in_block(over[:, : block.size])
-        kept.append(block[chosen])
-        kept_count += int(chosen.sum())
-        suppressed = rest[over[chosen].any(axis=0)]
-        alive[suppressed] = False
-        start = int(block[-1]) + 1
-        # Dense overlaps (a kept box removes many): small blocks waste less work on boxes that
-        # are about to go; sparse overlaps: large blocks mean fewer rounds.
-        if suppressed.size > 2 * block.size:
-            block_size = max(_NMS_BLOCK_MIN, block_size // 2)
-        else:
-            block_size = min(_NMS_BLOCK_MAX, block_size * 2)
-    positions = np.concatenate(kept)[:limit]
-    return order[positions]
-
-
-def _overlaps(
-    rows: np.ndarray,
-    cols: np.ndarray,
-    x1: np.ndarray,
-    y1: np.ndarray,
-    x2: np.ndarray,
-    y2: np.ndarray,
-    scaled_areas: np.ndarray,
-) -> np.ndarray:
-    """(len(rows), len(cols)) bool: IoU(box_r, box_c) > t, from ``scaled_areas`` = area*t/(1+t)."""
-    cx1, cy1, cx2, cy2 = x1[cols], y1[cols], x2[cols], y2[cols]
-    w = np.minimum(x2[rows, None], cx2) - np.maximum(x1[rows, None], cx1)
-    h = np.minimum(y2[rows, None], cy2) - np.maximum(y1[rows, None], cy1)
-    np.maximum(w, 0, out=w)  # clipping one side is enough: h < 0 makes inter <= 0, never "over"
-    inter = np.multiply(w, h, out=w)
-    threshold = np.add(scaled_areas[rows, None], scaled_areas[cols], out=h)
-    return inter > threshold
-
-
-def _greedy_in_block(over: np.ndarray) -> np.ndarray:
-    """Greedy keep mask of a score-sorted block from its (b, b) overlap matrix.
-
-    Box j is kept iff no kept box before it overlaps it. Iterating that rule from "all kept"
-    fixes at least one more leading position per round and usually settles in a few rounds;
-    long suppression chains fall back to the plain sequential pass.
-    """
-    suppresses = np.triu(over, 1)  # [i, j]: i before j and overlapping
-    weights = suppresses.astype(np.float32)
-    keep = np.ones(over.shape[0], dtype=bool)
-    for _ in range(_FIXED_POINT_ROUNDS):
-        new = (keep.astype(np.float32) @ weights) == 0
-        if np.array_equal(new, keep):
-            return keep
-        keep = new
-    keep = np.ones(over.shape[0], dtype=bool)
-    for i in range(over.shape[0]):
-        if keep[i]:
-            keep[i + 1 :] &= ~suppresses[i, i + 1 :]
-    return keep
+    limit = len(order) if max_det is None else max_det
+    kept: list[int] = []
+    while order.size and len(kept) < limit:
+        best, rest = order[0], order[1:]
+        kept.append(int(best))
+        order = rest[box_iou(boxes[best], boxes[rest]) <= iou_threshold]
+    return np.asarray(kept, dtype=np.int64)
 
 
 def postprocess(

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from inspector.diskspace import MIB, DiskGuard
 from inspector.disposition import Disposer, Journal
 from inspector.pipeline import DetectorLike, Pipeline, PipelineStats, ReadImage, ToResult
 from inspector.settings import LIVE_KEYS, ServicePaths, Settings, resolve_paths
@@ -68,7 +69,11 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
             logger.warning("ModelPrecision %s is ignored: ModelPath names the file (%s)",
                            settings.ModelPrecision, path)
         if not expected:
-            expected = _manifest_sha256(path)
+            from inspector.models import manifest_sha256
+
+            expected = manifest_sha256(path)
+            if expected:
+                logger.info("model %s: verifying against the manifest.json beside it", path)
         if not expected:
             if not settings.AllowUnverifiedModel:
                 raise ModelIntegrityError(
@@ -103,25 +108,6 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
     return detector
 
 
-def _manifest_sha256(path: Path) -> str:
-    """The sha256 a models manifest.json in the same folder (the bundled models') declares for
-    ``path``; "" when there is none."""
-    from inspector.errors import ModelError
-    from inspector.models import MANIFEST_NAME, load_manifest
-
-    if not (path.parent / MANIFEST_NAME).is_file():
-        return ""
-    try:
-        entry = load_manifest(path.parent).entry(path.name)
-    except ModelError as exc:
-        logger.warning("cannot use %s to verify %s: %s", MANIFEST_NAME, path, exc)
-        return ""
-    if entry is None:
-        return ""
-    logger.info("model %s: verifying against %s", path, path.parent / MANIFEST_NAME)
-    return entry.sha256
-
-
 def standalone_sinks(settings: Settings, paths: ServicePaths) -> list[Sink]:
     from inspector.sinks.local import ConsoleSink, JsonlSink, OutboxSink
 
@@ -132,11 +118,22 @@ def standalone_sinks(settings: Settings, paths: ServicePaths) -> list[Sink]:
     ]
 
 
+EXIT_STALLED = 6  # results could not be made durable for SinkStallSeconds (images kept)
+
+
 @dataclass(frozen=True)
 class RunReport:
     stats: PipelineStats
     seconds: float
-    stopped_by: str  # "signal", "drained", "request"
+    stopped_by: str  # "signal", "drained", "request", "stalled"
+    stall: str = ""  # when stopped_by == "stalled": what could not be made durable
+
+    def exit_message(self, watch: Path) -> str:
+        """The last line of a stalled run (exit code ``EXIT_STALLED``)."""
+        return (f"exiting with code {EXIT_STALLED}: results could not be made durable ("
+                f"{self.stall}); {self.stats.kept} inspected image(s) kept undelivered in "
+                f"{shown(watch)}, {self.stats.held_now} still held; nothing was moved to done "
+                "without its result")
 
 
 class Service:
@@ -185,6 +182,11 @@ class Service:
             action=settings.ProcessedAction,
         )
         self.journal = Journal(self.paths.journal)
+        self.disk_guard = DiskGuard(
+            [self.paths.done, self.paths.results, self.paths.state / "spool", self.paths.state],
+            int(settings.MinFreeMegabytes * MIB),
+        )
+        self._stall = ""
         self.pipeline = Pipeline(
             detector=detector,
             read_image=read_image,
@@ -198,6 +200,7 @@ class Service:
             decode_workers=settings.DecodeWorkers,
             on_settled=self.source.settled,
             on_retry=self.source.retry,
+            space_check=self.disk_guard,
         )
 
     @property
@@ -207,6 +210,7 @@ class Service:
     def metrics(self) -> dict[str, Any]:
         """A snapshot for the metrics topic (counts since start; JSON types only)."""
         s = self.pipeline.stats
+        stalled_s, stall = self.pipeline.stall()
         return {
             "device": self.pipeline.device,
             "uptime_s": round(time.monotonic() - self._created, 1),
@@ -216,11 +220,31 @@ class Service:
             "skipped": s.skipped,
             "repeats": s.repeats,
             "held": s.held,
+            "held_now": s.held_now,
+            "kept": s.kept,
             "retried": s.retried,
+            "delivery_retries": s.delivery_retries,
             "sink_errors": dict(s.sink_errors),
+            "stalled_s": round(stalled_s, 1),
+            "stall": stall,
+            "disk_paused": self.pipeline.disk_paused,
+            "disk_pauses": s.disk_pauses,
+            "sinks": self.sink_status(),
             "in_flight": self.pipeline.active(),
             "model": self.pipeline.detector.model.name,
         }
+
+    def sink_status(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for sink in self.sinks:
+            try:
+                status = sink.status()
+            except Exception:
+                logger.exception("sink %s: status failed", sink.name)
+                continue
+            if status:
+                out[sink.name] = dict(status)
+        return out
 
     def request_stop(self, why: str = "request") -> None:
         self._stopped_by = why
@@ -247,6 +271,7 @@ class Service:
                 f"ImageDirectory {self.paths.watch} does not exist or is not a directory",
                 [("ImageDirectory", "not a directory")],
             )
+        self.preflight()
         self.paths.state.mkdir(parents=True, exist_ok=True)
         self.disposer.prepare()
         self.journal.open()
@@ -265,10 +290,33 @@ class Service:
                 if self.drain and self.source.idle() and self.pipeline.idle():
                     self._stopped_by = "drained"
                     break
+                stalled_s, what = self.pipeline.stall()
+                if stalled_s >= self.settings.SinkStallSeconds:
+                    self._stopped_by, self._stall = "stalled", what
+                    logger.error("results not durable for %.0f s (SinkStallSeconds %g): %s; "
+                                 "stopping, the images are kept", stalled_s,
+                                 self.settings.SinkStallSeconds, what)
+                    break
         finally:
             self._shutdown()
         seconds = time.monotonic() - started
-        return RunReport(self.pipeline.stats, seconds, self._stopped_by)
+        return RunReport(self.pipeline.stats, seconds, self._stopped_by, self._stall)
+
+    def preflight(self) -> None:
+        """Before any image is touched: every sink can deliver at all (ConfigError, naming the
+        file and the reason, when not: a results file that is a directory or read-only)."""
+        from inspector.errors import ConfigError, SinkError
+
+        problems = []
+        for sink in self.sinks:
+            try:
+                sink.preflight()
+            except SinkError as exc:
+                problems.append((sink.name, str(exc)))
+        if problems:
+            raise ConfigError(
+                "cannot deliver results: " + "; ".join(f"{m}" for _, m in problems), problems
+            )
 
     def _shutdown(self) -> None:
         budget = self.settings.ShutdownSeconds
@@ -277,11 +325,16 @@ class Service:
         self.source.stop()
         self.journal.close()
         s = self.pipeline.stats
-        logger.info(
+        sinks = "; ".join(
+            f"{name}: " + ", ".join(f"{v} {k}" for k, v in status.items())
+            for name, status in self.sink_status().items()
+        )
+        log = logger.warning if (s.kept or self._stopped_by == "stalled") else logger.info
+        log(
             "stopped (%s) in %.2f s: %d processed (%d defect, %d repeat), %d failed, "
-            "%d skipped, %d held",
+            "%d skipped, %d still held (%d held in all), %d kept undelivered%s",
             self._stopped_by, time.monotonic() - t0, s.processed, s.defects, s.repeats,
-            s.failed, s.skipped, s.held,
+            s.failed, s.skipped, s.held_now, s.held, s.kept, f"; {sinks}" if sinks else "",
         )
 
     def apply_settings(self, new: Settings) -> frozenset[str]:
@@ -306,6 +359,8 @@ class Service:
                         conf_threshold=new.ConfidenceThreshold, iou_threshold=new.IouThreshold
                     )
                 )
+            if "MinFreeMegabytes" in changed:
+                self.disk_guard.min_free_bytes = int(new.MinFreeMegabytes * MIB)
             if "DeviceName" in changed and new.DeviceName:
                 self.pipeline.device = new.DeviceName
             for sink in self.sinks:

@@ -1,7 +1,12 @@
 """The one settings model of the service, keyed like the component recipe's DefaultConfiguration.
 
 The same model is fed from a JSON/YAML file (``inspector run --config``), from CLI overrides and,
-under Greengrass, from the component configuration read over IPC. It does no I/O: paths are
+under Greengrass, from the component configuration read over IPC; it is the ONE validator:
+``inspector check-config``, ``inspector run`` and the Greengrass configuration-validation hook all
+ask ``validate_mapping`` / ``Settings.from_mapping`` and so reject the same things with the same
+key path and message (publish-topic rules included). Its only I/O is checking that a ``ModelPath``
+names an existing file, because a deployment must be refused when it does not, and, for a
+``ModelPath`` without ``ModelSha256``, reading the models ``manifest.json`` beside it. Paths are
 strings and the defaults that depend on other keys (``StateDirectory`` under ``ImageDirectory``,
 ``DoneDirectory`` under ``StateDirectory`` ...) are resolved by ``resolve_paths``, still without
 touching the file system.
@@ -13,6 +18,7 @@ names other tools rely on.
 
 from __future__ import annotations
 
+import difflib
 import json
 import string
 from collections.abc import Mapping
@@ -20,7 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from inspector.errors import ConfigError
 
@@ -45,6 +59,9 @@ LIVE_KEYS: frozenset[str] = frozenset(
         "UploadBucket",
         "UploadKeyTemplate",
         "UploadMaxRetries",
+        "UploadRetryHours",
+        "SinkStallSeconds",
+        "MinFreeMegabytes",
         "DeviceName",
         "AnnotateOutbox",
     }
@@ -54,6 +71,14 @@ LIVE_KEYS: frozenset[str] = frozenset(
 UPLOAD_KEY_FIELDS: frozenset[str] = frozenset(
     {"device", "date", "time", "name", "stem", "suffix", "sha256", "verdict"}
 )
+
+# AWS IoT Core topic limits (https://docs.aws.amazon.com/general/latest/gr/iot-core.html#limits_iot
+# "Topic size": 256 bytes of UTF-8; "Maximum number of slashes in topic": 7), and reserved topics
+# (https://docs.aws.amazon.com/iot/latest/developerguide/reserved-topics.html: "$" starts them).
+TOPIC_FIELDS = frozenset({"thingName"})
+MAX_TOPIC_BYTES = 256
+MAX_TOPIC_SLASHES = 7
+THING_NAME_ROOM = 128  # a thing name is at most 128 bytes: {thingName} must still fit
 
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff")
 
@@ -70,6 +95,7 @@ class Settings(BaseModel):
     ImageDirectory: str = Field(
         min_length=1,
         description="Directory the service watches for camera images.",
+        examples=["/var/lib/inspector/images"],  # the recipe's default
     )
     Recursive: bool = Field(
         default=False, description="Also watch subdirectories of ImageDirectory."
@@ -120,9 +146,10 @@ class Settings(BaseModel):
     ModelSha256: str = Field(
         default="",
         pattern=r"^([0-9a-f]{64})?$",
-        description="Expected sha256 of the model file (lower-case hex). Required with ModelPath "
-        "(unless AllowUnverifiedModel); the deployed model is checked against the sha256 its "
-        "model component version ships in model.json.",
+        description="Expected sha256 of the model file (lower-case hex). Required with ModelPath, "
+        "unless AllowUnverifiedModel or a models manifest.json beside the file lists it; the "
+        "deployed model is checked against the sha256 its model component version ships in "
+        "model.json.",
     )
     ModelPrecision: Literal["fp32", "int8"] = Field(
         default="fp32",
@@ -244,7 +271,14 @@ class Settings(BaseModel):
         + ".",
     )
     UploadMaxRetries: int = Field(
-        default=3, ge=0, le=100, description="Upload attempts after the first before giving up."
+        default=3, ge=0, le=100,
+        description="Upload retries always made before an upload can fail finally (with "
+        "UploadRetryHours 0: retries after the first attempt before giving up, the old meaning).",
+    )
+    UploadRetryHours: float = Field(
+        default=24.0, ge=0.0, le=24.0 * 30,
+        description="A failed upload is retried with backoff for this long after the image was "
+        "inspected (across restarts); only then is the image moved to FailedDirectory.",
     )
     SpoolMaxMessages: int = Field(
         default=10_000,
@@ -263,6 +297,16 @@ class Settings(BaseModel):
         le=120.0,
         description="On SIGTERM: time to finish the image in flight and flush the sinks. Keep "
         "it below the recipe's shutdown timeout (15 s by default).",
+    )
+    SinkStallSeconds: float = Field(
+        default=300.0, ge=1.0, le=86_400.0,
+        description="A result that no sink retry could make durable for this long stops the "
+        "service: exit code 6 (standalone) or state ERRORED (Greengrass); the images are kept.",
+    )
+    MinFreeMegabytes: float = Field(
+        default=50.0, ge=0.0,
+        description="Intake pauses while the file system of DoneDirectory, ResultsFile, the "
+        "spool or StateDirectory has less free space than this (MiB); 0 = no check.",
     )
 
     @field_validator("Extensions", "ExecutionProviders", mode="before")
@@ -292,6 +336,38 @@ class Settings(BaseModel):
             if not name.endswith("ExecutionProvider"):
                 raise ValueError(f"not an ONNX Runtime provider name: {name!r}")
         return value
+
+    @field_validator("PublishResultsOnTopic", "PubSubTopic", "MetricsTopic", mode="after")
+    @classmethod
+    def _check_topic(cls, value: str) -> str:
+        problems = topic_problems(value) if value else []  # empty MetricsTopic = no metrics
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("ModelPath", mode="after")
+    @classmethod
+    def _check_model_path(cls, value: str) -> str:
+        if value:
+            path = Path(value).expanduser()
+            if not path.is_file():
+                what = "is a directory" if path.is_dir() else "no such model file on this device"
+                raise ValueError(f"{path}: {what}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_model_verifiable(self) -> Settings:
+        # A model that cannot be verified is refused unless the configuration says so; the
+        # bundled models are verified against the manifest.json beside them.
+        if self.ModelPath and not self.ModelSha256 and not self.AllowUnverifiedModel:
+            from inspector.models import manifest_sha256
+
+            if not manifest_sha256(Path(self.ModelPath)):
+                raise PydanticCustomError(
+                    "model_unverified",
+                    "ModelPath is set without ModelSha256: set ModelSha256 to the file's "
+                    "sha256 (sha256sum FILE), or AllowUnverifiedModel: true to load it unchecked")
+        return self
 
     @field_validator("UploadKeyTemplate", mode="after")
     @classmethod
@@ -330,6 +406,32 @@ class Settings(BaseModel):
         return frozenset(k for k in mine if mine[k] != theirs[k])
 
 
+def topic_problems(template: str) -> list[str]:
+    """What is wrong with a publish-topic template (empty when it is fine)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        return [f"malformed topic template {template!r}: {exc}"]
+    unknown = sorted({f for f in fields if f not in TOPIC_FIELDS})
+    if unknown:
+        return [f"unknown placeholder(s) {unknown} in topic {template!r}; allowed: {{thingName}}"]
+    problems = []
+    if "+" in template or "#" in template:
+        problems.append(f"a publish topic cannot contain the wildcards + or #: {template!r}")
+    if template.startswith("$"):
+        problems.append(f"topic {template!r} starts with '$': reserved by AWS IoT ($aws/...)")
+    if template.startswith("/") or template.endswith("/") or "//" in template:
+        problems.append(f"topic {template!r} has an empty level")
+    bare = template.replace("{thingName}", "")
+    if bare.count("/") > MAX_TOPIC_SLASHES:
+        problems.append(f"topic {template!r} has more than {MAX_TOPIC_SLASHES + 1} levels")
+    limit = MAX_TOPIC_BYTES - (THING_NAME_ROOM if "{thingName}" in template else 0)
+    if len(bare.encode("utf-8")) > limit:
+        problems.append(f"topic {template!r} is too long for AWS IoT Core "
+                        f"({len(bare.encode('utf-8'))} bytes, at most {limit})")
+    return problems
+
+
 def validate_mapping(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Every problem of a proposed configuration as (key path, message); empty when valid.
 
@@ -340,8 +442,51 @@ def validate_mapping(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     try:
         Settings.model_validate(settings_only(data))
     except ValidationError as exc:
-        return [(_key_path(err["loc"]), err["msg"]) for err in exc.errors()]
+        return [("ModelSha256" if err["type"] == "model_unverified" else _key_path(err["loc"]),
+                 _message(err)) for err in exc.errors()]
     return []
+
+
+def closest_key(name: str) -> str | None:
+    """The setting a misspelt ``name`` most likely means (case-insensitive), or None."""
+    by_lower = {key.lower(): key for key in Settings.model_fields}
+    if name.lower() in by_lower:
+        return by_lower[name.lower()]
+    match = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[match[0]] if match else None
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+        guess = closest_key(str(err["loc"][0]))
+        hint = f"did you mean {guess}?" if guess else "see `inspector check-config --keys`"
+        return f"unknown setting; {hint}"
+    return str(err["msg"])
+
+
+def parse_value(key: str, raw: str) -> Any:
+    """A command-line ``KEY=VALUE``'s value, read by the setting's type.
+
+    Text settings (``DeviceName``, topics, paths ...) take VALUE verbatim, so ``1234`` or ``on``
+    stay text; numbers, booleans and lists are read as YAML (``16``, ``true``/``on``,
+    ``[jpg, png]``); a list may also be given as ``jpg,png``. Unknown keys are read as YAML
+    (the settings model then names the closest valid key).
+    """
+    import yaml
+
+    field = Settings.model_fields.get(key)
+    if field is not None and field.annotation is str:
+        return raw
+    if not raw.strip():
+        return ""
+    if field is not None and str(field.annotation).startswith("tuple") and not (
+        raw.lstrip().startswith("[")
+    ):
+        return raw  # "jpg, png": split by the model
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}={raw!r}: not valid YAML: {exc}", [(key, str(exc))]) from exc
 
 
 def settings_only(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -427,6 +572,54 @@ def resolve_paths(settings: Settings) -> ServicePaths:
         outbox=pick(settings.OutboxDirectory, state / "outbox"),
         results=pick(settings.ResultsFile, state / "results.jsonl"),
     )
+
+
+def example_yaml() -> str:
+    """config/example.yaml: every setting with its default (or example) and its description,
+    generated from this model (``inspector check-config --example``; a test keeps the committed
+    file equal to it)."""
+    import textwrap
+
+    import yaml
+
+    lines = [
+        "# Settings of `inspector run --config config/example.yaml`: every key of the settings",
+        "# model with its default. GENERATED by `inspector check-config --example` from",
+        "# src/inspector/settings.py; do not edit by hand (a test compares the two). The keys are",
+        "# the component recipe's DefaultConfiguration keys (Greengrass feeds the same model over",
+        "# IPC). Every key is optional except ImageDirectory.",
+    ]
+    for name, info in Settings.model_fields.items():
+        value = info.examples[0] if info.is_required() and info.examples else info.default
+        if isinstance(value, tuple):
+            value = list(value)
+        rendered = yaml.safe_dump({name: value}, default_flow_style=True, width=10_000,
+                                  sort_keys=False).strip()[1:-1]  # drop the {...}
+        notes = _constraints(info)
+        if info.is_required():
+            notes.append("required")
+        note = f" ({'; '.join(notes)})" if notes else ""
+        lines.append("")
+        lines += textwrap.wrap(f"{info.description or ''}{note}", width=98,
+                               initial_indent="# ", subsequent_indent="# ")
+        lines.append(rendered)
+    return "\n".join(lines) + "\n"
+
+
+def _constraints(info: Any) -> list[str]:
+    """``>= 0``, ``<= 1``, ``one of: move, delete`` ... of a field, for the example file."""
+    out = []
+    symbols = {"Ge": ">=", "Gt": ">", "Le": "<=", "Lt": "<"}
+    for item in info.metadata:
+        kind = type(item).__name__
+        if kind in symbols:
+            bound = getattr(item, kind.lower())
+            out.append(f"{symbols[kind]} {bound:g}" if isinstance(bound, float) else
+                       f"{symbols[kind]} {bound}")
+    choices = getattr(info.annotation, "__args__", ())
+    if str(info.annotation).startswith("typing.Literal"):
+        out.append("one of: " + ", ".join(map(str, choices)))
+    return out
 
 
 def describe() -> list[tuple[str, str, str, str]]:

@@ -38,7 +38,7 @@ class ImagePool:
 
 
 def make_pool(folder: Path, count: int, *, quick: bool = False) -> ImagePool:
-    """``count`` JPEGs from the synthetic generator (the camera sizes of DOMAIN.md; ``quick``:
+    """``count`` JPEGs from the synthetic generator (camera sizes of docs/data-spec.md; ``quick``:
     small 640x480 ones)."""
     config = SynthConfig(p_png=0.0)
     if quick:

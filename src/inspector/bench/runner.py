@@ -80,7 +80,8 @@ class BenchOptions:
     def steps(self) -> int:
         """Units of the progress bar: one per phase, one per image of bursts and the soak."""
         per_config = 3 + ((1 + self.singles + self.burst) if self.service else 0)
-        return (len(self.models) * len(self.threads) * per_config + 3 + 2 * len(self.models)
+        memory = 1 if self.quick else len(self.models)
+        return (len(self.models) * len(self.threads) * per_config + 3 + memory + len(self.models)
                 + self.soak + (1 if self.service else 0))
 
 
@@ -272,7 +273,8 @@ def _memory(options: BenchOptions, pool: ImagePool, tick: Tick) -> list[dict[str
     from inspector.bench.memory import memory_breakdown
 
     out = []
-    for model in options.models:
+    # a subprocess per model that imports everything step by step: a quick run does one
+    for model in options.models[:1] if options.quick else options.models:
         threads = max(options.threads)
         out.append({"model": model.label, "threads": threads,
                     "steps": memory_breakdown(model.path, threads, pool.path(0))})

@@ -14,6 +14,11 @@ from pathlib import Path
 HELP = ("benchmark the component on this machine (models x threads: stages, session, service "
         "burst, latency, memory, NMS, Ultralytics) and write JSON + markdown + plots")
 
+# the benchmark drives the service through the emulators on generated images: none of these
+# modules is shipped in the device's code artifact
+NEEDS = ("inspector.bench", "inspector.synth", "inspector.testing")
+EXTRA = "test"
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,7 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="intra-op thread settings (default: 1 and the CPU count, "
                         "at most 2 values)")
     parser.add_argument("--quick", action="store_true",
-                        help="a small run in seconds (CI); its figures mean little")
+                        help="a smoke run (CI): about 25 s on 2 cores instead of minutes; one "
+                        "thread setting, 12-image bursts, memory breakdown of the first model "
+                        "only; its figures are indicative only and its report is named "
+                        "<host>-<date>-quick, never a full run's name")
     parser.add_argument("--burst", type=_positive_int, metavar="N",
                         help="images dropped at once into the watched folder (default 200; "
                         "quick 12)")
@@ -72,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
               "pip install 'inspector[bench]' (or give --no-service)", file=sys.stderr)
         return 2
     cpus = os.cpu_count() or 1
-    threads = tuple(dict.fromkeys(args.threads or (1, min(cpus, 2) if cpus > 1 else 1)))
+    default_threads = (min(cpus, 2),) if args.quick else (1, min(cpus, 2) if cpus > 1 else 1)
+    threads = tuple(dict.fromkeys(args.threads or default_threads))
     overrides = {k: v for k, v in {
         "threads": threads, "burst": args.burst, "singles": args.singles, "soak": args.soak,
         "service": not args.no_service, "ultralytics_python": args.ultralytics_python,
@@ -81,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     models = describe_models(paths)
     options = (BenchOptions.quick_run(models, **overrides) if args.quick
                else BenchOptions.full(models, **overrides))
-    stem = args.stem or f"{socket.gethostname()}-{datetime.now(timezone.utc):%Y-%m-%d}"
+    stem = args.stem or default_stem(socket.gethostname(), datetime.now(timezone.utc),
+                                     quick=args.quick)
 
     if getattr(args, "log_level", "INFO") != "DEBUG":
         # one line per image from the emulators and the detector would bury the progress bar
@@ -101,13 +111,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {written['markdown']}")
     for png in written["plots"]:
         print(f"wrote {png}")
+    caveat = "  [quick run: indicative only]" if args.quick else ""
+    if args.quick:
+        print("quick run: indicative only (few images, one thread setting); run without "
+              "--quick for figures to compare")
     for goal in doc["goals"]:
         status = {True: "met", False: "MISSED", None: "n/a"}[goal["met"]]
         value = "-" if goal["value"] is None else f"{goal['value']:.3g}"
         missed = f"  {goal['shortfall']}" if goal["shortfall"] else ""
         print(f"{status:>6}  {goal['what']} ({goal['scope']}): {value} {goal['unit']} "
-              f"(goal {goal['op']} {goal['goal']:g}){missed}")
+              f"(goal {goal['op']} {goal['goal']:g}){missed}{caveat}")
     return 0
+
+
+def default_stem(host: str, when: datetime, *, quick: bool) -> str:
+    """``<host>-<date>``; a quick run's ends in ``-quick`` so it never replaces a full one's."""
+    return f"{host}-{when:%Y-%m-%d}" + ("-quick" if quick else "")
 
 
 def _positive_int(text: str) -> int:

@@ -15,17 +15,32 @@ from inspector.errors import ConfigError, ModelError, ModelNotFoundError
 logger = logging.getLogger(__name__)
 
 HELP = "generate sample tag images, run the service on them once, show the results"
+NEEDS = ("inspector.synth",)  # the image generator: not shipped in the device's code artifact
+EXTRA = "test"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, metavar="DIR",
                         help="folder for the sample images (new or empty; default: a temp dir)")
-    parser.add_argument("--count", type=int, default=12, metavar="N",
-                        help="number of sample images (default 12)")
+    parser.add_argument("--count", type=_positive_int, default=12, metavar="N",
+                        help="number of sample images, at least 1 (default 12)")
     parser.add_argument("--seed", type=int, default=7, help="synthetic image seed (default 7)")
     parser.add_argument("--model", metavar="MODEL.onnx",
                         help="model to use instead of the bundled one")
     parser.add_argument("--conf", type=float, metavar="X", help="ConfidenceThreshold")
+    parser.add_argument("--no-run", action="store_true",
+                        help="only write the sample images into --dir (e.g. a folder a running "
+                             "service watches); --dir may then hold other files")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from inspector.synth import generate, write_image
 
     folder = args.dir or Path(tempfile.mkdtemp(prefix="inspector-demo-"))
+    if args.no_run:
+        return _write_samples(folder, args.count, args.seed)
     if folder.exists() and any(folder.iterdir()):
         sys.stderr.write(f"inspector demo: {folder} is not empty; give a new or empty --dir\n")
         return 2
@@ -77,6 +94,27 @@ def run(args: argparse.Namespace) -> int:
         ("failed images", paths.failed),
     ]
     sys.stdout.write("\n" + "".join(f"{label + ':':<21}{path}\n" for label, path in where))
+    return 0
+
+
+def _write_samples(folder: Path, count: int, seed: int) -> int:
+    """Write the sample images only, each complete before it appears (rename into place), so a
+    service watching ``folder`` never sees a half-written file."""
+    import os
+
+    from inspector.synth import generate, write_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=folder))
+    try:
+        for index in range(count):
+            written = write_image(generate(seed, index), staging / f"tag_{index:03d}")
+            os.replace(written, folder / written.name)
+            sys.stdout.write(f"{folder / written.name}\n")
+    finally:
+        for leftover in staging.iterdir():
+            leftover.unlink()
+        staging.rmdir()
     return 0
 
 

@@ -1,17 +1,23 @@
 """``inspector emulate``: a local nucleus IPC server and StreamManager, so the component runs on a
 laptop exactly as under Greengrass.
 
-It prints ``export NAME=value`` lines (the nucleus socket, SVCUID, the StreamManager port, ...)
-then logs every publish, state change and S3 upload until SIGINT or SIGTERM::
+It prints ``export NAME=value`` lines on stdout (the nucleus socket, SVCUID, the StreamManager
+port, ...) then logs every publish, state change and S3 upload on stderr until SIGINT or
+SIGTERM::
 
-    inspector emulate --config config.json --s3-dir /tmp/s3 > /tmp/gg.env &
-    source <(grep ^export /tmp/gg.env); inspector run ...
+    inspector emulate --config config.yaml --s3-dir /tmp/s3 > /tmp/gg.env &
+    source /tmp/gg.env; inspector run ...
+
+As the nucleus does for a component deployed without configuration changes, it serves the
+inference recipe's ``DefaultConfiguration`` (recipes/inference/recipe.yaml; an installed wheel
+carries a copy) under the recipe's component name. ``--config FILE`` (YAML or JSON: a settings
+file, a recipe, or a ``DefaultConfiguration`` fragment) is merged over those defaults the way a
+deployment's ``MERGE`` update is; for any other ``--component`` the file is served as it is.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import signal
@@ -22,6 +28,10 @@ from types import FrameType
 from typing import Any
 
 HELP = "run a local nucleus IPC + StreamManager emulator and print the environment to use them"
+NEEDS = ("inspector.testing",)  # the emulators: not shipped in the device's code artifact
+EXTRA = "test"
+
+RECIPE_COMPONENT = "com.inspector.Inference"  # the inference recipe's ComponentName
 
 logger = logging.getLogger(__name__)
 
@@ -45,36 +55,67 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--s3-dir", type=Path, default=Path("emulated-s3"), metavar="DIR",
                         help="folder standing in for S3: objects land in DIR/<bucket>/<key>"
                              " (default ./emulated-s3)")
-    parser.add_argument("--config", type=Path, metavar="FILE.json",
-                        help="the component configuration GetConfiguration serves")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="configuration (YAML or JSON) merged over the recipe's "
+                             "DefaultConfiguration, which is served without it")
     parser.add_argument("--watch-config", action="store_true",
                         help="re-read --config when it changes and deploy it like the nucleus "
                              "(validation by the component first)")
-    parser.add_argument("--component", default="com.example.Inspector", metavar="NAME",
-                        help="the component name the token belongs to")
+    parser.add_argument("--component", default=RECIPE_COMPONENT, metavar="NAME",
+                        help="the component name the token belongs to "
+                             f"(default {RECIPE_COMPONENT}, the inference recipe's)")
     parser.add_argument("--thing-name", default="emulated-thing", metavar="NAME")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--token", help="the SVCUID / auth token (default: a random one)")
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError("the configuration must be a JSON object")
-    return data
+def recipe_path() -> Path | None:
+    """The inference recipe: an installed wheel's copy, else the checkout's; None without."""
+    import inspector
+
+    package = Path(inspector.__file__).resolve().parent
+    for path in (package / "bundled" / "inference-recipe.yaml",
+                 package.parents[1] / "recipes" / "inference" / "recipe.yaml"):
+        if path.is_file():
+            return path
+    return None
+
+
+def recipe_defaults() -> dict[str, Any]:
+    """The recipe's ComponentConfiguration.DefaultConfiguration (accessControl included)."""
+    from inspector.settings import read_config_file
+
+    path = recipe_path()
+    if path is None:
+        logger.warning("no inference recipe in this installation: serving an empty "
+                       "configuration")
+        return {}
+    return read_config_file(path)
+
+
+def configuration(component: str, path: Path | None) -> dict[str, Any]:
+    """What GetConfiguration serves: the defaults (for the recipe's component) with ``path``
+    merged over them. Raises ConfigError for a file that is unreadable or not a mapping."""
+    from inspector.settings import read_config_file
+    from inspector.testing.ipcrules import deep_merge
+
+    defaults = recipe_defaults() if component == RECIPE_COMPONENT else {}
+    if path is None:
+        return defaults
+    return deep_merge(defaults, read_config_file(path))
 
 
 def run(args: argparse.Namespace) -> int:
+    from inspector.errors import ConfigError
     from inspector.testing.nucleus import NucleusEmulator
     from inspector.testing.streammanager import StreamManagerEmulator
 
-    config: dict[str, Any] = {}
-    if args.config is not None:
-        try:
-            config = _read_config(args.config)
-        except (OSError, ValueError) as exc:
-            sys.stderr.write(f"inspector emulate: {args.config}: {exc}\n")
-            return 2
+    _logs_to_stderr()  # stdout carries only the export lines
+    try:
+        config = configuration(args.component, args.config)
+    except ConfigError as exc:
+        sys.stderr.write(f"inspector emulate: {exc}\n")
+        return 2
     try:
         nucleus = NucleusEmulator(
             args.socket, svcuid=args.token, component_name=args.component,
@@ -129,11 +170,19 @@ def _mtime(path: Path | None) -> float | None:
 
 
 def _redeploy(nucleus: Any, component: str, path: Path) -> None:
+    from inspector.errors import ConfigError
+
     try:
-        config = _read_config(path)
-    except (OSError, ValueError) as exc:
+        config = configuration(component, path)
+    except ConfigError as exc:
         logger.error("%s: %s (not deployed)", path, exc)
         return
     result = nucleus.update_config(component, config)
     logger.info("deployed %s: %s%s", path, result.status,
                 f" ({result.message})" if result.message else "")
+
+
+def _logs_to_stderr() -> None:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)

@@ -53,8 +53,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recursive", action="store_true", default=None,
                         help="Recursive: watch subdirectories too")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any setting, VALUE read as YAML (e.g. --set QueueSize=16 "
-                        "--set 'Extensions=[jpg, png]'); repeatable")
+                        help="any setting, VALUE read by the setting's type: text settings "
+                        "verbatim (--set DeviceName=1234), numbers, booleans and lists as YAML "
+                        "(--set QueueSize=16 --set Recursive=on --set 'Extensions=[jpg, png]' "
+                        "or Extensions=jpg,png); repeatable")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -71,7 +73,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the command line sets (flags, then --set), to lay over any other source."""
-    import yaml
+    from inspector.settings import parse_value
 
     data: dict[str, Any] = {}
     for dest, key in FLAG_KEYS.items():
@@ -83,9 +85,9 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE", [(item, "expected KEY=VALUE")])
         try:
-            data[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: {exc}", [(key, str(exc))]) from exc
+            data[key.strip()] = parse_value(key.strip(), raw)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {exc}", exc.errors) from exc
     return data
 
 
@@ -113,10 +115,15 @@ def run(args: argparse.Namespace) -> int:
         return 3
     service.install_signal_handlers()
     try:
-        service.run()
+        report = service.run()
     except ConfigError as exc:
         report_config_error(exc)
         return 2
+    if report.stopped_by == "stalled":
+        from inspector.service import EXIT_STALLED
+
+        logger.error("%s", report.exit_message(service.paths.watch))
+        return EXIT_STALLED
     return 0
 
 

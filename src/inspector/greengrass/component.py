@@ -10,7 +10,9 @@
 
 A fatal error (invalid configuration, a model that cannot be loaded or whose sha256 differs from
 the model component's) is logged, reported with UpdateState ERRORED, and the process exits
-non-zero: 2 configuration, 3 model, 5 no nucleus, 1 anything else.
+non-zero: 2 configuration, 3 model, 5 no nucleus, 6 results that could not be made durable for
+``SinkStallSeconds`` (the images are kept: in the watch folder, held, or spooled), 1 anything
+else.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ EXIT_CONFIG = 2
 EXIT_MODEL = 3
 EXIT_NO_NUCLEUS = 5
 EXIT_CRASH = 1
+EXIT_STALLED = 6  # = inspector.service.EXIT_STALLED
 CONNECT_WAIT_S = 30.0
 
 
@@ -63,6 +66,10 @@ def main(args: argparse.Namespace) -> int:
         ipc.close()
 
 
+def thing_name_of(environ: Mapping[str, str]) -> str:
+    return environ.get("AWS_IOT_THING_NAME", "")
+
+
 def thing_name(settings: Settings, environ: Mapping[str, str]) -> str:
     from inspector.service import device_name
 
@@ -83,7 +90,8 @@ class Component:
         self.ipc = ipc
         self.environ = dict(environ)
         self.drain = drain
-        self.config = ConfigSource(ipc, apply=self._apply, overrides=overrides)
+        self.config = ConfigSource(ipc, apply=self._apply, overrides=overrides,
+                                   thing_name=thing_name_of(environ))
         self.service: Any = None
         self.metrics: MetricsPublisher | None = None
         self.updates: UpdateDeferrer | None = None
@@ -101,6 +109,7 @@ class Component:
             return self._fatal(EXIT_CONFIG, f"cannot read the component configuration: {exc}")
         paths = resolve_paths(settings)
         self.thing = thing_name(settings, self.environ)
+        self.config.thing_name = self.thing
         mqtt = MqttSink(
             self.ipc,
             Spool(paths.state / "spool", max_items=settings.SpoolMaxMessages,
@@ -109,10 +118,12 @@ class Component:
             target=settings.PublishTarget, iot_topic=settings.PublishResultsOnTopic,
             pubsub_topic=settings.PubSubTopic,
         )
-        uploader = S3Uploader(stream_manager_client, max_retries=settings.UploadMaxRetries)
+        uploader = S3Uploader(stream_manager_client, max_retries=settings.UploadMaxRetries,
+                              retry_window_s=settings.UploadRetryHours * 3600.0)
         upload = UploadSink(uploader, bucket=settings.UploadBucket,
                             key_template=settings.UploadKeyTemplate,
-                            max_retries=settings.UploadMaxRetries)
+                            max_retries=settings.UploadMaxRetries,
+                            retry_hours=settings.UploadRetryHours)
         latency = LatencySink()
         try:
             self.service = build_service(settings, sinks=[mqtt, upload, latency],
@@ -124,6 +135,7 @@ class Component:
         if not self.service.paths.watch.is_dir():
             return self._fatal(EXIT_CONFIG, f"ImageDirectory {self.service.paths.watch} does "
                                "not exist or is not a directory")
+        self._check_access(settings)
         mqtt.start()
         self.ipc.on_reconnect(mqtt.wake)
         uploader.start()
@@ -134,6 +146,7 @@ class Component:
         def extra() -> dict[str, Any]:
             return {
                 "results_spooled": mqtt.pending(),
+                "dead_letters": mqtt.dead_letters,
                 "uploads": {"pending": uploader.pending(), "uploaded": uploader.uploaded,
                             "failed": uploader.failed, "retried": uploader.retried},
                 "config": {"applied": self.config.applied, "rejected": self.config.rejected},
@@ -149,7 +162,7 @@ class Component:
         self._report("RUNNING")
         self.service.install_signal_handlers()
         try:
-            self.service.run()
+            report = self.service.run()
         except ConfigError as exc:
             return self._fatal(EXIT_CONFIG, str(exc))
         except Exception as exc:
@@ -159,7 +172,24 @@ class Component:
             self.metrics.close()
             self.config.close()
             uploader.close()
+        if report.stopped_by == "stalled":
+            return self._fatal(EXIT_STALLED, report.exit_message(self.service.paths.watch))
         return 0
+
+    def _check_access(self, settings: Settings) -> None:
+        """Start-up: an ERROR for every topic the component's own accessControl does not allow
+        (the nucleus would refuse those publishes; results would be dead-lettered)."""
+        from inspector.greengrass.config import access_problems, read_access_control
+
+        try:
+            access = read_access_control(self.ipc)
+        except IpcError as exc:
+            logger.warning("cannot read this component's accessControl to check the topics: %s",
+                           exc)
+            return
+        for key, message in access_problems(settings, access, self.thing):
+            logger.error("%s: %s; results published there are refused by the nucleus and kept "
+                         "in the dead-letter file", key, message)
 
     def _metrics_topic(self, settings: Settings) -> str:
         return render_topic(settings.MetricsTopic, self.thing) if settings.MetricsTopic else ""

@@ -6,7 +6,13 @@
 
 - ``SubscribeToValidateConfigurationUpdates``: every proposed configuration is checked with the
   same rules as at start (``proposal_problems``) and answered ACCEPTED, or REJECTED with a message
-  naming each bad key; the nucleus then does not apply it.
+  naming each bad key; the nucleus then does not apply it. The topics the component would publish
+  on (results per ``PublishTarget``, metrics) must also be allowed by the component's own
+  ``accessControl`` (the proposal's: the nucleus's DynamicComponentConfigurationValidator sends
+  the whole proposed ``configuration``, accessControl included; else the current one read with
+  GetConfiguration of the ``accessControl`` key, answered with the subtree's map by
+  ConfigStoreIPCEventStreamAgent), matched as the nucleus matches them
+  (``inspector.greengrass.access``): otherwise the nucleus would refuse every result.
 - ``SubscribeToConfigurationUpdate``: the nucleus sends one event per changed key; they are
   coalesced for ``debounce_s``, the whole configuration is read again and handed to ``apply``
   (``Service.apply_settings``: thresholds, topics and uploads between two images; a new model is
@@ -19,16 +25,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 from inspector.errors import ConfigError
 from inspector.settings import Settings, settings_only, validate_mapping
-from inspector.sinks.mqtt import topic_problems
 
 logger = logging.getLogger(__name__)
-
-TOPIC_KEYS = ("PublishResultsOnTopic", "PubSubTopic", "MetricsTopic")
 
 
 class ConfigIpc(Protocol):
@@ -46,25 +48,63 @@ class ConfigIpc(Protocol):
 def proposal_problems(
     configuration: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
 ) -> list[tuple[str, str]]:
-    """Every problem of a component configuration as (key, message); empty when it is valid."""
-    data = {**settings_only(configuration), **(overrides or {})}
-    problems = validate_mapping(data)
-    if problems:
-        return problems
-    for key in TOPIC_KEYS:
-        value = data.get(key)
-        if key == "MetricsTopic" and not value:
+    """Every problem of a component configuration as (key, message); empty when it is valid.
+
+    The settings model's own validation (``validate_mapping``), the same as check-config and
+    ``inspector run --config``: one set of rules, one wording.
+    """
+    return validate_mapping({**settings_only(configuration), **(overrides or {})})
+
+
+def read_access_control(ipc: ConfigIpc) -> Any:
+    """The component's own ``accessControl`` (None when it has none); raises IpcError."""
+    from inspector.greengrass.ipc import IpcRejected
+
+    try:
+        value = ipc.get_configuration(["accessControl"])
+    except IpcRejected:  # ResourceNotFoundError: no such key
+        return None
+    if isinstance(value, dict) and set(value) == {"accessControl"}:
+        value = value["accessControl"]  # an answer that repeats the key
+    if isinstance(value, str):  # a deployment may hold it as a JSON string
+        import json
+
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value or None
+
+
+def access_problems(
+    settings: Settings | Mapping[str, Any], access_control: Any, thing_name: str
+) -> list[tuple[str, str]]:
+    """(key, message) for every topic the settings publish on that ``access_control`` does not
+    allow (results per PublishTarget on IoT Core / pub/sub, metrics on IoT Core)."""
+    from inspector.greengrass.access import allowed
+    from inspector.sinks.mqtt import render_topic
+
+    data = settings.to_mapping() if isinstance(settings, Settings) else dict(settings)
+    target = str(data.get("PublishTarget", "iotcore"))
+    wanted: list[tuple[str, str]] = []
+    if target in ("iotcore", "both"):
+        wanted.append(("PublishResultsOnTopic", "PublishToIoTCore"))
+    if target in ("pubsub", "both"):
+        wanted.append(("PubSubTopic", "PublishToTopic"))
+    if data.get("MetricsTopic") and float(data.get("MetricsIntervalSeconds", 1) or 0) > 0:
+        wanted.append(("MetricsTopic", "PublishToIoTCore"))
+    problems = []
+    for key, operation in wanted:
+        template = data.get(key)
+        if not isinstance(template, str):
             continue
-        if isinstance(value, str):
-            problems += [(key, msg) for msg in topic_problems(value)]
-    model_path = data.get("ModelPath")
-    if isinstance(model_path, str) and model_path:
-        path = Path(model_path).expanduser()
-        if not path.is_file():
-            problems.append(("ModelPath", f"{path}: no such model file on this device"))
-        if not data.get("ModelSha256") and data.get("AllowUnverifiedModel") is not True:
-            problems.append(("ModelSha256", "required with ModelPath (or set "
-                             "AllowUnverifiedModel: true to load the file unchecked)"))
+        try:
+            topic = render_topic(template, thing_name or "{thingName}")
+        except ValueError:
+            continue  # reported by proposal_problems
+        if not allowed(access_control, operation, topic):
+            problems.append((key, f"topic {topic!r} is not allowed by this component's "
+                                  f"accessControl (aws.greengrass#{operation})"))
     return problems
 
 
@@ -94,8 +134,10 @@ class ConfigSource:
         apply: Callable[[Settings], Any],
         overrides: Mapping[str, Any] | None = None,
         debounce_s: float = 0.2,
+        thing_name: str = "",
     ) -> None:
         self.ipc = ipc
+        self.thing_name = thing_name
         self.apply = apply
         self.overrides = dict(overrides or {})
         self.debounce_s = debounce_s
@@ -126,6 +168,8 @@ class ConfigSource:
         from inspector.greengrass.ipc import IpcError
 
         problems = proposal_problems(configuration, self.overrides)
+        if not problems:
+            problems = self._access_problems(configuration)
         if problems:
             self.rejected += 1
             message = f"inspector rejects this configuration: {describe_problems(problems)}"
@@ -138,6 +182,21 @@ class ConfigSource:
                 deployment_id, accepted=not problems, message=message)
         except IpcError as exc:
             logger.error("cannot answer the validation of deployment %s: %s", deployment_id, exc)
+
+    def _access_problems(self, configuration: Mapping[str, Any]) -> list[tuple[str, str]]:
+        from inspector.greengrass.ipc import IpcError
+        from inspector.settings import RESERVED_KEYS
+
+        access = next((v for k, v in configuration.items() if k.lower() in RESERVED_KEYS), None)
+        if access is None:
+            try:
+                access = read_access_control(self.ipc)
+            except IpcError as exc:
+                logger.warning("cannot read this component's accessControl; topics not checked "
+                               "against it: %s", exc)
+                return []
+        data = {**settings_only(configuration), **self.overrides}
+        return access_problems(Settings.from_mapping(data), access, self.thing_name)
 
     def _changed(self, key_path: list[str]) -> None:
         logger.debug("configuration changed: %s", "/".join(key_path) or "<root>")

@@ -103,11 +103,26 @@ class IpcClient:
     # --- connection --------------------------------------------------------------------------
 
     def start(self, wait_s: float = 30.0) -> None:
-        """Connect (retrying with backoff for up to ``wait_s``) and start the keeper thread."""
+        """Connect (retrying with backoff for up to ``wait_s``) and start the keeper thread.
+
+        Says at once that it is connecting, and after the first failed attempt why and for how
+        long it keeps trying, so a missing nucleus is never a silent wait.
+        """
+        logger.info("connecting to the Greengrass nucleus (retrying for up to %.0f s)", wait_s)
+        failures = 0
+
+        def before_sleep(state: Any) -> None:
+            nonlocal failures
+            failures += 1
+            error = state.outcome.exception() if state.outcome is not None else None
+            logger.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                       "cannot connect to the Greengrass nucleus yet (%r); retrying for up to "
+                       "%.0f s", error, wait_s)
+
         try:
             for attempt in Retrying(
                 stop=stop_after_delay(wait_s) | stop_when_event_set(self._closing),
-                wait=self._wait(), reraise=True, sleep=self._sleep,
+                wait=self._wait(), reraise=True, sleep=self._sleep, before_sleep=before_sleep,
             ):
                 with attempt:
                     self._open()

@@ -4,9 +4,11 @@
 ``window`` images. ``MetricsPublisher`` publishes, on its own thread, one JSON message::
 
     {"schema": "inspector.metrics/1", "device", "time", "uptime_s", "interval_s",
-     "images", "defects", "failures", "skipped", "queue_depth", "sink_errors",
+     "images", "defects", "failures", "skipped", "repeats", "held", "held_now", "kept",
+     "delivery_retries", "stalled_s", "stall", "disk_paused", "disk_pauses", "sinks",
+     "queue_depth", "sink_errors",
      "latency_ms": {"decode": {"p50", "p95"}, ..., "total": {...}}, "latency_samples",
-     "model": {"name", "version", "sha256"}, "results_spooled", "uploads": {...}}
+     "model": {"name", "version", "sha256"}, "results_spooled", "dead_letters", "uploads": {...}}
 
 Metrics are best effort: one IPC attempt per interval with a timeout, never spooled (the next
 message carries the running totals anyway).
@@ -163,6 +165,14 @@ def collect_metrics(
         "skipped": base.get("skipped", 0),
         "repeats": base.get("repeats", 0),
         "held": base.get("held", 0),
+        "held_now": base.get("held_now", 0),
+        "kept": base.get("kept", 0),
+        "delivery_retries": base.get("delivery_retries", 0),
+        "stalled_s": base.get("stalled_s", 0.0),
+        "stall": base.get("stall", ""),
+        "disk_paused": base.get("disk_paused", False),
+        "disk_pauses": base.get("disk_pauses", 0),
+        "sinks": base.get("sinks", {}),
         "queue_depth": base.get("in_flight", 0),
         "sink_errors": base.get("sink_errors", {}),
         "latency_ms": latency_ms,

@@ -1,15 +1,23 @@
 """A bounded on-disk spool of messages not yet acknowledged by the nucleus.
 
 One small JSON file per message, named by a growing sequence number, so the oldest is re-sent
-first and a crash leaves at worst one torn ``.part`` file (ignored). A message leaves the spool
-only when its publish was acknowledged; everything still there is re-sent after a reconnect or a
-restart. Re-sending after a timeout may duplicate a message: the cloud de-duplicates results by
-``device`` + ``image.name`` + ``image.sha256`` + ``time``.
+first and a crash leaves at worst one torn ``.part`` file (ignored). ``put`` returns only once the
+message is durable: the file is written and fsynced under a temporary name, renamed, and the
+folder is fsynced (so a power cut after ``put`` cannot lose the message or leave it empty). A
+message leaves the spool only when its publish was acknowledged; everything still there is re-sent
+after a reconnect or a restart. Re-sending after a timeout may duplicate a message: the cloud
+de-duplicates results by ``device`` + ``image.name`` + ``image.sha256`` + ``time``.
 
     spool = Spool(state / "spool", max_items=10_000, max_bytes=64 * 2**20)
     entry = spool.put({"target": "iotcore", "topic": "t", "payload": "..."})
     for entry in spool.pending(): ...
     spool.remove(entry.id)
+    spool.dead_letter(entry, error="UnauthorizedError: ...")   # refused for good: kept aside
+
+Messages the nucleus refuses for good (not authorized, invalid) are not retried forever and not
+dropped: ``dead_letter`` appends them, one JSON line each (``image``, ``target``, ``topic``,
+``error``, ``time``, ``payload``), to ``dead-letter.jsonl`` beside the spool's messages, fsynced,
+before the message leaves the spool.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from inspector.errors import SinkError
 logger = logging.getLogger(__name__)
 
 _SUFFIX = ".json"
+DEAD_LETTER_FILE = "dead-letter.jsonl"
 
 
 class SpoolFull(SinkError):
@@ -106,9 +115,11 @@ class Spool:
             path = self._path(entry_id)
             temp = path.with_name(path.name + ".part")
             try:
-                temp.write_bytes(data)
+                _write_durably(temp, data)
                 os.replace(temp, path)
+                _fsync_dir(self.folder)
             except OSError as exc:
+                temp.unlink(missing_ok=True)
                 raise SinkError(f"cannot write to the spool {self.folder}: {exc}") from exc
             self._next += 1
             self._ids.append(entry_id)
@@ -141,5 +152,49 @@ class Spool:
                 self._ids.remove(entry_id)
             self._bytes -= self._sizes.pop(entry_id, 0)
 
+    @property
+    def dead_letter_path(self) -> Path:
+        return self.folder / DEAD_LETTER_FILE
+
+    def dead_letter(self, entry: SpoolEntry, *, error: str, when: str) -> Path:
+        """Append ``entry`` to the dead-letter file (fsynced), then remove it from the spool.
+        Raises OSError when the line cannot be written (the message then stays spooled)."""
+        record = entry.record
+        line = json.dumps({
+            "image": record.get("image", ""), "target": record.get("target", ""),
+            "topic": record.get("topic", ""), "error": error, "time": when,
+            "payload": record.get("payload", ""),
+        }, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with self._lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                start = os.fstat(fd).st_size
+                try:
+                    os.write(fd, line.encode("utf-8"))
+                    os.fsync(fd)
+                except OSError:
+                    os.ftruncate(fd, start)  # no torn line for a reader
+                    raise
+            finally:
+                os.close(fd)
+        self.remove(entry.id)
+        return self.dead_letter_path
+
     def _path(self, entry_id: int) -> Path:
         return self.folder / f"{entry_id:012d}{_SUFFIX}"
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

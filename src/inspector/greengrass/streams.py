@@ -8,7 +8,11 @@ would cancel pending exports), file-persisted so they survive a StreamManager re
 is one ``S3ExportTaskDefinition`` appended to the data stream; the status stream is read from
 where this process started, and a status is matched to its task by the data stream's sequence
 number. Success -> ``on_done(True, "")``; Failure or Canceled -> appended again after an
-exponential backoff, up to ``max_retries`` times, then ``on_done(False, message)``.
+exponential backoff (capped at ``retry_max_s``), for as long as the task's retry window lasts
+(``retry_window_s`` from its creation, or its own wall-clock ``deadline``: the upload sink sets
+that from the result's time, so the window survives a restart) and at least ``max_retries``
+times; only then ``on_done(False, message)``. ``retried`` and ``failed`` count retries and final
+failures.
 
 StreamManager down (connection refused, timeout): the client is dropped, the tasks wait and are
 appended after a reconnect (backoff capped at ``reconnect_max_s``). If the streams had to be
@@ -56,6 +60,8 @@ class UploadTask:
     key: str
     metadata: dict[str, str]
     on_done: Callable[[bool, str], None]  # (uploaded, reason when not)
+    deadline: float | None = None  # time.time() after which a failure is final (None: window)
+    created: float = field(default_factory=time.time)
     attempts: int = 0  # failed exports so far
     not_before: float = 0.0  # time.monotonic() before which it is not appended
     sequence: int | None = None  # in the data stream, once appended (the current attempt)
@@ -72,8 +78,9 @@ class S3Uploader:
         connect: ClientFactory,
         *,
         max_retries: int = 3,
+        retry_window_s: float = 0.0,
         retry_base_s: float = 0.5,
-        retry_max_s: float = 60.0,
+        retry_max_s: float = 300.0,
         reconnect_max_s: float = 5.0,
         status_timeout_s: float = 300.0,
         data_stream: str = DATA_STREAM,
@@ -81,6 +88,7 @@ class S3Uploader:
     ) -> None:
         self._connect = connect
         self.max_retries = max_retries
+        self.retry_window_s = retry_window_s
         self._retry_wait = wait_exponential(multiplier=retry_base_s, min=retry_base_s,
                                             max=retry_max_s)
         self._reconnect_wait = wait_exponential(multiplier=0.2, min=0.2, max=reconnect_max_s)
@@ -386,16 +394,21 @@ class S3Uploader:
     def _after_failure(self, task: UploadTask, reason: str) -> None:
         task.attempts += 1
         task.history.append(reason)
-        if task.attempts > self.max_retries:
+        deadline = task.deadline if task.deadline is not None \
+            else task.created + self.retry_window_s
+        left = deadline - time.time()
+        if task.attempts > self.max_retries and left <= 0:
             with self._lock:
                 if task in self._queue:
                     self._queue.remove(task)
             self._finish(task, False, f"upload failed {task.attempts} time(s); last: {reason}")
             return
         wait = _backoff(self._retry_wait, task.attempts)
+        if task.attempts > self.max_retries:
+            wait = min(wait, max(0.05, left))  # one last try when the window closes
         self.retried += 1
-        logger.warning("%s: upload %s; retry %d of %d in %.1f s", task.path.name, reason,
-                       task.attempts, self.max_retries, wait)
+        logger.warning("%s: upload %s; retry %d in %.1f s (retrying for %s more)",
+                       task.path.name, reason, task.attempts, wait, _duration(max(0.0, left)))
         task.not_before = time.monotonic() + wait
         with self._lock:
             if task not in self._queue:
@@ -463,6 +476,14 @@ class _State:
     """The one field of tenacity's RetryCallState that its wait strategies read."""
 
     attempt_number: int
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
 
 
 def _backoff(wait: Any, attempt: int) -> float:

@@ -1,13 +1,17 @@
 """The sink seam: standalone (files, console, outbox) and Greengrass (MQTT, S3) sinks alike.
 
-A sink is handed one ``Delivery`` per inspected image, off the inference thread. It raises
-``SinkError`` when it cannot deliver; the pipeline logs that and the other sinks go on.
+A sink is handed one ``Delivery`` per inspected image, off the inference thread. ``send`` returns
+only once the result is durable for that sink (fsynced, spooled, or accepted by StreamManager);
+it raises ``SinkError`` when it cannot make it so. The image is then kept (not moved to done): the
+pipeline retries that sink (only that one) with backoff, and stops the service after
+``SinkStallSeconds`` (see ``inspector.pipeline``). A sink whose ``send`` does several durable
+writes records the finished ones in ``delivery.progress`` so a retry does not repeat them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +35,7 @@ class Delivery:
     inspection: Inspection
     image_path: Path  # where the image file is while the sinks run
     hold: Hold | None = None  # set when a sink claimed the image (``Sink.claims_image``)
+    progress: set[str] = field(default_factory=set)  # parts already durable (for retries)
 
 
 class Sink(ABC):
@@ -59,3 +64,11 @@ class Sink(ABC):
 
     def reconfigure(self, settings: Any) -> None:  # noqa: B027 - optional hook
         """Apply live settings (an ``inspector.settings.Settings``) between two images."""
+
+    def preflight(self) -> None:  # noqa: B027 - optional hook
+        """At start-up, before any image is touched: raise SinkError (naming the file and the
+        reason) when this sink cannot possibly deliver (an unwritable results file)."""
+
+    def status(self) -> dict[str, int]:
+        """Counts for the metrics and the stop summary (e.g. uploaded, retried, failed)."""
+        return {}

@@ -1,6 +1,6 @@
 """Standalone sinks, used when no Greengrass environment is present.
 
-- ``JsonlSink``: one schema-v1 result per line in a results file (appended, flushed per line).
+- ``JsonlSink``: one schema-v1 result per line in a results file (appended, fsynced per line).
 - ``ConsoleSink``: running totals, logged as a summary when the service stops.
 - ``OutboxSink``: flagged images copied to an outbox folder with their result (and, optionally,
   a copy with the boxes drawn). In standalone mode this copy stands in for the S3 upload.
@@ -8,13 +8,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from inspector.errors import SinkError
 from inspector.result import to_json
@@ -25,39 +26,85 @@ logger = logging.getLogger(__name__)
 
 
 class JsonlSink(Sink):
+    """Appends one result per line; ``send`` returns once the line is written and fsynced.
+
+    The line goes out in one unbuffered ``write`` on an ``O_APPEND`` descriptor; if the write or
+    the fsync fails (disk full, read-only, I/O error) the file is cut back to its size before
+    the write, so a failed result leaves no torn line and is never written "later" by a buffer:
+    the pipeline keeps the image and retries, and the retry writes the line exactly once.
+    """
+
     name = "jsonl"
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._fh: TextIO | None = None
+        self._fd: int | None = None
+        self.written = 0
 
-    def _open(self) -> TextIO:
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        return self._fh
-
-    def send(self, delivery: Delivery) -> None:
-        # one write per line, so a reader (or a crash) never sees two results on one line
-        line = to_json(delivery.result) + "\n"
+    def preflight(self) -> None:
+        """The results file can be created and appended to (else SinkError naming it)."""
         with self._lock:
             try:
-                fh = self._open()
-                fh.write(line)
-                fh.flush()
+                self._open()
             except OSError as exc:
-                raise SinkError(f"cannot append to {self.path}: {exc.strerror}") from exc
+                raise SinkError(f"results file {self.path}: {_reason(exc)}") from exc
+
+    def _open(self) -> int:
+        if self._fd is None:
+            if self.path.is_dir():
+                raise IsADirectoryError(21, "it is a directory", str(self.path))
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot create its folder {self.path.parent}: "
+                              f"{_reason(exc)}") from exc
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return self._fd
+
+    def send(self, delivery: Delivery) -> None:
+        data = (to_json(delivery.result) + "\n").encode("utf-8")
+        with self._lock:
+            try:
+                fd = self._open()
+            except OSError as exc:
+                raise SinkError(f"cannot append to {self.path}: {_reason(exc)}") from exc
+            try:
+                start = os.fstat(fd).st_size
+            except OSError as exc:
+                self._close_fd()
+                raise SinkError(f"cannot append to {self.path}: {_reason(exc)}") from exc
+            try:
+                written = os.write(fd, data)
+                if written != len(data):
+                    raise OSError(28, f"short write ({written} of {len(data)} bytes)")
+                os.fsync(fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(fd, start)  # the line is not there: no torn or late line
+                except OSError:
+                    logger.error("%s: could not remove a partly written line at byte %d",
+                                 self.path, start)
+                self._close_fd()  # a read-only remount or a replaced file: open again next time
+                raise SinkError(f"cannot append to {self.path}: {_reason(exc)}") from exc
+            self.written += 1
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def status(self) -> dict[str, int]:
+        return {"written": self.written}
 
     def close(self, timeout_s: float = 5.0) -> None:
         with self._lock:
-            if self._fh is not None:
-                try:
-                    self._fh.flush()
-                    os.fsync(self._fh.fileno())
-                finally:
-                    self._fh.close()
-                    self._fh = None
+            self._close_fd()
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 class ConsoleSink(Sink):

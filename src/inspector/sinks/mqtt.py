@@ -6,6 +6,15 @@ spool oldest first, each message with a timeout, retried with exponential backof
 and removes it once the nucleus acknowledged it. What is left (nucleus down, component stopped)
 is sent after the reconnect or the next start.
 
+``send`` returns only once the messages are durable in the spool (fsynced); it raises SinkError
+when they cannot be written (spool full, disk error), and the pipeline then keeps the image.
+Every spooled message carries its image's name, so every log line about it names the image.
+
+A publish the nucleus refuses for good (``UnauthorizedError``: the topic is not in the
+component's accessControl; or an invalid request) is neither retried forever nor dropped: it is
+appended to ``<spool>/dead-letter.jsonl`` (image, topic, error, time, payload), logged as an
+ERROR naming the image and the file, and counted (``dead_letters``).
+
 Delivery is at least once: a publish that timed out is "unknown" and is sent again, so the cloud
 may see a result twice; ``device`` + ``image.name`` + ``image.sha256`` + ``time`` identify it
 for de-duplication.
@@ -19,9 +28,9 @@ from __future__ import annotations
 
 import json
 import logging
-import string
 import threading
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
 from tenacity import (
@@ -33,14 +42,12 @@ from tenacity import (
 
 from inspector.errors import SinkError
 from inspector.result import to_json
+from inspector.settings import topic_problems  # the settings model's rules, the only ones
 from inspector.sinks.base import Delivery, Sink
 
 logger = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 128 * 1024
-TOPIC_FIELDS = frozenset({"thingName"})
-MAX_TOPIC_BYTES = 256
-MAX_TOPIC_SLASHES = 7  # AWS IoT Core: at most 8 topic levels
 
 
 class Publisher(Protocol):
@@ -57,6 +64,7 @@ class SpoolLike(Protocol):
     def put(self, record: dict[str, Any]) -> Any: ...
     def pending(self, limit: int | None = None) -> list[Any]: ...
     def remove(self, entry_id: int) -> None: ...
+    def dead_letter(self, entry: Any, *, error: str, when: str) -> Any: ...
     def __len__(self) -> int: ...
 
 
@@ -66,28 +74,6 @@ def render_topic(template: str, thing_name: str) -> str:
     if problems:
         raise ValueError(problems[0])
     return template.replace("{thingName}", thing_name)
-
-
-def topic_problems(template: str) -> list[str]:
-    """What is wrong with a publish-topic template (empty when it is fine)."""
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:
-        return [f"malformed topic template {template!r}: {exc}"]
-    unknown = sorted({f for f in fields if f not in TOPIC_FIELDS})
-    if unknown:
-        return [f"unknown placeholder(s) {unknown} in topic {template!r}; allowed: {{thingName}}"]
-    problems = []
-    if "+" in template or "#" in template:
-        problems.append(f"a publish topic cannot contain the wildcards + or #: {template!r}")
-    if template.startswith("/") or template.endswith("/") or "//" in template:
-        problems.append(f"topic {template!r} has an empty level")
-    bare = template.replace("{thingName}", "")
-    if bare.count("/") > MAX_TOPIC_SLASHES:
-        problems.append(f"topic {template!r} has more than {MAX_TOPIC_SLASHES + 1} levels")
-    if len(bare.encode("utf-8")) > MAX_TOPIC_BYTES - 128:  # room for a thing name
-        problems.append(f"topic {template!r} is too long for AWS IoT Core")
-    return problems
 
 
 def fit_payload(result: dict[str, Any], limit: int = MAX_PAYLOAD_BYTES) -> tuple[bytes, bool]:
@@ -144,7 +130,8 @@ class MqttSink(Sink):
         self.backoff_max_s = backoff_max_s
         self.published = 0
         self.truncated = 0
-        self.rejected = 0
+        self.rejected = 0  # refused by the nucleus, dead-lettered
+        self.dead_letters = 0
         self._wake = threading.Event()  # new messages in the spool
         self._retry_now = threading.Event()  # reconnected: cut the backoff short
         self._stop = threading.Event()
@@ -165,15 +152,29 @@ class MqttSink(Sink):
         self._wake.set()
 
     def send(self, delivery: Delivery) -> None:
+        image = str(delivery.result["image"]["name"])
         payload, truncated = fit_payload(delivery.result)
         if truncated:
             self.truncated += 1
-            logger.warning("%s: result truncated to fit %d bytes",
-                           delivery.result["image"]["name"], MAX_PAYLOAD_BYTES)
+            logger.warning("%s: result truncated to fit %d bytes", image, MAX_PAYLOAD_BYTES)
         text = payload.decode("utf-8")
+        done = delivery.progress
         for target, topic in self._destinations():
-            self.spool.put({"target": target, "topic": topic, "payload": text})
+            key = f"{self.name}:{target}"
+            if key in done:
+                continue  # spooled by an earlier attempt for this image
+            self.spool.put({"target": target, "topic": topic, "payload": text, "image": image})
+            done.add(key)
         self._wake.set()
+
+    def preflight(self) -> None:
+        folder = getattr(self.spool, "folder", None)
+        if folder is not None:
+            _check_writable_dir(Path(folder))
+
+    def status(self) -> dict[str, int]:
+        return {"spooled": len(self.spool), "published": self.published,
+                "dead_letters": self.dead_letters}
 
     def reconfigure(self, settings: Any) -> None:
         self.target = str(settings.PublishTarget)
@@ -193,8 +194,10 @@ class MqttSink(Sink):
             self._thread.join(timeout=max(0.1, deadline - time.monotonic()))
         left = len(self.spool)
         if left:
-            logger.warning("%d result message(s) not yet acknowledged; kept in the spool for "
-                           "the next start", left)
+            names = sorted({_image_of(e.record) for e in self.spool.pending(limit=20)})
+            logger.warning("%d result message(s) not yet acknowledged (%s%s); kept in the spool "
+                           "for the next start", left, ", ".join(names),
+                           ", ..." if left > 20 else "")
 
     def pending(self) -> int:
         return len(self.spool)
@@ -236,24 +239,41 @@ class MqttSink(Sink):
             sleep=self._sleep, reraise=True,
             before_sleep=self._log_retry,
         )
+        image = _image_of(entry.record)
         try:
             retrying(self._publish_once, entry.record)
-        except IpcRejected as exc:
-            self.rejected += 1
-            logger.error("result dropped: the nucleus refused it: %s", exc)
-        except _BadRecord as exc:
-            logger.error("spooled message %s dropped: %s", entry.id, exc)
+        except (IpcRejected, _BadRecord) as exc:
+            return self._dead_letter(entry, image, exc)
         except Exception:
             return False  # stopping; the message stays in the spool
         self.spool.remove(entry.id)
+        return True
+
+    def _dead_letter(self, entry: Any, image: str, exc: Exception) -> bool:
+        from inspector.disposition import utc_now
+
+        error = str(exc)
+        try:
+            where = self.spool.dead_letter(entry, error=error, when=utc_now())
+        except OSError as write_error:
+            logger.error("%s: the nucleus refused its result (%s) and it cannot be written to "
+                         "the dead-letter file: %s; kept in the spool", image, error, write_error)
+            self._stop.wait(self.backoff_max_s)
+            return False
+        self.rejected += 1
+        self.dead_letters += 1
+        topic = entry.record.get("topic", "?") if isinstance(entry.record, dict) else "?"
+        logger.error("%s: result NOT published to %s: %s; kept in %s", image, topic, error,
+                     where)
         return True
 
     @staticmethod
     def _log_retry(state: Any) -> None:
         error = state.outcome.exception() if state.outcome else None
         known = type(error).__module__.startswith("inspector.")
-        logger.warning("publish failed, will retry: %s", error if known else repr(error),
-                       exc_info=None if known else error)
+        image = _image_of(state.args[0]) if state.args else "<unknown image>"
+        logger.warning("%s: publish failed, will retry: %s", image,
+                       error if known else repr(error), exc_info=None if known else error)
 
     def _publish_once(self, record: dict[str, Any]) -> None:
         try:
@@ -271,6 +291,33 @@ class MqttSink(Sink):
         # a reconnect or a stop cuts the backoff short
         self._retry_now.wait(seconds)
         self._retry_now.clear()
+
+
+def _image_of(record: Any) -> str:
+    if isinstance(record, dict):
+        if record.get("image"):
+            return str(record["image"])
+        try:  # spooled by an older version: the name is in the payload
+            return str(json.loads(record["payload"])["image"]["name"])
+        except (KeyError, TypeError, ValueError):
+            pass
+    return "<unknown image>"
+
+
+def _check_writable_dir(folder: Path) -> None:
+    """SinkError naming ``folder`` when it cannot be created or written."""
+    import os
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise SinkError(f"{folder}: not writable: {reason}") from exc
+    if not os.access(folder, os.W_OK):
+        raise SinkError(f"{folder}: not writable")
 
 
 class _BadRecord(Exception):

@@ -3,8 +3,11 @@
 The sink claims every ``defect`` image when ``UploadBucket`` is set, so the pipeline holds the
 file (held folder) until the upload's final status: ``release(ok=True)`` after Success (the
 image is then settled per ``ProcessedAction``: moved to done or deleted), ``release(ok=False)``
-after the last failed retry (moved to the failed folder with the reason). After a restart the
-pipeline offers the images still held, with their results; they are uploaded again.
+after the last failed retry (moved to the failed folder with the reason). A failed upload is
+retried with backoff until ``UploadRetryHours`` after the image's inspection (the result's
+``time``, so the window is the same after a restart) and at least ``UploadMaxRetries`` times.
+After a restart the pipeline offers the images still held, with their results; they are uploaded
+again.
 
 The S3 key comes from ``UploadKeyTemplate``, filled from the result (its ``time``, not the
 clock, so a re-issued upload writes the same key) and sanitised: only ``[A-Za-z0-9._-/=+!*()]``,
@@ -32,6 +35,12 @@ class Uploader(Protocol):
     """What the sink needs of ``inspector.greengrass.streams.S3Uploader``."""
 
     max_retries: int
+    retry_window_s: float
+    uploaded: int
+    retried: int
+    failed: int
+
+    def pending(self) -> int: ...
 
     def submit(self, task: Any) -> None: ...
 
@@ -83,11 +92,17 @@ class UploadSink(Sink):
     name = "s3"
 
     def __init__(self, uploader: Uploader, *, bucket: str, key_template: str,
-                 max_retries: int = 3) -> None:
+                 max_retries: int = 3, retry_hours: float = 0.0) -> None:
         self.uploader = uploader
         self.bucket = bucket
         self.key_template = key_template
+        self.retry_hours = retry_hours
         self.uploader.max_retries = max_retries
+        self.uploader.retry_window_s = retry_hours * 3600.0
+
+    def status(self) -> dict[str, int]:
+        return {"uploaded": self.uploader.uploaded, "retried": self.uploader.retried,
+                "failed": self.uploader.failed, "pending": self.uploader.pending()}
 
     def claims_image(self, delivery: Delivery) -> bool:
         return bool(self.bucket) and delivery.result.get("verdict") == "defect"
@@ -107,6 +122,8 @@ class UploadSink(Sink):
         self.bucket = str(settings.UploadBucket)
         self.key_template = str(settings.UploadKeyTemplate)
         self.uploader.max_retries = int(settings.UploadMaxRetries)
+        self.retry_hours = float(settings.UploadRetryHours)
+        self.uploader.retry_window_s = self.retry_hours * 3600.0
 
     def _submit(self, result: dict[str, Any], path: Path, hold: Hold) -> None:
         from inspector.greengrass.streams import UploadTask
@@ -115,8 +132,20 @@ class UploadSink(Sink):
             hold.release(self.name, ok=ok, reason="" if ok else f"upload failed: {reason}")
 
         key = object_key(self.key_template, result)
+        inspected = _epoch(str(result.get("time", "")))
         self.uploader.submit(UploadTask(
             path=Path(path).absolute(), bucket=self.bucket, key=key,
             metadata=user_metadata(result), on_done=done,
+            deadline=None if inspected is None else inspected + self.retry_hours * 3600.0,
         ))
         logger.debug("%s: upload to s3://%s/%s submitted", path.name, self.bucket, key)
+
+
+def _epoch(when: str) -> float | None:
+    """Seconds since the epoch of a result's ``time`` (2026-11-25T19:41:08.123Z), or None."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -1,4 +1,4 @@
-"""Synthetic labelled pictures of metal tags with scratches (shared/DOMAIN.md).
+"""Synthetic labelled pictures of metal tags with scratches (docs/data-spec.md).
 
     sample = generate(seed, index, SynthConfig())
     write_image(sample, out_dir / "img_000001")      # .jpg (mostly) or .png

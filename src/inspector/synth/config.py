@@ -1,4 +1,4 @@
-"""The knobs of the synthetic image distribution (shared/DOMAIN.md defaults).
+"""The knobs of the synthetic image distribution (docs/data-spec.md defaults).
 
 Two kinds of fields live here. The *distribution* fields (sizes, formats) define the test
 distribution and should stay at their defaults for any evaluation set. The *training levers*
@@ -14,7 +14,7 @@ from typing import Any
 
 from inspector.types import Size
 
-# (size, weight): mostly 1280x960, plus the other cameras of DOMAIN.md.
+# (size, weight): mostly 1280x960, plus the other cameras of docs/data-spec.md.
 DEFAULT_SIZES: tuple[tuple[Size, float], ...] = (
     (Size(height=960, width=1280), 0.60),
     (Size(height=768, width=1024), 0.15),
@@ -27,7 +27,7 @@ REFERENCE_WIDTH = 1280  # scratch widths are specified at this image width and s
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """Distribution of generated images. Defaults follow shared/DOMAIN.md.
+    """Distribution of generated images. Defaults follow docs/data-spec.md.
 
     Scratch count: with probability ``p_clean`` an image has none; otherwise the count is uniform
     in ``max(1, min_scratches) .. max_scratches``.

@@ -58,9 +58,9 @@ def _homography(length: int, height: int, corners_image: np.ndarray) -> np.ndarr
 def place_tag(rng: np.random.Generator, size: Size) -> TagGeometry:
     """Draw the tag's size, rotation, perspective and position for one image.
 
-    DOMAIN.md: aspect 1.3-2.2, long side 35-75 % of the image width, centre in the middle 60 %,
-    rotation -15..+15 deg, corners moved up to 3 % of the tag size, corner radius 3-12 % of the
-    short side. The whole tag stays inside the frame (1 % margin): placements that leave it are
+    docs/data-spec.md: aspect 1.3-2.2, long side 35-75 % of the image width, centre in the middle
+    60 %, rotation -15..+15 deg, corners moved up to 3 % of the tag size, corner radius 3-12 % of
+    the short side. The whole tag stays inside the frame (1 % margin): placements that leave it are
     redrawn, and after many misses the tag shrinks a little.
     """
     width_fraction = rng.uniform(0.35, 0.75)

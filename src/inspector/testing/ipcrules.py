@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from inspector.greengrass.access import SERVICES, allowed
+
 SERVICE_PREFIX = "aws.greengrass#"
 
 
@@ -162,38 +164,17 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-ACCESS_SERVICES = {
-    "PublishToIoTCore": "aws.greengrass.ipc.mqttproxy",
-    "SubscribeToIoTCore": "aws.greengrass.ipc.mqttproxy",
-    "PublishToTopic": "aws.greengrass.ipc.pubsub",
-    "SubscribeToTopic": "aws.greengrass.ipc.pubsub",
-}
-
-
-def _get_ci(mapping: dict[str, Any], key: str) -> Any:
-    found = find_key(mapping, key)
-    return mapping[found] if found is not None else None
-
-
-def _resource_matches(service: str, pattern: str, resource: str) -> bool:
-    if pattern in ("*", resource):
-        return True
-    # MQTT wildcards work in mqttproxy policies; in pubsub policies they are literal characters
-    return service == "aws.greengrass.ipc.mqttproxy" and topic_matches(pattern, resource)
+ACCESS_SERVICES = SERVICES
 
 
 def authorized(access_control: Any, operation: str, resource: str) -> bool:
     """Whether a component's ``accessControl`` configuration allows ``operation`` (short name,
-    e.g. "PublishToIoTCore") on ``resource`` (a topic or topic filter)."""
-    service = ACCESS_SERVICES[operation]
-    policies = _get_ci(access_control, service) if isinstance(access_control, dict) else None
-    for policy in (policies.values() if isinstance(policies, dict) else []):
-        if not isinstance(policy, dict):
-            continue
-        operations = _get_ci(policy, "operations") or []
-        resources = _get_ci(policy, "resources") or []
-        if SERVICE_PREFIX + operation not in operations and "*" not in operations:
-            continue
-        if any(_resource_matches(service, str(r), resource) for r in resources):
-            return True
-    return False
+    e.g. "PublishToIoTCore") on ``resource`` (a topic or topic filter).
+
+    The nucleus's rules (aws-greengrass-nucleus ``authorization/AuthorizationHandler.java`` and
+    ``WildcardTrie.java``: glob ``*`` anywhere, ``${c}`` escapes, MQTT wildcards only for
+    mqttproxy and only where they are whole levels), as ``inspector.greengrass.access``
+    implements them; tests/test_greengrass_access.py pins that to the nucleus's own test cases.
+    Before, this emulator matched ``*`` only as a whole resource and MQTT wildcards anywhere.
+    """
+    return allowed(access_control, operation, resource)
