@@ -273,3 +273,46 @@ def test_command_line_deploys_and_stops_on_sigterm(root: Path, builds: Path) -> 
             proc.kill()
     assert proc.returncode == 0 and "stopping" in rest
     assert wait_file(root / "work" / APP / "term") == "term\n"  # the core stopped its component
+
+
+def old_model_recipe(version: str, file: str, data: bytes) -> dict[str, Any]:
+    """The model recipe as it was before issue 17: the file's name and sha256 in the
+    DefaultConfiguration, checked by the Install step through {configuration:...}."""
+    return {
+        "RecipeFormatVersion": "2020-01-25", "ComponentName": "com.example.OldModel",
+        "ComponentVersion": version,
+        "ComponentConfiguration": {"DefaultConfiguration": {
+            "ModelFile": file, "ModelSha256": hashlib.sha256(data).hexdigest()}},
+        "Manifests": [{
+            "Platform": {"os": "linux"},
+            "Lifecycle": {"Install": {"Script": (
+                'echo "{configuration:/ModelSha256}  {artifacts:path}/{configuration:/ModelFile}"'
+                " | sha256sum -c -")}},
+            "Artifacts": [{"URI": f"s3://B/C/V/{file}", "Unarchive": "NONE",
+                           "Permission": {"Read": "ALL"}}],
+        }],
+    }
+
+
+def test_reproduces_issue_17_item_1_with_the_old_model_recipe(
+    root: Path, nucleus: NucleusEmulator, tmp_path: Path
+) -> None:
+    """A new version of the old recipe fails on a core that runs the previous one (the nucleus
+    keeps 1.2.0's ModelFile/ModelSha256), and succeeds on a fresh core: what the simulated
+    core must catch, since the configuration rules decide it."""
+    old, new = b"model 1.2.0 bytes", b"model 1.3.0 bytes"
+    write_build(tmp_path / "m12", old_model_recipe("1.2.0", "m-1.2.0.onnx", old),
+                {"m-1.2.0.onnx": old})
+    write_build(tmp_path / "m13", old_model_recipe("1.3.0", "m-1.3.0.onnx", new),
+                {"m-1.3.0.onnx": new})
+    with SimulatedCore(root, nucleus, startup_s=0.3) as core:
+        core.import_build(tmp_path / "m12")
+        core.import_build(tmp_path / "m13")
+        assert core.deploy({"com.example.OldModel": "1.2.0"}).status == "SUCCEEDED"
+        result = core.deploy({"com.example.OldModel": "1.3.0"})
+        assert result.status == "FAILED_ROLLBACK_COMPLETE"
+        assert "m-1.2.0.onnx" in core.log("com.example.OldModel")  # 1.3.0 checked 1.2.0's name
+        # only a reset of the kept keys makes it pass
+        fixed = core.deploy({"com.example.OldModel": "1.3.0"},
+                            configuration={"com.example.OldModel": {"reset": [""]}})
+        assert fixed.status == "SUCCEEDED", core.log("com.example.OldModel")
