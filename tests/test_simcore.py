@@ -224,6 +224,12 @@ def test_new_version_keeps_configuration_restarts_hard_dependants_and_rolls_back
         assert running is not None and running.poll() is None
         assert "install failed with exit code 7" in core.log(LIB)
 
+        # removing App stops it; its configuration goes with it
+        removed = core.deploy({}, remove=(APP,))
+        assert removed.status == "SUCCEEDED" and core.versions == {LIB: "1.1.0"}
+        assert running.wait(T) == 0 and core.process(APP) is None
+        assert APP not in nucleus.config and APP not in nucleus.versions
+
 
 def test_missing_dependency_fails_with_no_state_change(
     root: Path, nucleus: NucleusEmulator, builds: Path

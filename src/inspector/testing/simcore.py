@@ -454,7 +454,7 @@ class SimulatedCore:
             before = dict(self.versions)
             target = {k: v for k, v in {**before, **components}.items() if k not in remove}
             old_configs = {name: copy.deepcopy(self.nucleus.config.get(name))
-                           for name in target}
+                           for name in {*before, *target}}
         problem = self._check_dependencies(target)
         if problem:
             return self._finish(DeploymentResult(deployment_id, "FAILED_NO_STATE_CHANGE",
@@ -569,6 +569,10 @@ class SimulatedCore:
             self._stop(name)
         with self._lock:
             self.versions = dict(target)
+        for name in before:
+            if name not in target:  # removed: its configuration goes with it
+                self.nucleus.versions.pop(name, None)
+                self.nucleus.config.pop(name, None)
         self._set_configs(target, configs)
         for name in self._order([n for n in restart if n in target]):
             failure = self._start(name, target[name], self._render(name, target, configs))
