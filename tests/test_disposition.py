@@ -81,3 +81,77 @@ def test_a_failed_cross_device_copy_leaves_no_partial_file(tmp_path, monkeypatch
     with pytest.raises(OSError, match="No space"):
         _replace(source, target)
     assert source.exists() and sorted(p.name for p in target.parent.iterdir()) == []
+
+
+def read_lines(path):
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_journal_compacts_online_keeping_only_open_entries(tmp_path):
+    from inspector.disposition import Journal
+
+    journal = Journal(tmp_path / "state" / "journal.jsonl", max_bytes=4096)
+    journal.open()
+    journal.begin("held.jpg", "a" * 64)
+    journal.hold("held.jpg", "a" * 64, tmp_path / "held.jpg", {"verdict": "defect"})
+    for n in range(200):  # ~30 KB of settled images
+        journal.begin(f"img{n}.jpg", f"{n:064d}")
+        journal.end(f"img{n}.jpg", f"{n:064d}", "done")
+    journal.begin("open.jpg", "b" * 64)
+    assert journal.compactions >= 5
+    assert journal.path.stat().st_size <= 4096
+    records = read_lines(journal.path)
+    assert len(records) < 60  # of 403 written
+    assert {"held.jpg", "open.jpg"} <= {r["name"] for r in records}
+    assert [r["op"] for r in records if r["name"] == "held.jpg"] == ["begin", "hold"]
+    journal.close()
+    again = Journal(journal.path)
+    again.open()  # what a restart sees: the held image and the one in flight, as before
+    assert again.is_repeat("open.jpg", "b" * 64) and again.is_repeat("held.jpg", "a" * 64)
+    assert [h.name for h in again.held()] == ["held.jpg"]
+    assert not again.is_repeat("img5.jpg", f"{5:064d}")
+    again.close()
+
+
+def test_journal_deleted_with_its_folder_is_written_again(tmp_path, caplog):
+    import shutil
+
+    from inspector.disposition import Journal
+
+    state = tmp_path / "watch" / ".inspector"
+    journal = Journal(state / "journal.jsonl")
+    journal.open()
+    journal.begin("a.jpg", "a" * 64)
+    shutil.rmtree(tmp_path / "watch")  # the watch folder removed, the state folder inside it
+    with pytest.raises(OSError):  # a begin not on disk: the pipeline keeps the image
+        journal.begin("b.jpg", "b" * 64)
+    assert not (tmp_path / "watch").exists()  # never re-created from here
+    assert any("cannot be written" in r.getMessage() for r in caplog.records)
+    (tmp_path / "watch").mkdir()  # back: the next record writes the file again, nothing lost
+    journal.end("a.jpg", "a" * 64, "done")
+    journal.begin("c.jpg", "c" * 64)
+    assert [(r["op"], r["name"]) for r in read_lines(journal.path)] == [
+        ("begin", "b.jpg"), ("begin", "c.jpg")
+    ]
+    state_file = journal.path
+    state_file.unlink()  # the file alone deleted
+    journal.begin("d.jpg", "d" * 64)
+    assert [r["name"] for r in read_lines(state_file)] == ["b.jpg", "c.jpg", "d.jpg"]
+    assert any("was deleted" in r.getMessage() for r in caplog.records)
+    journal.close()
+
+
+def test_disposer_creates_no_folders_for_a_vanished_image(tmp_path):
+    from inspector.disposition import Disposer
+
+    watch = tmp_path / "watch"
+    state = watch / ".inspector"
+    disposer = Disposer(root=watch, done=state / "done", failed=state / "failed",
+                        held=state / "held")
+    with pytest.raises(FileNotFoundError):
+        disposer.done(watch / "gone.jpg")
+    with pytest.raises(FileNotFoundError):
+        disposer.fail(watch / "gone.jpg", "reason")
+    assert not watch.exists()

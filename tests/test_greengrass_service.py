@@ -608,3 +608,24 @@ def test_transient_upload_failures_past_the_old_limit_still_upload(
         (watch / ".inspector" / "failed").iterdir())
     assert [u.status for u in gg.stream_manager.uploads].count("Failure") == 3
     assert component.stop() == 0
+
+
+def test_a_second_service_on_the_folder_reports_errored(
+    greengrass: tuple[Greengrass, Path], component: Component, tmp_path: Path
+) -> None:
+    gg, watch = greengrass
+    holder = subprocess.Popen(  # a standalone service (its lock) already on the folder
+        [sys.executable, "-c", "import sys, time; from inspector.lock import FolderLock; "
+         "FolderLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)",
+         str(watch)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        component.start(wait_running=False)
+        assert component.wait_exit() == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    assert gg.nucleus.states[-1] == "ERRORED"
+    log = component.log_text()
+    assert f"ImageDirectory {watch} is already being inspected" in log
+    assert f"pid {holder.pid}" in log

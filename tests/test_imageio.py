@@ -14,7 +14,14 @@ import pytest
 
 from bad_images import with_exif_orientation
 from inspector.errors import ImageDecodeError, ImageTooLargeError, ImageUnavailableError
-from inspector.imageio import header_size, read_image, sniff_format
+from inspector.imageio import (
+    HEAD_BYTES,
+    ends_properly,
+    header_size,
+    jpeg_problem,
+    read_image,
+    sniff_format,
+)
 from inspector.types import Size
 
 
@@ -206,3 +213,120 @@ def test_fifo_is_refused_without_blocking(tmp_path: Path):
 def test_jpeg_with_a_trailer_after_eoi_is_fine(tmp_path: Path):
     data = encode(gradient(30, 70), ".jpg") + b"MAKER-TRAILER" * 1000
     assert read_image(write(tmp_path, "trailer.jpg", data)).info.size == Size(30, 70)
+
+
+# --- completeness and corrupt scan data (issue 12, fault 6) -------------------------------------
+
+
+def noisy(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A photo-like image: a gradient with sensor-like noise (no flat grey anywhere)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(-20, 20, (height, width, 3))
+    return (gradient(height, width).astype(int) + noise).clip(0, 255).astype(np.uint8)
+
+
+def encode_with(image: np.ndarray, *params: int) -> bytes:
+    ok, buffer = cv2.imencode(".jpg", image, list(params))
+    assert ok
+    return buffer.tobytes()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        (),
+        (cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+        (cv2.IMWRITE_JPEG_RST_INTERVAL, 4),
+        (cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+         cv2.IMWRITE_JPEG_RST_INTERVAL, 3),
+    ],
+)
+def test_marker_walk_accepts_whole_jpegs(params):
+    colour = encode_with(noisy(120, 200), *params)
+    grey = encode_with(cv2.cvtColor(noisy(121, 203), cv2.COLOR_BGR2GRAY), *params)
+    assert jpeg_problem(colour) == ""
+    assert jpeg_problem(grey) == ""
+    assert jpeg_problem(colour + b"maker trailer after the EOI") == ""
+    assert ends_properly(colour[:HEAD_BYTES], colour[-64:], len(colour)) is True
+
+
+def test_end_marker_check_allows_zero_padding_only():
+    def ends(data: bytes) -> bool | None:
+        return ends_properly(data[:HEAD_BYTES], data[-4096:], len(data))
+
+    jpeg = encode_with(noisy(40, 60))
+    png = encode(noisy(40, 60), ".png")
+    assert ends(jpeg) is True and ends(jpeg + b"\0" * 100) is True
+    assert ends(jpeg[:-10]) is False and ends(jpeg + b"trailer") is False
+    assert ends(png) is True and ends(png + b"\0" * 7) is True
+    assert ends(png[:-1]) is False
+    assert ends(encode(noisy(40, 60), ".bmp")) is None  # no end marker to look for
+
+
+def test_end_marker_of_an_exif_thumbnail_is_not_the_end():
+    thumbnail = encode_with(noisy(8, 8))
+    main = encode_with(noisy(200, 300, seed=1))
+    app1 = b"\xff\xe1" + struct.pack(">H", len(thumbnail) + 2) + thumbnail
+    whole = main[:2] + app1 + main[2:]
+    cut_after_thumbnail = whole[: 2 + len(app1)]  # a camera's chunk ending with its EOI
+    cut_inside_thumbnail = whole[: 2 + len(app1) - 20] + b"\xff\xd9"
+    assert ends_properly(whole[:HEAD_BYTES], whole[-64:], len(whole)) is True
+    for cut in (cut_after_thumbnail, cut_inside_thumbnail):
+        assert cut.endswith(b"\xff\xd9")
+        assert ends_properly(cut[:HEAD_BYTES], cut[-64:], len(cut)) is False
+
+
+def overwrite_middle(data: bytes, fill: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[: middle - len(fill) // 2] + fill + data[middle - len(fill) // 2 + len(fill) :]
+
+
+def test_jpeg_with_its_middle_overwritten_is_failed_not_judged(tmp_path: Path):
+    data = encode_with(noisy(240, 320))
+    damaged = overwrite_middle(data, np.random.default_rng(7).bytes(3000))
+    # what the service used to accept: cv2 decodes it (half grey), only libjpeg's warning says so
+    assert cv2.imdecode(np.frombuffer(damaged, np.uint8), cv2.IMREAD_COLOR) is not None
+    with pytest.raises(ImageDecodeError, match="corrupt JPEG data") as caught:
+        read_image(write(tmp_path, "damaged.jpg", damaged))
+    assert "damaged.jpg" in str(caught.value)
+
+
+def test_jpeg_missing_part_of_its_scan_is_caught_by_the_grey_fill(tmp_path: Path):
+    data = encode_with(noisy(240, 320))
+    middle = len(data) // 2
+    cut = data[: middle - 2000] + data[middle + 2000 :]  # structurally sound, 4 KB short
+    assert jpeg_problem(cut) == ""
+    decoded = cv2.imdecode(np.frombuffer(cut, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None and (decoded[-8:, -8:] == 128).all()
+    with pytest.raises(ImageDecodeError, match="grey fill"):
+        read_image(write(tmp_path, "cut.jpg", cut))
+    ended = data[: middle] + b"\xff\xd9"  # cut short but given an end marker
+    with pytest.raises(ImageDecodeError, match="corrupt JPEG data"):
+        read_image(write(tmp_path, "ended.jpg", ended))
+
+
+def test_restart_markers_show_a_cut_or_overwritten_scan():
+    data = encode_with(noisy(240, 320), cv2.IMWRITE_JPEG_RST_INTERVAL, 2)
+    middle = len(data) // 2
+    assert "restart marker" in jpeg_problem(data[: middle - 500] + data[middle + 500 :])
+    assert "restart marker" in jpeg_problem(overwrite_middle(data, bytes(800)))
+
+
+def test_jpeg_without_its_end_marker_is_incomplete(tmp_path: Path):
+    data = encode_with(noisy(120, 160))
+    for cut in (data[:-2], data[: len(data) // 2], data[:300]):
+        assert jpeg_problem(cut).startswith("incomplete (no JPEG end marker)")
+    with pytest.raises(ImageDecodeError, match=r"incomplete \(no JPEG end marker\)"):
+        read_image(write(tmp_path, "cut.jpg", data[:-2]))
+
+
+def test_truncated_png_is_incomplete_never_judged(tmp_path: Path):
+    data = encode(noisy(120, 160), ".png")
+    for n, cut in enumerate((data[:-12], data[: len(data) // 2])):
+        with pytest.raises(ImageDecodeError, match=r"incomplete \(no PNG end chunk IEND\)"):
+            read_image(write(tmp_path, f"cut{n}.png", cut))
+
+
+def test_name_is_what_the_caller_says(tmp_path: Path):
+    path = write(tmp_path, "a.jpg", encode_with(noisy(30, 40)))
+    assert read_image(path, name="line2/a.jpg").info.name == "line2/a.jpg"

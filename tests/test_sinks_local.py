@@ -94,3 +94,32 @@ def test_console_summary(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     with caplog.at_level(logging.INFO, logger="inspector.sinks.local"):
         sink.close()
     assert "2 image(s) inspected: 1 defect, 1 pass, 0 repeat(s)" in caplog.text
+
+
+def test_jsonl_results_file_deleted_under_the_sink_is_started_again(tmp_path: Path):
+    import shutil
+
+    images = tmp_path / "images"
+    images.mkdir()
+    state = tmp_path / "watch" / ".inspector"
+    sink = JsonlSink(state / "results.jsonl")
+    sink.send(delivery(images, "a.jpg", defect=False, seed=1))
+    shutil.rmtree(tmp_path / "watch")  # the watch folder removed, the state folder with it
+    (tmp_path / "watch").mkdir()
+    sink.send(delivery(images, "b.jpg", defect=False, seed=2))
+    sink.close()
+    lines = (state / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line)["image"]["name"] for line in lines] == ["b.jpg"]
+
+
+def test_outbox_names_keep_subfolders_apart(tmp_path: Path):
+    images = tmp_path / "images"
+    (images / "line1").mkdir(parents=True)
+    (images / "line2").mkdir(parents=True)
+    sink = OutboxSink(tmp_path / "outbox", annotate=False)
+    sink.send(delivery(images, "line1/a.jpg", defect=True, seed=3))
+    sink.send(delivery(images, "line2/a.jpg", defect=True, seed=3))  # same bytes, same name
+    names = sorted(p.name for p in (tmp_path / "outbox").iterdir())
+    sha = f"{3:064x}"[:12]
+    assert names == [f"line1__a-{sha}.jpg", f"line1__a-{sha}.json",
+                     f"line2__a-{sha}.jpg", f"line2__a-{sha}.json"]

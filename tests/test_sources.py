@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from inspector.sources import DirectorySource, FileFilter, admit, shown
+from inspector.sources import DirectorySource, FileFilter, admit, relative_name, shown
 
 EXTS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff")
 
@@ -40,6 +40,15 @@ class Collector:
         with self.cond:
             self.cond.wait_for(lambda: len(self.paths) >= n, timeout=timeout)
             return list(self.paths)
+
+
+def wait_until(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def make_source(root: Path, *, watch: bool = True, stable_s: float = 0.3,
@@ -119,14 +128,14 @@ def test_startup_scan_hands_on_oldest_first(tmp_path: Path):
         source.stop()
 
 
-def test_close_after_write_is_picked_up_and_a_slow_writer_is_never_read_early(tmp_path: Path):
-    source = make_source(tmp_path, stable_s=30.0)  # only events can make it this fast
+def test_a_slow_writer_is_never_read_early_and_handed_on_once_quiet(tmp_path: Path):
+    source = make_source(tmp_path, stable_s=0.5)
     got = Collector(source)
     source.start(got)
     try:
         path = tmp_path / "slow.jpg"
         with open(path, "wb") as fh:
-            for _ in range(10):  # 2 s of writing, pauses longer than a poll
+            for _ in range(10):  # 2 s of writing, pauses shorter than the quiet period
                 fh.write(b"\xab" * 1000)
                 fh.flush()
                 time.sleep(0.2)
@@ -173,7 +182,7 @@ def test_files_without_events_need_the_quiet_period(tmp_path: Path):
 
 
 def test_back_pressure_loses_nothing(tmp_path: Path):
-    source = make_source(tmp_path, stable_s=30.0)
+    source = make_source(tmp_path, stable_s=0.2)
     got = Collector(source)
     got.gate.clear()  # the pipeline is "full": submit blocks
     source.start(got)
@@ -215,17 +224,33 @@ def test_deleted_before_read_is_skipped_and_retry_hands_it_on_again(tmp_path: Pa
 
 def test_recursive_watch_ignores_the_state_folder(tmp_path: Path):
     (tmp_path / ".inspector" / "done").mkdir(parents=True)
-    source = make_source(tmp_path, recursive=True, stable_s=30.0)
+    source = make_source(tmp_path, recursive=True, stable_s=0.2)
     got = Collector(source)
     source.start(got)
     try:
-        (tmp_path / "line1").mkdir()
-        time.sleep(0.2)  # the new folder gets its own watch
-        (tmp_path / "line1" / "a.jpg").write_bytes(b"a")
         (tmp_path / ".inspector" / "done" / "b.jpg").write_bytes(b"b")
-        assert [p.name for p in got.wait_for(1)] == ["a.jpg"]
-        time.sleep(0.3)
+        (tmp_path / "line1").mkdir()
+        (tmp_path / "line1" / "a.jpg").write_bytes(b"a")  # at once, maybe before its watch
+        assert [p.name for p in got.wait_for(1)] == ["a.jpg"]  # found by events, not a rescan
+        wait_until(source.idle)
         assert len(got.paths) == 1
+    finally:
+        source.stop()
+
+
+def test_recursive_new_subfolders_are_scanned_at_once(tmp_path: Path):
+    source = make_source(tmp_path, recursive=True, stable_s=0.1)  # rescan: every 60 s
+    got = Collector(source)
+    source.start(got)
+    try:
+        for n in range(10):  # the folder and its file created back to back, ten times
+            folder = tmp_path / f"line{n}" / "deeper"
+            folder.mkdir(parents=True)
+            (folder / "a.jpg").write_bytes(b"a")
+        paths = got.wait_for(10)
+        assert sorted(relative_name(tmp_path, p) for p in paths) == [
+            f"line{n}/deeper/a.jpg" for n in range(10)
+        ]
     finally:
         source.stop()
 
@@ -241,5 +266,158 @@ def test_rescan_finds_files_whose_events_were_lost(tmp_path: Path):
         time.sleep(0.1)
         (tmp_path / "silent.jpg").write_bytes(b"abc")
         assert [p.name for p in got.wait_for(1, timeout=5)] == ["silent.jpg"]
+    finally:
+        source.stop()
+
+
+def jpeg_bytes(height: int = 120, width: int = 160) -> bytes:
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    ok, buffer = cv2.imencode(".jpg", rng.integers(0, 255, (height, width, 3), np.uint8))
+    assert ok
+    return buffer.tobytes()
+
+
+def test_camera_reopening_its_file_per_chunk_is_handed_on_once_whole(tmp_path: Path):
+    data = jpeg_bytes()
+    source = make_source(tmp_path, stable_s=0.3)
+    got = Collector(source)
+    source.start(got)
+    try:
+        path = tmp_path / "cam.jpg"
+        chunks = [data[i : i + len(data) // 9 + 1] for i in range(0, len(data), len(data) // 9 + 1)]
+        assert len(chunks) >= 8
+        for n, chunk in enumerate(chunks):
+            with open(path, "ab") as fh:  # opened, written and closed once per chunk
+                fh.write(chunk)
+            time.sleep(0.5 if n % 3 == 2 else 0.1)  # some pauses longer than StableSeconds
+            assert got.paths == [] or n == len(chunks) - 1
+        assert got.wait_for(1) == [path]
+        assert got.sizes[path] == len(data)
+        assert wait_until(source.idle)
+        assert got.paths == [path]
+    finally:
+        source.stop()
+
+
+def test_a_file_without_its_end_marker_is_handed_on_only_after_the_long_wait(tmp_path: Path):
+    source = make_source(tmp_path, stable_s=0.1)  # long wait: 10 x 0.1 s
+    got = Collector(source)
+    source.start(got)
+    try:
+        whole, cut = tmp_path / "whole.jpg", tmp_path / "cut.jpg"
+        cut.write_bytes(jpeg_bytes()[:-500])
+        whole.write_bytes(jpeg_bytes())
+        assert got.wait_for(1) == [whole]
+        assert got.wait_for(2) == [whole, cut]  # handed on: the reader will fail it
+        assert time.time() - cut.stat().st_mtime >= source.fallback_s
+    finally:
+        source.stop()
+
+
+def test_watch_folder_removed_is_reported_once_and_rearmed_when_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    import shutil
+
+    root = tmp_path / "watch"
+    root.mkdir()
+    ff = FileFilter(root, extensions=EXTS)
+    source = DirectorySource(root, ff, stable_s=0.1, poll_s=0.02, root_check_s=0.2)
+    got = Collector(source)
+    source.start(got)
+    try:
+        (root / "before.jpg").write_bytes(b"x")
+        assert got.wait_for(1) == [root / "before.jpg"]
+        shutil.rmtree(root)
+        assert wait_until(lambda: source.root_missing)
+        time.sleep(0.5)  # a few more checks while it is gone: still one ERROR
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "vanished" in errors[0].getMessage()
+        assert str(root) in errors[0].getMessage()
+        root.mkdir()
+        (root / "early.jpg").write_bytes(b"y")  # before the watch is armed again: the scan
+        assert wait_until(lambda: not source.root_missing)
+        (root / "after.jpg").write_bytes(b"z")  # after: an event (the rescan is 60 s away)
+        assert sorted(p.name for p in got.wait_for(3)) == ["after.jpg", "before.jpg", "early.jpg"]
+        assert any("is back" in r.getMessage() for r in caplog.records)
+    finally:
+        source.stop()
+
+
+def test_watch_folder_replaced_between_two_checks_is_rearmed(tmp_path: Path):
+    import shutil
+
+    root = tmp_path / "watch"
+    root.mkdir()
+    ff = FileFilter(root, extensions=EXTS)
+    source = DirectorySource(root, ff, stable_s=0.1, poll_s=0.02, root_check_s=0.2)
+    got = Collector(source)
+    source.start(got)
+    try:
+        old_observer = source._observer
+        shutil.rmtree(root)
+        root.mkdir()  # gone and back before the periodic check may have seen it
+        assert wait_until(lambda: source._observer not in (None, old_observer))
+        (root / "new.jpg").write_bytes(b"n")
+        assert [p.name for p in got.wait_for(1)] == ["new.jpg"]
+    finally:
+        source.stop()
+
+
+def test_other_extensions_are_logged_once_each_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    (tmp_path / "old.webp").write_bytes(b"w")  # there before the start
+    ff = FileFilter(tmp_path, extensions=EXTS)
+    source = DirectorySource(tmp_path, ff, stable_s=0.1, poll_s=0.02, rescan_s=0.2)
+    got = Collector(source)
+    source.start(got)
+    try:
+        (tmp_path / "new.webp").write_bytes(b"w")
+        (tmp_path / "notes.txt").write_bytes(b"t")
+        (tmp_path / "README").write_bytes(b"r")
+        (tmp_path / "x.jpg.part").write_bytes(b"p")  # a camera's temporary name: not reported
+        (tmp_path / "ok.jpg").write_bytes(b"j")
+        assert got.wait_for(1) == [tmp_path / "ok.jpg"]
+        assert wait_until(lambda: source.skipped() == 4)
+        time.sleep(0.5)  # two more rescans: nothing logged twice
+        assert source.skipped() == 4
+        lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert sorted(lines) == sorted([
+            "old.webp: skipped: extension .webp not in Extensions "
+            "(.bmp, .jpeg, .jpg, .png, .tif, .tiff)",
+            "new.webp: skipped: extension .webp not in Extensions "
+            "(.bmp, .jpeg, .jpg, .png, .tif, .tiff)",
+            "notes.txt: skipped: extension .txt not in Extensions "
+            "(.bmp, .jpeg, .jpg, .png, .tif, .tiff)",
+            "README: skipped: no file extension, so not an image for Extensions",
+        ])
+    finally:
+        source.stop()
+
+
+def test_a_pause_right_after_the_exif_thumbnail_is_not_the_end(tmp_path: Path):
+    import struct
+
+    thumbnail = jpeg_bytes(8, 8)
+    main = jpeg_bytes()
+    app1 = b"\xff\xe1" + struct.pack(">H", len(thumbnail) + 2) + thumbnail
+    data = main[:2] + app1 + main[2:]
+    source = make_source(tmp_path, stable_s=0.2)
+    got = Collector(source)
+    source.start(got)
+    try:
+        path = tmp_path / "thumb.jpg"
+        with open(path, "ab") as fh:
+            fh.write(data[: 2 + len(app1)])  # ends with the thumbnail's FF D9
+        time.sleep(1.0)  # five quiet periods
+        assert got.paths == []
+        with open(path, "ab") as fh:
+            fh.write(data[2 + len(app1) :])
+        assert got.wait_for(1) == [path]
+        assert got.sizes[path] == len(data)
     finally:
         source.stop()

@@ -20,6 +20,7 @@ be moved to done, or was kept because another sink failed) is a repeat when insp
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -76,6 +77,7 @@ class Disposer:
     def fail(self, path: Path, reason: str) -> Path:
         """Failed: the reason file is written first, then the image is moved beside it."""
         with self._lock:
+            os.lstat(path)  # FileNotFoundError before any folder is created for a vanished file
             target = self._target(path, self.failed_dir)
             reason_file = target.with_name(target.name + ".reason.txt")
             _write_atomic(
@@ -98,6 +100,9 @@ class Disposer:
         return sorted(entries, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
     def _move(self, path: Path, folder: Path) -> Path:
+        # FileNotFoundError first: creating the target's folders for a file that is gone could
+        # bring back a removed (or unmounted) watch folder that holds the state folder
+        os.lstat(path)
         target = self._target(path, folder)
         _replace(path, target)
         return target
@@ -111,6 +116,10 @@ class Disposer:
             rel = Path(path.name)
         if any(path.is_relative_to(own) for own in (self.held_dir, self.done_dir)):
             rel = Path(path.name)
+        if not folder.is_dir() and not os.path.isdir(self.root):
+            # the watch folder is gone (removed, unmounted): re-creating it (with the state
+            # folder inside) would hide that, or write onto the mount point's file system
+            raise FileNotFoundError(errno.ENOENT, "the watch folder is gone", str(self.root))
         target = folder / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         n = 1
@@ -182,15 +191,27 @@ class HeldRecord:
 
 
 class Journal:
-    """Append-only record of deliveries in progress; survives crashes, compacted on open."""
+    """Append-only record of deliveries in progress; survives crashes.
 
-    def __init__(self, path: Path) -> None:
+    Compacted on open, and online whenever the file grows past ``max_bytes``: it is rewritten
+    (atomically) with only the entries still open, which are also kept in memory. The same
+    rewrite brings the file back when it was deleted under us (its folder removed with the watch
+    folder): appending to a deleted file would silently lose every record.
+    """
+
+    def __init__(self, path: Path, *, max_bytes: int = 1024 * 1024) -> None:
         self.path = path
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._unsettled: dict[tuple[str, str], dict[str, Any]] = {}  # from the previous run
         self._held: dict[tuple[str, str], HeldRecord] = {}
-        self._open_now: set[tuple[str, str]] = set()  # begun in this run, not yet ended
+        self._open: dict[tuple[str, str], list[str]] = {}  # lines of entries not ended yet
         self._fh: Any = None
+        self._size = 0
+        self._compact_at = max_bytes
+        self._closed = False
+        self._lost = False  # the file could not be written again: logged once
+        self.compactions = 0
 
     def open(self) -> None:
         """Replay the file, keep only what is still open, start appending."""
@@ -210,16 +231,14 @@ class Journal:
                         open_entries.setdefault(key, []).append(record)
         for key, records in open_entries.items():
             self._unsettled[key] = records[0]
+            self._open[key] = [json.dumps(r, ensure_ascii=False) + "\n" for r in records]
             for record in records:
                 if record.get("op") == "hold":
                     self._held[key] = HeldRecord(
                         key[0], key[1], Path(record["path"]), record.get("result") or {}
                     )
-        lines = [
-            json.dumps(r, ensure_ascii=False) + "\n" for rs in open_entries.values() for r in rs
-        ]
-        _write_atomic(self.path, "".join(lines).encode("utf-8"))
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        with self._lock:
+            self._rewrite()
         if self._unsettled:
             logger.info(
                 "journal: %d image(s) were in flight when the service last stopped",
@@ -228,29 +247,34 @@ class Journal:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._fh is not None:
                 try:
                     self._fh.flush()
                     os.fsync(self._fh.fileno())
-                    self._fh.close()
-                except OSError as exc:  # disk full: the open entries make repeats, no loss
-                    logger.error("journal %s: cannot be flushed on close: %s", self.path, exc)
-                self._fh = None
+                except OSError as exc:
+                    logger.error("journal %s: cannot flush: %s", self.path, exc)
+                finally:
+                    with contextlib.suppress(OSError):
+                        self._fh.close()
+                    self._fh = None
 
     def is_repeat(self, name: str, sha256: str) -> bool:
         """Whether this image's result may already have been delivered (by an earlier run, or
-        earlier in this one without the image reaching done)."""
+        earlier in this one without the image reaching done): its entry is still open."""
         with self._lock:
-            return (name, sha256) in self._unsettled or (name, sha256) in self._open_now
+            return (name, sha256) in self._open
 
     def held(self) -> list[HeldRecord]:
         with self._lock:
             return list(self._held.values())
 
+    def open_entries(self) -> int:
+        with self._lock:
+            return len(self._open)
+
     def begin(self, name: str, sha256: str) -> None:
         """Raises OSError when the line cannot be written (the caller keeps the image)."""
-        with self._lock:
-            self._open_now.add((name, sha256))
         self._append({"op": "begin", "name": name, "sha256": sha256, "time": utc_now()},
                      strict=True)
 
@@ -263,25 +287,89 @@ class Journal:
         with self._lock:
             self._unsettled.pop((name, sha256), None)
             self._held.pop((name, sha256), None)
-            self._open_now.discard((name, sha256))
         self._append(
             {"op": "end", "name": name, "sha256": sha256, "state": state, "time": utc_now()}
         )
 
     def _append(self, record: dict[str, Any], *, strict: bool = False) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
+        key = (record["name"], record["sha256"])
         with self._lock:
-            if self._fh is None:
+            if self._closed:
                 # a hold released after shutdown: the entry stays open and the next run,
                 # finding the image settled, simply has nothing to resume
                 logger.debug("journal closed; not recorded: %s", line.strip())
+                return
+            if record["op"] == "end":
+                self._open.pop(key, None)
+            else:
+                self._open.setdefault(key, []).append(line)
+            if self._fh is None or _unlinked(self._fh):
+                if self._fh is not None:
+                    logger.warning(
+                        "journal %s was deleted (its folder removed?); writing it again with "
+                        "the %d entries still open", self.path, len(self._open),
+                    )
+                self._rewrite()  # holds ``line`` already, unless it was an end
+                if strict and self._fh is None:
+                    raise OSError(f"journal {self.path} cannot be written")
                 return
             try:
                 self._fh.write(line)
                 self._fh.flush()  # a crash of the process keeps what the OS has; no fsync
             except OSError as exc:
+                with contextlib.suppress(OSError):  # the buffered line fails again on close
+                    self._fh.close()
+                self._fh = None  # the next record tries to write the file again
                 if strict:
                     raise
                 # a lost hold/end line only makes a later re-inspection a (harmless) repeat
                 logger.error("journal %s: cannot record %s of %s: %s", self.path,
                              record.get("op"), record.get("name"), exc)
+                return
+            self._size += len(line.encode("utf-8"))
+            if self._size > self._compact_at:
+                self._rewrite()
+
+    def _rewrite(self) -> None:
+        """Write the open entries (only) to a fresh file and append from there. Under the lock.
+
+        The folder is created when missing, but not its parents: if those are gone too (the
+        watch folder removed with the state folder inside it, or unmounted) nothing is created
+        in their place; the entries stay in memory and the next record tries again.
+        """
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        lines = [line for lines in self._open.values() for line in lines]
+        data = "".join(lines).encode("utf-8")
+        try:
+            self.path.parent.mkdir(exist_ok=True)
+            _write_atomic(self.path, data)
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            if not self._lost:
+                logger.error(
+                    "journal %s cannot be written (%s); %d open entries kept in memory until "
+                    "it can", self.path, exc.strerror or exc, len(self._open),
+                )
+            self._lost = True
+            return
+        if self._lost:
+            logger.warning("journal %s written again (%d open entries)", self.path, len(lines))
+        self._lost = False
+        if self._size > self._compact_at:
+            self.compactions += 1
+            logger.info("journal %s compacted: %d bytes -> %d bytes (%d open entries)",
+                        self.path, self._size, len(data), len(self._open))
+        self._size = len(data)
+        # open entries alone may approach the bound (many held images): never rewrite per record
+        self._compact_at = max(self.max_bytes, 2 * len(data))
+
+
+def _unlinked(fh: Any) -> bool:
+    """Whether the open file was deleted (or its folder removed) since it was opened."""
+    try:
+        return os.fstat(fh.fileno()).st_nlink == 0
+    except OSError:
+        return True

@@ -7,8 +7,20 @@ the EXIF orientation; what it does not do is checked here first:
 
 - the pixel count, read from the file header before anything is decoded (JPEG SOF, PNG IHDR,
   BMP, TIFF IFD0, WebP), so a hostile or broken header cannot make us allocate gigabytes;
-- truncation: cv2 decodes a JPEG cut short into a partly grey image with only a warning, so a
-  JPEG must end with its EOI marker after the last scan and a PNG must have its IEND chunk.
+- completeness and corruption: libjpeg decodes a JPEG cut short, or one whose scan data is
+  damaged, into a partly grey image and only prints a warning ("Corrupt JPEG data: premature end
+  of data segment") that OpenCV offers no API to see. So a JPEG's markers are walked first
+  (``jpeg_problem``: every segment whole, the scan data free of stray markers, restart markers
+  in sequence and as many as the frame needs, EOI at the end), and after decoding an image
+  whose last block is libjpeg's exact mid-grey fill (128, 128, 128) is refused (a genuine
+  image whose bottom-right 8 x 8 pixels are exactly that grey would be refused too). A PNG must
+  have its IEND chunk (libpng itself rejects bad chunk CRCs).
+
+  Limits: damage that keeps the scan data free of stray markers (a run of zero bytes written
+  over the middle, say) decodes to wrong pixels with only libjpeg's warning ("N extraneous
+  bytes before marker"), and a progressive JPEG missing part of a later scan decodes blurred,
+  not grey; telling those apart would need a second entropy decoder. Restart markers, where a
+  camera writes them, catch both.
 """
 
 from __future__ import annotations
@@ -16,10 +28,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import stat
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -45,8 +58,13 @@ class DecodedImage:
     decode_ms: float  # read + hash + checks + decode
 
 
-def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+def read_image(
+    path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+) -> DecodedImage:
     """Read, check and decode the image file at ``path``.
+
+    ``name`` is what the result calls the image (the path relative to the watch folder in the
+    service); the file's own name by default.
 
     Raises ImageUnavailableError (vanished, permission denied, a directory or other non-file),
     ImageTooLargeError (header says more than ``max_pixels``) or ImageDecodeError (empty,
@@ -63,7 +81,7 @@ def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
         raise ImageTooLargeError(
             path, f"{size} = {size.pixels} pixels, over the limit of {max_pixels} (from the header)"
         )
-    problem = _truncation(data, kind)
+    problem = completeness_problem(data, kind)
     if problem:
         raise ImageDecodeError(path, problem)
     buffer = np.frombuffer(data, dtype=np.uint8)
@@ -74,12 +92,18 @@ def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
     if bgr is None:
         what = f"a damaged {kind.upper()} file" if kind else "not an image (unrecognised format)"
         raise ImageDecodeError(path, what)
+    if kind == "jpeg" and _grey_filled(bgr):
+        raise ImageDecodeError(
+            path,
+            "corrupt JPEG data: it decodes with the uniform grey fill libjpeg puts where "
+            "the scan data ended early (premature end of data segment)",
+        )
     decoded = Size(height=bgr.shape[0], width=bgr.shape[1])
     if decoded.pixels > max_pixels:  # formats whose header we do not parse
         raise ImageTooLargeError(
             path, f"{decoded} = {decoded.pixels} pixels, over the limit of {max_pixels}"
         )
-    info = ImageInfo(name=path.name, size=decoded, sha256=hashlib.sha256(data).hexdigest())
+    info = ImageInfo(name=name or path.name, size=decoded, sha256=hashlib.sha256(data).hexdigest())
     return DecodedImage(bgr=bgr, info=info, decode_ms=(time.perf_counter() - started) * 1000)
 
 
@@ -214,15 +238,192 @@ _HEADER_READERS = {
 }
 
 
-def _truncation(data: bytes, kind: str) -> str:
-    """Why the file looks cut short, or "" when it ends properly (or we cannot tell)."""
+INCOMPLETE_JPEG = "incomplete (no JPEG end marker): a truncated JPEG"
+INCOMPLETE_PNG = "incomplete (no PNG end chunk IEND): a truncated PNG"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: length 0, type, CRC
+_GREY = 128  # what libjpeg decodes a block with no coefficients to (CENTERJSAMPLE)
+
+
+def completeness_problem(data: bytes, kind: str) -> str:
+    """Why the file is incomplete or corrupt, or "" when it looks whole (or we cannot tell)."""
     if kind == "jpeg":
-        last_scan = data.rfind(b"\xff\xda")
-        end = data.rfind(b"\xff\xd9")
-        # EOI after the last scan: an EXIF thumbnail's EOI comes before it, and FF D9 cannot
-        # occur inside entropy-coded data; trailers after the EOI (MPF, maker data) are fine.
-        if end < 0 or end < last_scan:
-            return "truncated JPEG (no end-of-image marker after the last scan)"
-    elif kind == "png" and data.rfind(b"IEND", max(0, len(data) - _TAIL_BYTES)) < 0:
-        return "truncated PNG (no IEND chunk)"
+        return jpeg_problem(data)
+    if kind == "png" and data.rfind(b"IEND", max(0, len(data) - _TAIL_BYTES)) < 0:
+        return INCOMPLETE_PNG
     return ""
+
+
+HEAD_BYTES = 256 * 1024  # enough for a JPEG's header segments (EXIF, ICC) up to its first scan
+
+
+def ends_properly(head: bytes, tail: bytes, size: int) -> bool | None:
+    """Whether a file of ``size`` bytes, whose first bytes are ``head`` (up to HEAD_BYTES) and
+    last bytes ``tail``, ends with its format's end marker (zero padding after it allowed);
+    None for formats without one.
+
+    Cheap enough to ask each time a file being watched changes: no decoding, two short reads.
+    For a JPEG the EOI must also lie after the first scan's start: an EXIF thumbnail ends with
+    an EOI of its own, and a camera writing in chunks may pause right after it.
+    """
+    kind = sniff_format(head)
+    body = tail.rstrip(b"\x00")
+    if kind == "png":
+        return body.endswith(_PNG_END)
+    if kind != "jpeg":
+        return None
+    if not body.endswith(b"\xff\xd9"):
+        return False
+    eoi = size - (len(tail) - len(body)) - 2
+    scan = _first_scan(head)
+    if scan is None or scan < 0:
+        # no scan in ``head``: if that is the whole file it is still being written; if not,
+        # the header segments are longer than ``head`` and the tail is all we have
+        return len(head) < size
+    return scan < eoi
+
+
+def _first_scan(head: bytes) -> int | None:
+    """Where the first SOS marker starts, walking the header segments; -1 when ``head`` ends
+    inside them before any scan (the file is still being written, if head is all of it);
+    None when it cannot be told from ``head`` (a segment runs past it)."""
+    pos = 2
+    while pos + 4 <= len(head):
+        if head[pos] != 0xFF:
+            return pos  # not a marker: let the reader's full walk say what is wrong
+        marker = head[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker == 0xDA:
+            return pos
+        (length,) = struct.unpack(">H", head[pos + 2 : pos + 4])
+        pos += 2 + length
+    return None if pos > len(head) else -1
+
+
+# Markers that may follow a scan's entropy-coded data (ITU-T T.81, B.2.4 and B.6): tables,
+# restart interval, another scan, number of lines, comments and application data, end of image.
+_AFTER_SCAN = frozenset({0xC4, 0xCC, 0xDB, 0xDD, 0xDA, 0xDC, 0xD9, 0xFE, *range(0xE0, 0xF0)})
+# Frame headers (SOF0..SOF15 except DHT C4, JPG C8 and DAC CC).
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_SCAN_MARKER = re.compile(rb"\xff+[^\x00\xff]")  # a marker inside scan data (FF 00 is a byte)
+
+
+@dataclass
+class _Frame:
+    height: int = 0
+    width: int = 0
+    components: dict[int, tuple[int, int]] = field(default_factory=dict)  # id -> (h, v) sampling
+    restart_interval: int = 0
+
+    def mcus(self, scan_ids: list[int]) -> int:
+        """MCUs in a scan of these components (T.81 A.2); 0 when the frame size is unknown."""
+        if not (self.height and self.width and self.components):
+            return 0
+        h_max = max(h for h, _ in self.components.values())
+        v_max = max(v for _, v in self.components.values())
+        if len(scan_ids) != 1:  # interleaved: one MCU covers h_max x v_max blocks of 8 x 8
+            return _ceil_div(self.width, 8 * h_max) * _ceil_div(self.height, 8 * v_max)
+        h, v = self.components.get(scan_ids[0], (h_max, v_max))
+        cols = _ceil_div(_ceil_div(self.width * h, h_max), 8)
+        rows = _ceil_div(_ceil_div(self.height * v, v_max), 8)
+        return cols * rows
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def jpeg_problem(data: bytes) -> str:
+    """Walk a JPEG's markers: "" when it is whole, else why not.
+
+    Checks what a decoder would only warn about: every segment complete; inside scan data only
+    stuffed bytes (FF 00) and restart markers, the restart markers in sequence and, when the
+    frame uses them, as many as its MCUs need; after a scan only a marker that may follow one;
+    an EOI at the end of it all (anything after the EOI, such as a maker trailer, is ignored).
+    """
+    frame = _Frame()
+    pos = 2  # after SOI
+    n = len(data)
+    while True:
+        if pos + 1 >= n:
+            return INCOMPLETE_JPEG
+        if data[pos] != 0xFF:
+            return f"corrupt JPEG data: no marker where one must be (byte {pos})"
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return ""
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            return f"corrupt JPEG data: marker 0x{marker:02X} out of place (byte {pos})"
+        if pos + 4 > n:
+            return INCOMPLETE_JPEG
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        end = pos + 2 + length
+        if length < 2:
+            return f"corrupt JPEG data: segment 0x{marker:02X} with length {length} (byte {pos})"
+        if end > n:
+            return INCOMPLETE_JPEG
+        segment = data[pos + 4 : end]
+        if marker in _SOF and len(segment) >= 6:
+            frame.height, frame.width = struct.unpack(">HH", segment[1:5])
+            count = segment[5]
+            frame.components = {
+                segment[6 + 3 * i]: (segment[7 + 3 * i] >> 4, segment[7 + 3 * i] & 0x0F)
+                for i in range(count)
+                if 8 + 3 * i < len(segment)
+            }
+        elif marker == 0xDD and len(segment) >= 2:
+            (frame.restart_interval,) = struct.unpack(">H", segment[:2])
+        if marker != 0xDA:
+            pos = end
+            continue
+        scan_ids = [segment[1 + 2 * i] for i in range(segment[0])] if segment else []
+        result = _walk_scan(data, end, frame, scan_ids)
+        if isinstance(result, str):
+            return result
+        pos = result
+
+
+def _walk_scan(data: bytes, start: int, frame: _Frame, scan_ids: list[int]) -> int | str:
+    """Through one scan's entropy-coded data: the position of the marker after it, or why not."""
+    restarts = 0
+    pos = start
+    while True:
+        found = _SCAN_MARKER.search(data, pos)
+        if found is None:
+            return INCOMPLETE_JPEG
+        marker = data[found.end() - 1]
+        if 0xD0 <= marker <= 0xD7:
+            if marker - 0xD0 != restarts % 8:
+                return (
+                    f"corrupt JPEG data: restart marker RST{marker - 0xD0} out of sequence "
+                    f"(byte {found.start()})"
+                )
+            restarts += 1
+            pos = found.end()
+            continue
+        if marker not in _AFTER_SCAN:
+            return (
+                f"corrupt JPEG data: marker 0x{marker:02X} inside the image data "
+                f"(byte {found.start()})"
+            )
+        mcus = frame.mcus(scan_ids)
+        if frame.restart_interval and mcus:
+            expected = -(-mcus // frame.restart_interval) - 1
+            if restarts != expected:
+                return (
+                    f"corrupt JPEG data: {restarts} restart marker(s) in a scan that needs "
+                    f"{expected} (the scan data was cut or damaged)"
+                )
+        return found.end() - 2
+
+
+def _grey_filled(bgr: np.ndarray) -> bool:
+    """Whether the last block (bottom right, 8 x 8) is exactly libjpeg's fill for the blocks it
+    had no data for: when the scan data ends early every block after that point is left at
+    zero, which decodes to (128, 128, 128), and the last block is always among them."""
+    corner = bgr[-min(8, bgr.shape[0]) :, -min(8, bgr.shape[1]) :]
+    return bool(corner.size) and bool((corner == _GREY).all())

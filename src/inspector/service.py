@@ -23,12 +23,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from inspector.diskspace import MIB, DiskGuard
+from inspector.diskspace import DiskGuard
 from inspector.disposition import Disposer, Journal
+from inspector.housekeeping import DAY_S, MIB, Housekeeper, Retention
+from inspector.lock import FolderLock
 from inspector.pipeline import DetectorLike, Pipeline, PipelineStats, ReadImage, ToResult
 from inspector.settings import LIVE_KEYS, ServicePaths, Settings, resolve_paths
 from inspector.sinks.base import Sink
-from inspector.sources import DirectorySource, FileFilter, Source, shown
+from inspector.sources import DirectorySource, FileFilter, Source, relative_name, shown
 
 logger = logging.getLogger(__name__)
 
@@ -162,17 +164,20 @@ class Service:
         self._created = time.monotonic()
         self._settings_lock = threading.Lock()
         root = Path(os.path.abspath(self.paths.watch))
+        self.root = root
+        self.lock = FolderLock(root)
         self.source: Source = source or DirectorySource(
             root,
             FileFilter(
                 root,
                 extensions=settings.Extensions,
                 recursive=settings.Recursive,
-                ignored=self.paths.own_folders(),
+                ignored=(*self.paths.own_folders(), self.paths.results),
             ),
             watch=not drain,
             stable_s=settings.StableSeconds,
             rescan_s=settings.RescanSeconds,
+            on_root_back=self._watch_folder_back,
         )
         self.disposer = Disposer(
             root=root,
@@ -181,7 +186,12 @@ class Service:
             held=self.paths.held,
             action=settings.ProcessedAction,
         )
-        self.journal = Journal(self.paths.journal)
+        self.journal = Journal(
+            self.paths.journal, max_bytes=int(settings.JournalMaxMegabytes * MIB)
+        )
+        self.housekeeper = Housekeeper(
+            lambda: self.retention(), lambda: self.settings.HousekeepingSeconds
+        )
         self.disk_guard = DiskGuard(
             [self.paths.done, self.paths.results, self.paths.state / "spool", self.paths.state],
             int(settings.MinFreeMegabytes * MIB),
@@ -207,6 +217,35 @@ class Service:
     def stats(self) -> PipelineStats:
         return self.pipeline.stats
 
+    def retention(self) -> list[Retention]:
+        """What housekeeping keeps, from the current settings (they may change live)."""
+        s, paths = self.settings, self.paths
+        # never removed: undelivered (held) and uninspectable (failed) images, the service's own
+        # files, and the watch folder's own images should a retention folder hold it
+        keep = [paths.failed, paths.held, paths.journal, paths.results, paths.state / "spool"]
+        policies = [
+            Retention("done", paths.done, s.DoneRetentionDays * DAY_S,
+                      int(s.DoneMaxMegabytes * MIB)),
+            Retention("outbox", paths.outbox, s.OutboxRetentionDays * DAY_S,
+                      int(s.OutboxMaxMegabytes * MIB)),
+        ]
+        out = []
+        for policy in policies:
+            folder = Path(os.path.abspath(policy.folder))
+            guard = [*keep, self.root] if folder in self.root.parents else keep
+            out.append(Retention(policy.label, folder, policy.max_age_s, policy.max_bytes,
+                                 tuple(Path(os.path.abspath(p)) for p in guard)))
+        return out
+
+    def skipped(self) -> int:
+        """Images skipped: vanished before reading (pipeline) or refused by extension (source)."""
+        return self.pipeline.stats.skipped + self.source.skipped()
+
+    def _watch_folder_back(self) -> None:
+        """The watch folder returned (maybe as a new folder): lock it and make our folders."""
+        self.lock.rearm()
+        self.disposer.prepare()
+
     def metrics(self) -> dict[str, Any]:
         """A snapshot for the metrics topic (counts since start; JSON types only)."""
         s = self.pipeline.stats
@@ -217,7 +256,7 @@ class Service:
             "processed": s.processed,
             "defects": s.defects,
             "failed": s.failed,
-            "skipped": s.skipped,
+            "skipped": self.skipped(),
             "repeats": s.repeats,
             "held": s.held,
             "held_now": s.held_now,
@@ -271,10 +310,16 @@ class Service:
                 f"ImageDirectory {self.paths.watch} does not exist or is not a directory",
                 [("ImageDirectory", "not a directory")],
             )
-        self.preflight()
-        self.paths.state.mkdir(parents=True, exist_ok=True)
-        self.disposer.prepare()
-        self.journal.open()
+        self.lock.acquire()  # FolderBusyError (a ConfigError: exit 2) when another has it
+        try:
+            self.preflight()
+            self.paths.state.mkdir(parents=True, exist_ok=True)
+            self.disposer.prepare()
+            self.journal.open()
+        except BaseException:
+            self.lock.release()
+            raise
+        self.housekeeper.start()
         self.pipeline.start()
         self.pipeline.resume_held()
         self.source.start(self.pipeline.submit)
@@ -323,7 +368,9 @@ class Service:
         t0 = time.monotonic()
         self.pipeline.stop(timeout=budget * 0.8)
         self.source.stop()
+        self.housekeeper.stop(timeout=1.0)
         self.journal.close()
+        self.lock.release()
         s = self.pipeline.stats
         sinks = "; ".join(
             f"{name}: " + ", ".join(f"{v} {k}" for k, v in status.items())
@@ -334,7 +381,7 @@ class Service:
             "stopped (%s) in %.2f s: %d processed (%d defect, %d repeat), %d failed, "
             "%d skipped, %d still held (%d held in all), %d kept undelivered%s",
             self._stopped_by, time.monotonic() - t0, s.processed, s.defects, s.repeats,
-            s.failed, s.skipped, s.held_now, s.held, s.kept, f"; {sinks}" if sinks else "",
+            s.failed, self.skipped(), s.held_now, s.held, s.kept, f"; {sinks}" if sinks else "",
         )
 
     def apply_settings(self, new: Settings) -> frozenset[str]:
@@ -361,6 +408,8 @@ class Service:
                 )
             if "MinFreeMegabytes" in changed:
                 self.disk_guard.min_free_bytes = int(new.MinFreeMegabytes * MIB)
+            if "JournalMaxMegabytes" in changed:
+                self.journal.max_bytes = int(new.JournalMaxMegabytes * MIB)
             if "DeviceName" in changed and new.DeviceName:
                 self.pipeline.device = new.DeviceName
             for sink in self.sinks:
@@ -398,9 +447,12 @@ def build_service(
                            "using the standalone sinks")
         sinks = standalone_sinks(settings, paths)
     max_pixels = settings.MaxImagePixels
+    root = Path(os.path.abspath(paths.watch))
 
     def read(path: Path) -> Any:
-        return read_image(path, max_pixels=max_pixels)
+        # results name an image by its path below the watch folder (line2/a.jpg in recursive
+        # mode), so same-named files in two subfolders stay two images (journal, outbox too)
+        return read_image(path, max_pixels=max_pixels, name=relative_name(root, path))
 
     return Service(
         settings,

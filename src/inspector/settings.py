@@ -64,6 +64,12 @@ LIVE_KEYS: frozenset[str] = frozenset(
         "MinFreeMegabytes",
         "DeviceName",
         "AnnotateOutbox",
+        "DoneRetentionDays",
+        "DoneMaxMegabytes",
+        "OutboxRetentionDays",
+        "OutboxMaxMegabytes",
+        "JournalMaxMegabytes",
+        "HousekeepingSeconds",
     }
 )
 
@@ -110,8 +116,10 @@ class Settings(BaseModel):
         ge=0.0,
         le=600.0,
         description=(
-            "Where no close-after-write event exists (start-up scan, copies by hard link, "
-            "other platforms) a file is read only once it has not changed for this long."
+            "A file is read only once its size and mtime have not changed for this long (even "
+            "after a close-after-write event: some cameras reopen the file per chunk) and, for "
+            "JPEG and PNG, it ends with its end marker; one still without it after 10 times "
+            "this is failed as incomplete. A file renamed into the folder needs no wait."
         ),
     )
     RescanSeconds: float = Field(
@@ -212,6 +220,47 @@ class Settings(BaseModel):
         default="",
         description="Flagged images held until their upload is confirmed; "
         "empty = StateDirectory/held.",
+    )
+
+    # --- retention (housekeeping) ----------------------------------------------------------
+    DoneRetentionDays: float = Field(
+        default=7.0,
+        ge=0.0,
+        le=36_500.0,
+        description="Processed images in DoneDirectory older than this (by mtime) are deleted "
+        "by the housekeeping pass; 0 = no age limit.",
+    )
+    DoneMaxMegabytes: float = Field(
+        default=2048.0,
+        ge=0.0,
+        description="DoneDirectory is trimmed to this total size (MiB), oldest files first; "
+        "0 = no size limit.",
+    )
+    OutboxRetentionDays: float = Field(
+        default=30.0,
+        ge=0.0,
+        le=36_500.0,
+        description="Standalone mode: outbox files older than this are deleted; 0 = no age limit.",
+    )
+    OutboxMaxMegabytes: float = Field(
+        default=1024.0,
+        ge=0.0,
+        description="Standalone mode: OutboxDirectory is trimmed to this total size (MiB), oldest "
+        "files first; 0 = no size limit.",
+    )
+    JournalMaxMegabytes: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1024.0,
+        description="The journal (StateDirectory/journal.jsonl) is compacted to its open entries "
+        "whenever it grows past this (MiB).",
+    )
+    HousekeepingSeconds: float = Field(
+        default=600.0,
+        ge=1.0,
+        le=86_400.0,
+        description="Seconds between housekeeping passes (the first at start-up). Held and failed "
+        "images are never removed by housekeeping.",
     )
 
     # --- standalone sinks ------------------------------------------------------------------

@@ -1,12 +1,23 @@
 """Where image paths come from: a directory watcher (and, for tests, a fixed list).
 
 A file is handed on only when it is complete:
-- a close-after-write or a rename into the directory (inotify) says so at once (cameras often
-  write ``x.jpg.part`` and rename it to ``x.jpg``);
-- otherwise (start-up scan, back-ends without close events, a retry) the file must have been left
-  alone for ``stable_s`` (its mtime at least that old);
-- a file seen being written but never closed (a hard link, an mmap writer) falls back to the
-  stability check with ``fallback_factor`` times the quiet period.
+- quiet: its size, mtime and inode unchanged for ``stable_s`` (by its mtime's age, or by watching
+  it that long), even after a close-after-write event, since a camera that reopens its file for
+  each chunk closes it many times; a file renamed into the directory (cameras often write
+  ``x.jpg.part`` and rename it to ``x.jpg``) needs no quiet period, a rename being atomic;
+- a file seen being written and not closed since waits ``fallback_factor`` times longer;
+- and, for JPEG and PNG, ending with the format's end marker (EOI, IEND; zero padding after it
+  allowed). A file still without one after the longer quiet period is handed on anyway, and the
+  reader fails it as incomplete: nothing waits forever.
+
+The watch folder itself is checked every ``root_check_s`` (and at once when inotify says it was
+deleted): a folder that vanishes is logged as an ERROR once, and when it returns (or is replaced
+by a new folder of that name) the watch is armed again and the folder scanned at once. In
+recursive mode a new subfolder is scanned as soon as it appears, so files written into it before
+its watch was armed are not left for the periodic rescan.
+
+Files whose extension is not in ``Extensions`` are logged once each (WARNING, with the reason)
+and counted as skipped: none sits in the folder silently.
 
 Nothing is dropped: paths wait in an ordered pending table (oldest first) and ``submit`` may block
 for as long as the pipeline needs (back-pressure). A path is in flight from ``submit`` until the
@@ -43,6 +54,16 @@ class Source(Protocol):
     def settled(self, path: Path) -> None: ...
     def retry(self, path: Path) -> None: ...
     def idle(self) -> bool: ...
+    def skipped(self) -> int: ...
+
+
+def relative_name(root: Path, path: Path) -> str:
+    """How results name an image: its path below the watch folder, POSIX style
+    (``line2/a.jpg``); a file directly in the folder keeps its plain name."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        return Path(path).name
 
 
 def shown(path: Path | str) -> str:
@@ -88,6 +109,30 @@ class FileFilter:
         suffix = Path(name).suffix.lower()
         return suffix in self.extensions and suffix not in TEMP_SUFFIXES
 
+    def refusal(self, path: Path | str) -> str:
+        """Why a file the watcher could otherwise take is not an image for it (its extension),
+        or "" when it is accepted or is not a candidate at all (hidden, temporary, elsewhere)."""
+        path = Path(os.path.abspath(path))
+        if self.accepts(path):
+            return ""
+        try:
+            rel = path.relative_to(self.root)
+        except ValueError:
+            return ""
+        parts = rel.parts
+        if not parts or (len(parts) > 1 and not self.recursive):
+            return ""
+        if any(part.startswith(".") for part in parts) or parts[-1].endswith("~"):
+            return ""
+        if any(path == folder or folder in path.parents for folder in self.ignored):
+            return ""
+        suffix = Path(parts[-1]).suffix.lower()
+        if suffix in TEMP_SUFFIXES:
+            return ""
+        if not suffix:
+            return "no file extension, so not an image for Extensions"
+        return f"extension {suffix} not in Extensions ({', '.join(sorted(self.extensions))})"
+
     def accepts_dir(self, path: Path) -> bool:
         """Whether a recursive scan descends into ``path``."""
         path = Path(os.path.abspath(path))
@@ -131,12 +176,19 @@ def admit(path: Path, root: Path) -> Admission:
     return Admission(True)
 
 
+_TAIL_BYTES = 64 * 1024  # how far back from the end an end marker (then zero padding) is sought
+_REFUSED_MEMORY = 100_000  # refused files remembered (so each is logged once); then forgotten
+
+
 @dataclass
 class _Pending:
-    complete: bool  # closed after write, or renamed in
-    seen_writing: bool  # an event said it was being written
-    since: float  # monotonic time it became pending
+    renamed: bool = False  # renamed into place: complete at once (a rename is atomic)
+    writing: bool = False  # a write was seen and no close-after-write since
     rescanned: bool = False  # found by a periodic rescan, not by an event
+    key: tuple[int, int, int] | None = None  # (size, mtime_ns, inode) when last looked at
+    unchanged_since: float = 0.0  # monotonic time ``key`` was first seen
+    ends: bool | None = None  # end marker present for ``key`` (None: no marker to look for)
+    ends_checked: bool = False
 
 
 class DirectorySource:
@@ -152,19 +204,30 @@ class DirectorySource:
         fallback_factor: float = 10.0,
         poll_s: float = 0.05,
         rescan_s: float = 60.0,
+        root_check_s: float = 1.0,
+        on_root_back: Callable[[], None] | None = None,
     ) -> None:
         self.root = Path(os.path.abspath(root))
         self.filter = file_filter
         self.watch = watch
         self.stable_s = stable_s
+        # a file seen being written and not closed, or without its end marker, waits this long
         self.fallback_s = max(stable_s * fallback_factor, stable_s)
         self.poll_s = poll_s
         self.rescan_s = rescan_s  # a safety net for lost events (inotify queue overflow); 0 = off
+        self.root_check_s = root_check_s
+        self._on_root_back = on_root_back
         self._next_rescan = time.monotonic() + rescan_s
+        self._next_root_check = time.monotonic() + root_check_s
+        self._root_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the folder watched
+        self._root_missing = False
         self._pending: dict[Path, _Pending] = {}
         self._in_flight: set[Path] = set()
+        self._refused: set[Path] = set()
+        self._skipped = 0
         self._cond = threading.Condition()
         self._stopping = threading.Event()
+        self._check_root_now = threading.Event()
         self._scan_done = False
         self._observer: BaseObserver | None = None
         self._close_events = False  # whether the back-end reports close-after-write
@@ -173,6 +236,7 @@ class DirectorySource:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self, submit: Submit) -> None:
+        self._root_id = _folder_id(self.root)
         if self.watch:
             self._start_observer()  # before the scan, so nothing written meanwhile is missed
         self._scan()
@@ -185,10 +249,7 @@ class DirectorySource:
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
-        observer = self._observer
-        if observer is not None:
-            observer.stop()
-            observer.join(timeout=2.0)
+        self._stop_observer()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
 
@@ -204,7 +265,7 @@ class DirectorySource:
         with self._cond:
             self._in_flight.discard(path)
             self._pending.pop(path, None)
-            self._pending[path] = _Pending(False, True, time.monotonic())
+            self._pending[path] = _Pending(writing=True)
             self._cond.notify_all()
 
     def idle(self) -> bool:
@@ -214,6 +275,15 @@ class DirectorySource:
     def pending_count(self) -> int:
         with self._cond:
             return len(self._pending)
+
+    def skipped(self) -> int:
+        """Files refused by extension (each logged once) since the start."""
+        with self._cond:
+            return self._skipped
+
+    @property
+    def root_missing(self) -> bool:
+        return self._root_missing
 
     # --- discovery ---------------------------------------------------------------------------
 
@@ -235,15 +305,28 @@ class DirectorySource:
         observer.start()
         self._observer = observer
 
-    def _scan(self, *, rescan: bool = False) -> None:
+    def _stop_observer(self) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            if observer is not threading.current_thread():
+                observer.join(timeout=2.0)
+
+    def _scan(
+        self, *, rescan: bool = False, folder: Path | None = None, why: str = "start-up scan"
+    ) -> None:
+        """List the folder (or one new subfolder) and add what is not known yet."""
         found: list[tuple[int, str, Path]] = []
-        stack = [self.root]
+        refused: list[tuple[Path, str]] = []
+        stack = [folder or self.root]
         while stack:
-            folder = stack.pop()
+            here = stack.pop()
             try:
-                entries = list(os.scandir(folder))
+                entries = list(os.scandir(here))
+            except FileNotFoundError:
+                continue  # vanished (the root itself is checked by _check_root)
             except OSError as exc:
-                logger.warning("cannot list %s: %s", shown(folder), exc.strerror)
+                logger.warning("cannot list %s: %s", shown(here), exc.strerror)
                 continue
             for entry in entries:
                 path = Path(entry.path)
@@ -256,6 +339,8 @@ class DirectorySource:
                         stack.append(path)
                     continue
                 if not self.filter.accepts(path):
+                    if not is_dir and (why := self.filter.refusal(path)):
+                        refused.append((path, why))
                     continue
                 try:
                     mtime_ns = entry.stat(follow_symlinks=False).st_mtime_ns
@@ -263,42 +348,114 @@ class DirectorySource:
                     continue
                 found.append((mtime_ns, entry.name, path))
         found.sort()
-        now = time.monotonic()
         added = 0
         with self._cond:
             for _, _, path in found:
                 if path not in self._pending and path not in self._in_flight:
-                    self._pending[path] = _Pending(False, False, now, rescanned=rescan)
+                    self._pending[path] = _Pending(rescanned=rescan)
                     added += 1
             self._scan_done = True
             self._cond.notify_all()
-        if added and not rescan:
-            logger.info("start-up scan: %d image(s) waiting in %s", added, shown(self.root))
+        for path, why in refused:
+            self._refuse(path, why)
+        where = shown(folder or self.root)
+        if added and folder is not None:
+            logger.info("new folder %s: %d image(s) already in it", where, added)
+        elif added and not rescan:
+            logger.info("%s: %d image(s) waiting in %s", why, added, where)
         elif added:
             logger.debug("rescan: %d image(s) without an event", added)
 
-    def note(self, path: Path, *, complete: bool, writing: bool) -> None:
+    def scan_new_folder(self, folder: Path) -> None:
+        """A subfolder appeared (recursive mode): take what was written before its watch."""
+        folder = Path(os.path.abspath(folder))
+        if self.filter.recursive and self.filter.accepts_dir(folder) and folder != self.root:
+            self._scan(folder=folder)
+
+    def note(self, path: Path, *, renamed: bool = False, writing: bool | None = None) -> None:
+        """An event about ``path``: ``writing`` True after a write, False after a close."""
         if not self.filter.accepts(path):
+            if (why := self.filter.refusal(path)) and not os.path.isdir(path):
+                self._refuse(path, why)
             return
         with self._cond:
             entry = self._pending.get(path)
             if entry is None:
-                self._pending[path] = _Pending(complete, writing, time.monotonic())
-            else:
-                entry.complete = complete
-                entry.seen_writing = entry.seen_writing or writing
+                entry = self._pending[path] = _Pending()
+            entry.renamed = renamed
+            if writing is not None:
+                entry.writing = writing
             self._cond.notify_all()
+
+    def _refuse(self, path: Path, why: str) -> None:
+        with self._cond:
+            if path in self._refused:
+                return
+            if len(self._refused) >= _REFUSED_MEMORY:
+                self._refused.clear()
+            self._refused.add(path)
+            self._skipped += 1
+        logger.warning("%s: skipped: %s", shown(relative_name(self.root, path)), why)
 
     def forget(self, path: Path) -> None:
         with self._cond:
+            self._refused.discard(path)
             if self._pending.pop(path, None) is not None and path not in self._in_flight:
-                logger.info("%s: removed before it could be read; skipped", shown(path.name))
+                logger.info("%s: removed before it could be read; skipped",
+                            shown(relative_name(self.root, path)))
+
+    def root_event(self) -> None:
+        """inotify says the watch folder itself was deleted: check it now."""
+        self._check_root_now.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _check_root(self) -> None:
+        """Notice the watch folder vanishing (once, ERROR) and coming back (re-arm, scan)."""
+        ident = _folder_id(self.root)
+        if ident is None:
+            if not self._root_missing:
+                self._root_missing = True
+                logger.error(
+                    "watch folder %s has vanished (removed, renamed or unmounted); nothing can "
+                    "be inspected until it is back; checking every %.0f s",
+                    shown(self.root), self.root_check_s,
+                )
+                if self.watch:
+                    self._stop_observer()
+            return
+        if not self._root_missing and ident == self._root_id:
+            return
+        if not self._root_missing:  # replaced between two checks: gone and back at once
+            logger.error("watch folder %s was removed and created again", shown(self.root))
+        self._root_missing = False
+        self._root_id = ident
+        if self.watch:
+            self._stop_observer()
+            try:
+                self._start_observer()
+            except OSError as exc:  # gone again already: the next check says so
+                logger.error("cannot watch %s: %s", shown(self.root), exc)
+                return
+        logger.warning("watch folder %s is back; watching it again", shown(self.root))
+        if self._on_root_back is not None:
+            try:
+                self._on_root_back()
+            except Exception:
+                logger.exception("re-arming after the watch folder came back failed")
+        self._scan(why="watch folder back")
 
     # --- feeding -----------------------------------------------------------------------------
 
     def _feed(self, submit: Submit) -> None:
         while not self._stopping.is_set():
-            if self.watch and self.rescan_s > 0 and time.monotonic() >= self._next_rescan:
+            now = time.monotonic()
+            if self._check_root_now.is_set() or now >= self._next_root_check:
+                self._check_root_now.clear()
+                self._check_root()
+                self._next_root_check = time.monotonic() + self.root_check_s
+            if (self.watch and self.rescan_s > 0 and now >= self._next_rescan
+                    and not self._root_missing):
                 self._scan(rescan=True)
                 self._next_rescan = time.monotonic() + self.rescan_s
             path = self._next_ready()
@@ -312,14 +469,16 @@ class DirectorySource:
     def _next_ready(self) -> Path | None:
         """The oldest pending path that is complete, moved to in-flight; None after a wait."""
         with self._cond:
+            now = time.monotonic()
             for path, entry in list(self._pending.items()):
                 if path in self._in_flight:
                     continue
-                verdict = self._readiness(path, entry)
+                verdict = self._readiness(path, entry, now)
                 if verdict == "gone":
                     del self._pending[path]
                     log = logger.debug if entry.rescanned else logger.info
-                    log("%s: vanished before it could be read; skipped", shown(path.name))
+                    log("%s: vanished before it could be read; skipped",
+                        shown(relative_name(self.root, path)))
                     self._cond.notify_all()
                     continue
                 if verdict == "ready":
@@ -329,20 +488,61 @@ class DirectorySource:
             self._cond.wait(timeout=self.poll_s)
         return None
 
-    def _readiness(self, path: Path, entry: _Pending) -> str:
+    def _readiness(self, path: Path, entry: _Pending, now: float) -> str:
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             return "gone"
         except OSError:
             return "ready"  # let the pipeline read it and report the reason
-        if entry.complete:
-            return "ready"
-        if os.path.isdir(path) or os.path.islink(path):
+        if stat_mod.S_ISDIR(st.st_mode) or stat_mod.S_ISLNK(st.st_mode):
             return "ready"  # refused by ``admit``; nothing to wait for
-        quiet = self.fallback_s if (entry.seen_writing and self._close_events) else self.stable_s
-        age = time.time() - st.st_mtime
-        return "ready" if age >= quiet else "wait"
+        key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        if key != entry.key:
+            entry.key, entry.unchanged_since, entry.ends_checked = key, now, False
+        quiet_s = max(now - entry.unchanged_since, time.time() - st.st_mtime)
+        if entry.renamed:
+            needed = 0.0
+        elif entry.writing and self._close_events:
+            needed = self.fallback_s  # open for writing: the writer may only be pausing
+        else:
+            needed = self.stable_s
+        if quiet_s < needed:
+            return "wait"
+        if not entry.ends_checked:
+            entry.ends, entry.ends_checked = _ends_properly(path, st.st_size), True
+        if entry.ends is False and quiet_s < self.fallback_s:
+            return "wait"  # no end marker yet; after fallback_s the reader fails it
+        return "ready"
+
+
+def _folder_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat_mod.S_ISDIR(st.st_mode) else None
+
+
+def _ends_properly(path: Path, size: int) -> bool | None:
+    """Whether the file ends with its format's end marker; None when there is none to look for
+    (or the file cannot be read now: the pipeline will say why)."""
+    from inspector.imageio import HEAD_BYTES, ends_properly  # cv2: once images are watched
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        head = os.pread(fd, min(size, HEAD_BYTES), 0)
+        tail = os.pread(fd, min(size, _TAIL_BYTES), max(0, size - _TAIL_BYTES))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return ends_properly(head, tail, size)
 
 
 class _Handler(FileSystemEventHandler):
@@ -356,28 +556,38 @@ class _Handler(FileSystemEventHandler):
         return Path(os.fsdecode(raw))
 
     def on_closed(self, event: FileSystemEvent) -> None:
-        self.source.note(self._path(event.src_path), complete=True, writing=True)
+        self.source.note(self._path(event.src_path), writing=False)
 
     def on_created(self, event: FileSystemEvent) -> None:
-        # a directory named like an image is a candidate too: it ends in the failed folder
+        path = self._path(event.src_path)
         if event.is_directory and self.source.filter.recursive:
+            self.source.scan_new_folder(path)
             return
-        self.source.note(self._path(event.src_path), complete=False,
-                         writing=not event.is_directory)
+        # a directory named like an image is a candidate too: it ends in the failed folder
+        self.source.note(path)
 
     def on_modified(self, event: FileSystemEvent) -> None:
         if not event.is_directory:
-            self.source.note(self._path(event.src_path), complete=False, writing=True)
+            self.source.note(self._path(event.src_path), writing=True)
 
     def on_moved(self, event: FileSystemEvent) -> None:
         if event.src_path:
             self.source.forget(self._path(event.src_path))
-        if event.dest_path and not (event.is_directory and self.source.filter.recursive):
+        if not event.dest_path:
+            return
+        dest = self._path(event.dest_path)
+        if event.is_directory and self.source.filter.recursive:
+            self.source.scan_new_folder(dest)
+        else:
             # a rename is atomic: the file under its new name is complete
-            self.source.note(self._path(event.dest_path), complete=True, writing=False)
+            self.source.note(dest, renamed=True, writing=False)
 
     def on_deleted(self, event: FileSystemEvent) -> None:
-        self.source.forget(self._path(event.src_path))
+        path = self._path(event.src_path)
+        if os.path.abspath(path) == str(self.source.root):
+            self.source.root_event()
+            return
+        self.source.forget(path)
 
 
 class ListSource:
@@ -417,3 +627,6 @@ class ListSource:
     def idle(self) -> bool:
         with self._lock:
             return len(self.settled_paths) >= len(self.paths)
+
+    def skipped(self) -> int:
+        return 0

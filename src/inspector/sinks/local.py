@@ -51,6 +51,11 @@ class JsonlSink(Sink):
                 raise SinkError(f"results file {self.path}: {_reason(exc)}") from exc
 
     def _open(self) -> int:
+        if self._fd is not None and _deleted(self._fd):
+            # its folder was removed (the watch folder with the state folder inside): lines
+            # appended to a deleted file would be lost without a word
+            logger.warning("results file %s was deleted; starting a new one", self.path)
+            self._close_fd()
         if self._fd is None:
             if self.path.is_dir():
                 raise IsADirectoryError(21, "it is a directory", str(self.path))
@@ -107,6 +112,13 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _deleted(fd: int) -> bool:
+    try:
+        return os.fstat(fd).st_nlink == 0
+    except OSError:
+        return True
+
+
 class ConsoleSink(Sink):
     """Keeps totals; the per-image line is the pipeline's own log line."""
 
@@ -156,8 +168,11 @@ class OutboxSink(Sink):
         if inspection.verdict != "defect":
             return
         image = inspection.image
-        stem = f"{Path(image.name).stem}-{image.sha256[:12]}"
-        suffix = Path(image.name).suffix.lower()
+        # image.name may be a path below the watch folder (line2/a.jpg): flattened, so that
+        # same-named images from two subfolders get two outbox entries
+        flat = Path(image.name.replace("/", "__"))
+        stem = f"{flat.stem}-{image.sha256[:12]}"
+        suffix = flat.suffix.lower()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             _copy_atomic(delivery.image_path, self.folder / f"{stem}{suffix}")
