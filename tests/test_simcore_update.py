@@ -204,7 +204,7 @@ def test_new_model_version_is_verified_loaded_and_named_without_losing_an_image(
 ) -> None:
     sim, watch = core
     nucleus = sim.nucleus
-    before = [f"a{i}.png" for i in range(6)]
+    before = [f"a{i}.png" for i in range(10)]  # ~0.15 s each: well over a second of work
     for name in before:
         write_image(watch, name)
     wait_until(lambda: len(results(nucleus)) >= 1, 60, "a first result")
