@@ -74,7 +74,8 @@ class Run:
         self.results = results
         self.args = [sys.executable, "-m", "inspector", "--log-level", "INFO", "run",
                      "--watch", str(self.watch), "--results", str(results), "--model",
-                     str(model), "--device", "line-1", "--set", "StableSeconds=0.2", *extra]
+                     str(model), "--device", "line-1", "--set", "StableSeconds=0.2",
+                     "--set", "AllowUnverifiedModel=true", *extra]
         self.logs: list[Path] = []
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -146,6 +146,7 @@ def greengrass(tmp_path: Path, model_path: Path) -> Iterator[tuple[Greengrass, P
     config = {
         "ImageDirectory": str(watch),
         "ModelPath": str(model_path),
+        "AllowUnverifiedModel": True,
         "ConfidenceThreshold": 0.6,
         "StableSeconds": 0.2,
         "ProcessedAction": "delete",
@@ -300,7 +301,8 @@ def test_nucleus_restart_mid_burst_loses_no_result(
         write_image(watch, name, DARK)
     wait_until(lambda: result_names(gg) >= set(names), 60, "every result")
     assert gg.nucleus.connect_count >= 2
-    wait_until(lambda: gg.nucleus.subscriber_count() == 2, 10, "subscriptions again")
+    # configuration updates, validation, component updates
+    wait_until(lambda: gg.nucleus.subscriber_count() == 3, 10, "subscriptions again")
     assert "lost the connection to the Greengrass nucleus" in component.log_text()
     assert component.stop() == 0
     spool = watch / ".inspector" / "spool"
@@ -447,6 +449,7 @@ def test_the_recipe_grants_exactly_what_the_component_publishes(
     watch = tmp_path / "watch"
     watch.mkdir()
     config.update(ImageDirectory=str(watch), ModelPath=str(model_path), StableSeconds=0.2,
+                  AllowUnverifiedModel=True,
                   PublishTarget="both", MetricsIntervalSeconds=0.3, ConfidenceThreshold=0.6)
     with running_greengrass(tmp_path, config=config, component_name=COMPONENT,
                             thing_name=THING, enforce_access_control=True) as gg:

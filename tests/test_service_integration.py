@@ -62,7 +62,8 @@ class ServiceProcess:
         self.args = [
             *prefix, sys.executable, "-m", "inspector", "--log-level", "INFO", "run",
             "--watch", str(self.watch), "--results", str(self.results), "--model", str(model),
-            "--device", "line-1", "--set", "StableSeconds=0.3", *extra,
+            "--device", "line-1", "--set", "StableSeconds=0.3",
+            "--set", "AllowUnverifiedModel=true", *extra,
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -349,7 +350,8 @@ def test_drain_mode_processes_what_is_there_and_exits(tmp_path: Path, model_path
     env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "inspector", "run", "--once", "--watch", str(watch),
-         "--model", str(model_path), "--set", "StableSeconds=0", "--set", "ProcessedAction=delete"],
+         "--model", str(model_path), "--set", "StableSeconds=0", "--set", "ProcessedAction=delete",
+         "--set", "AllowUnverifiedModel=true"],
         capture_output=True, text=True, env=env, timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -379,7 +381,10 @@ def test_bad_settings_and_missing_model_exit_nonzero(tmp_path: Path):
     assert "ModelPath" in missing.stderr and "none.onnx" in missing.stderr
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
-    unusable = subprocess.run([*base, "--model", str(broken)],
+    unverified = subprocess.run([*base, "--model", str(broken)],
+                                capture_output=True, text=True, env=env, timeout=60)
+    assert unverified.returncode == 2 and "ModelSha256" in unverified.stderr  # no digest
+    unusable = subprocess.run([*base, "--model", str(broken), "--set", "AllowUnverifiedModel=true"],
                               capture_output=True, text=True, env=env, timeout=60)
     assert unusable.returncode == 3
     assert "broken.onnx" in unusable.stdout + unusable.stderr
@@ -455,6 +460,7 @@ def test_live_settings_apply_between_images(tmp_path: Path, model_path: Path):
     watch = tmp_path / "in"
     watch.mkdir()
     settings = Settings.from_mapping({"ImageDirectory": str(watch), "ModelPath": str(model_path),
+                                      "AllowUnverifiedModel": True,
                                       "StableSeconds": 0.2, "DeviceName": "gg-thing"})
     sink = RecordingSink()
     service = build_service(settings, sinks=[sink])

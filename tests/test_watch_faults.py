@@ -131,7 +131,8 @@ def test_a_second_service_on_the_same_folder_refuses_to_start(services, tmp_path
     assert first.proc is not None
     second = subprocess.run(
         [sys.executable, "-m", "inspector", "run", "--watch", str(first.watch), "--model",
-         str(model), "--results", str(tmp_path / "second.jsonl")],
+         str(model), "--results", str(tmp_path / "second.jsonl"),
+         "--set", "AllowUnverifiedModel=true"],
         capture_output=True, text=True, timeout=60,
     )
     assert second.returncode == 2

@@ -183,3 +183,16 @@ def default_model_path(models_dir: Path | None = None, precision: str = "fp32") 
             path, f"listed in {manifest_path} but the file is missing; pass --model PATH"
         )
     return path
+
+
+def manifest_sha256(path: Path) -> str:
+    """The sha256 a ``manifest.json`` in the same folder (the bundled models') declares for the
+    model file ``path``; "" when there is no such manifest or it does not list the file."""
+    path = Path(path).expanduser()
+    if not (path.parent / MANIFEST_NAME).is_file():
+        return ""
+    try:
+        entry = load_manifest(path.parent).entry(path.name)
+    except ModelError:
+        return ""
+    return entry.sha256 if entry is not None else ""

@@ -39,8 +39,8 @@ DetectorFactory = Callable[[Settings], DetectorLike]
 
 # Settings whose change means a new detector (new session); thresholds alone reuse the session.
 _MODEL_KEYS = frozenset(
-    {"ModelPath", "ModelSha256", "MaxDetections", "ExecutionProviders", "IntraOpThreads",
-     "InterOpThreads"}
+    {"ModelPath", "ModelSha256", "ModelPrecision", "AllowUnverifiedModel", "MaxDetections",
+     "ExecutionProviders", "IntraOpThreads", "InterOpThreads"}
 )
 _THRESHOLD_KEYS = frozenset({"ConfidenceThreshold", "IouThreshold"})
 
@@ -54,21 +54,47 @@ def device_name(settings: Settings, environ: Mapping[str, str]) -> str:
 
 
 def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) -> DetectorLike:
-    """The detector the settings name: ModelPath, else the Greengrass-provided model
-    (INSPECTOR_MODEL_PATH), else the bundled default. Checks ModelSha256 when one is given."""
+    """The detector the settings name: ModelPath (checked against ModelSha256, or refused without
+    one unless AllowUnverifiedModel), else the model component's file of ModelPrecision
+    (``$INSPECTOR_MODEL_DIR/model.json``, checked against its sha256; results name the component
+    version), else the bundled default of ModelPrecision."""
     from inspector.detector import Detector
+    from inspector.errors import ModelIntegrityError
     from inspector.integrity import model_from_environment
 
     env = os.environ if environ is None else environ
     expected = settings.ModelSha256
+    name = version = None
     if settings.ModelPath:
         path = Path(settings.ModelPath).expanduser()
-    elif (ref := model_from_environment(env)) is not None:
+        if settings.ModelPrecision != "fp32":
+            logger.warning("ModelPrecision %s is ignored: ModelPath names the file (%s)",
+                           settings.ModelPrecision, path)
+        if not expected:
+            from inspector.models import manifest_sha256
+
+            expected = manifest_sha256(path)
+            if expected:
+                logger.info("model %s: verifying against the manifest.json beside it", path)
+        if not expected:
+            if not settings.AllowUnverifiedModel:
+                raise ModelIntegrityError(
+                    path, "ModelPath is set without ModelSha256 (and no manifest.json beside it "
+                    "lists it): refusing to load a model that cannot be verified. Set "
+                    "ModelSha256 to the file's sha256 (sha256sum FILE), or "
+                    "AllowUnverifiedModel: true to load it unchecked")
+            logger.warning("model %s is loaded UNVERIFIED (ModelPath without ModelSha256, "
+                           "AllowUnverifiedModel is true): any file at that path is run", path)
+    elif (ref := model_from_environment(env, settings.ModelPrecision)) is not None:
         path, expected = ref.path, expected or ref.sha256
+        if ref.version:  # from model.json: results name the model component version
+            name, version = ref.name or None, ref.version
+            logger.info("model component %s %s: %s file %s", ref.component or "?", ref.version,
+                        ref.precision, ref.path.name)
     else:
         from inspector.models import default_model_path
 
-        path = default_model_path()
+        path = default_model_path(precision=settings.ModelPrecision)
     detector: DetectorLike = Detector.from_path(
         path,
         providers=settings.ExecutionProviders,
@@ -77,6 +103,8 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
         conf_threshold=settings.ConfidenceThreshold,
         iou_threshold=settings.IouThreshold,
         max_det=settings.MaxDetections,
+        name=name,
+        version=version,
         expected_sha256=expected,  # checked on the very bytes the session is made from
     )
     return detector

@@ -5,7 +5,8 @@ under Greengrass, from the component configuration read over IPC; it is the ONE 
 ``inspector check-config``, ``inspector run`` and the Greengrass configuration-validation hook all
 ask ``validate_mapping`` / ``Settings.from_mapping`` and so reject the same things with the same
 key path and message (publish-topic rules included). Its only I/O is checking that a ``ModelPath``
-names an existing file, because a deployment must be refused when it does not. Paths are
+names an existing file, because a deployment must be refused when it does not, and, for a
+``ModelPath`` without ``ModelSha256``, reading the models ``manifest.json`` beside it. Paths are
 strings and the defaults that depend on other keys (``StateDirectory`` under ``ImageDirectory``,
 ``DoneDirectory`` under ``StateDirectory`` ...) are resolved by ``resolve_paths``, still without
 touching the file system.
@@ -25,7 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from inspector.errors import ConfigError
 
@@ -34,6 +43,8 @@ LIVE_KEYS: frozenset[str] = frozenset(
     {
         "ModelPath",
         "ModelSha256",
+        "ModelPrecision",
+        "AllowUnverifiedModel",
         "ConfidenceThreshold",
         "IouThreshold",
         "MaxDetections",
@@ -144,8 +155,20 @@ class Settings(BaseModel):
     ModelSha256: str = Field(
         default="",
         pattern=r"^([0-9a-f]{64})?$",
-        description="Expected sha256 of the model file (lower-case hex); empty = not checked, "
-        "except the deployed model, checked against INSPECTOR_MODEL_SHA256.",
+        description="Expected sha256 of the model file (lower-case hex). Required with ModelPath, "
+        "unless AllowUnverifiedModel or a models manifest.json beside the file lists it; the "
+        "deployed model is checked against the sha256 its model component version ships in "
+        "model.json.",
+    )
+    ModelPrecision: Literal["fp32", "int8"] = Field(
+        default="fp32",
+        description="Which file of the deployed model component to run: fp32, or int8 (faster "
+        "on CPU-only devices). Applied live (the model is reloaded). Ignored with ModelPath.",
+    )
+    AllowUnverifiedModel: bool = Field(
+        default=False,
+        description="Load ModelPath without a ModelSha256 to check it against. Off: such a "
+        "model is refused. On: it loads with a WARNING at every start.",
     )
     ConfidenceThreshold: float = Field(
         default=0.25,
@@ -382,6 +405,20 @@ class Settings(BaseModel):
                 raise ValueError(f"{path}: {what}")
         return value
 
+    @model_validator(mode="after")
+    def _check_model_verifiable(self) -> Settings:
+        # A model that cannot be verified is refused unless the configuration says so; the
+        # bundled models are verified against the manifest.json beside them.
+        if self.ModelPath and not self.ModelSha256 and not self.AllowUnverifiedModel:
+            from inspector.models import manifest_sha256
+
+            if not manifest_sha256(Path(self.ModelPath)):
+                raise PydanticCustomError(
+                    "model_unverified",
+                    "ModelPath is set without ModelSha256: set ModelSha256 to the file's "
+                    "sha256 (sha256sum FILE), or AllowUnverifiedModel: true to load it unchecked")
+        return self
+
     @field_validator("UploadKeyTemplate", mode="after")
     @classmethod
     def _check_key_template(cls, value: str) -> str:
@@ -455,7 +492,8 @@ def validate_mapping(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     try:
         Settings.model_validate(settings_only(data))
     except ValidationError as exc:
-        return [(_key_path(err["loc"]), _message(err)) for err in exc.errors()]
+        return [("ModelSha256" if err["type"] == "model_unverified" else _key_path(err["loc"]),
+                 _message(err)) for err in exc.errors()]
     return []
 
 

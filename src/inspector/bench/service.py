@@ -30,6 +30,7 @@ from typing import Any
 
 from inspector.bench.images import ImagePool, drop
 from inspector.bench.timing import summarize
+from inspector.integrity import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def service_config(watch: Path, model: Path, threads: int) -> dict[str, Any]:
     return {
         "ImageDirectory": str(watch),
         "ModelPath": str(model),
+        "ModelSha256": sha256_file(model),
         "IntraOpThreads": threads,
         "StableSeconds": 0.2,
         "ProcessedAction": "delete",

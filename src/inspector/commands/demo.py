@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     mapping: dict[str, Any] = {"ImageDirectory": str(folder), "StableSeconds": 0.0}
     if args.model:
         mapping["ModelPath"] = args.model
+        mapping["AllowUnverifiedModel"] = True  # the file named on this command line
     if args.conf is not None:
         mapping["ConfidenceThreshold"] = args.conf
     try:

@@ -29,6 +29,7 @@ from inspector.greengrass.ipc import IpcClient, IpcError, IpcUnavailable
 from inspector.greengrass.metrics import LatencySink, MetricsPublisher, collect_metrics
 from inspector.greengrass.spool import Spool
 from inspector.greengrass.streams import S3Uploader
+from inspector.greengrass.updates import UpdateDeferrer
 from inspector.settings import Settings, resolve_paths
 from inspector.sinks.mqtt import MqttSink, render_topic
 from inspector.sinks.upload import UploadSink
@@ -93,6 +94,7 @@ class Component:
                                    thing_name=thing_name_of(environ))
         self.service: Any = None
         self.metrics: MetricsPublisher | None = None
+        self.updates: UpdateDeferrer | None = None
         self.thing = ""
 
     def run(self) -> int:
@@ -138,6 +140,9 @@ class Component:
         self.ipc.on_reconnect(mqtt.wake)
         uploader.start()
 
+        # deployments wait until the images in flight are delivered (greengrass/updates.py)
+        updates = self.updates = UpdateDeferrer(self.ipc, self.service.pipeline.active)
+
         def extra() -> dict[str, Any]:
             return {
                 "results_spooled": mqtt.pending(),
@@ -145,6 +150,7 @@ class Component:
                 "uploads": {"pending": uploader.pending(), "uploaded": uploader.uploaded,
                             "failed": uploader.failed, "retried": uploader.retried},
                 "config": {"applied": self.config.applied, "rejected": self.config.rejected},
+                "updates": {"deferred": updates.deferred, "released": updates.released},
             }
 
         self.metrics = MetricsPublisher(
@@ -152,6 +158,7 @@ class Component:
             topic=self._metrics_topic(settings), interval_s=settings.MetricsIntervalSeconds,
         ).start()
         self.config.start()  # a subscription the nucleus does not answer yet is retried
+        updates.start()
         self._report("RUNNING")
         self.service.install_signal_handlers()
         try:

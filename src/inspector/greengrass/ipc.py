@@ -381,6 +381,40 @@ class IpcClient:
                 on_stream_closed=self._stream_closed),
         ))
 
+    def subscribe_to_component_updates(
+        self, on_event: Callable[[str, str, bool], None]
+    ) -> None:
+        """``on_event(kind, deployment_id, is_ggc_restarting)`` for every component-update
+        event: kind "pre" (PreComponentUpdateEvent: answer with ``defer_component_update``) or
+        "post" (PostComponentUpdateEvent); kept open across reconnections."""
+
+        def event(ev: Any) -> None:
+            pre = getattr(ev, "pre_update_event", None)
+            post = getattr(ev, "post_update_event", None)
+            if pre is not None:
+                on_event("pre", str(pre.deployment_id or ""), bool(pre.is_ggc_restarting))
+            elif post is not None:
+                on_event("post", str(post.deployment_id or ""), False)
+
+        self._add_subscription(_Subscription(
+            "SubscribeToComponentUpdates",
+            lambda c: c.subscribe_to_component_updates_async(
+                on_stream_event=event, on_stream_error=self._stream_error,
+                on_stream_closed=self._stream_closed),
+        ))
+
+    def defer_component_update(
+        self, deployment_id: str, *, recheck_after_ms: int, message: str = ""
+    ) -> None:
+        """Answer a PreComponentUpdateEvent: ask again in ``recheck_after_ms`` (0 = go ahead)."""
+        self.call(
+            "DeferComponentUpdate",
+            lambda c: c.defer_component_update_async(
+                deployment_id=deployment_id, message=message or None,
+                recheck_after_ms=recheck_after_ms),
+            attempts=1,  # a late answer is a ServiceError that retrying cannot fix
+        )
+
     def _add_subscription(self, sub: _Subscription) -> None:
         """Open it now, or (when the nucleus does not answer) later: never raises."""
         with self._lock:

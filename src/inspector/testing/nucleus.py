@@ -4,8 +4,15 @@ It listens on a Unix socket and speaks event-stream RPC exactly as the nucleus d
 unmodified ``awsiot.greengrasscoreipc`` clients (V1 and V2) connect to it. Operations served:
 PublishToIoTCore, SubscribeToIoTCore, PublishToTopic, SubscribeToTopic, GetConfiguration,
 UpdateConfiguration, SubscribeToConfigurationUpdate, SubscribeToValidateConfigurationUpdates,
-SendConfigurationValidityReport and UpdateState; any other operation is answered with a
-``ServiceError`` (as a nucleus without that service would).
+SendConfigurationValidityReport, SubscribeToComponentUpdates, DeferComponentUpdate and
+UpdateState; any other operation is answered with a ``ServiceError`` (as a nucleus without that
+service would).
+
+Deployments, as the nucleus runs them (each rule cites the nucleus source it models):
+``deploy_configuration`` computes a component's configuration from its running one, the recipe's
+DefaultConfiguration and the deployment's ``reset``/``merge`` (``ipcrules.resolve_configuration``)
+and sends it to validators first when the version stays; ``notify_component_update`` sends
+PreComponentUpdateEvent and honours DeferComponentUpdate; ``post_component_update`` ends it.
 
 What it records: ``calls`` (every operation request), ``published`` (PublishToIoTCore and
 PublishToTopic messages) and ``states`` (UpdateState values). Fault knobs: ``reject_connect``,
@@ -55,6 +62,7 @@ from inspector.testing.ipcrules import (
     changed_paths,
     deep_merge,
     lookup,
+    resolve_configuration,
     topic_matches,
 )
 from inspector.testing.recording import Recording
@@ -97,6 +105,31 @@ class PublishedMessage:
 
 
 @dataclass(frozen=True)
+class Deferral:
+    """A DeferComponentUpdate a component sent for one PreComponentUpdateEvent."""
+
+    component: str
+    deployment_id: str
+    message: str | None
+    recheck_after_ms: int | None
+
+
+@dataclass
+class UpdateNotice:
+    """The outcome of :meth:`NucleusEmulator.notify_component_update`.
+
+    ``rounds``: PreComponentUpdateEvents sent (1 + the rechecks); ``deferrals``: every answer
+    with a recheck time over 0; ``silent``: components that did not answer a round within the
+    deployment's timeout (the nucleus then goes ahead without them).
+    """
+
+    deployment_id: str
+    rounds: int = 0
+    deferrals: list[Deferral] = field(default_factory=list)
+    silent: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class ValidationResult:
     """The outcome of :meth:`NucleusEmulator.update_config`.
 
@@ -109,6 +142,7 @@ class ValidationResult:
     message: str | None
     applied: bool
     deployment_id: str
+    configuration: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 class _OperationError(Exception):
@@ -130,7 +164,7 @@ class _Stream:
     stream_id: int
     operation: str
     conn: RpcConnection
-    kind: str = ""  # subscription kind: "iotcore" | "topic" | "config" | "validate"; "" = one-shot
+    kind: str = ""  # "iotcore" | "topic" | "config" | "validate" | "updates"; "" = one-shot
     ready: bool = False  # the response went out: events may follow
     topic: str = ""
     key_path: tuple[str, ...] = ()
@@ -207,12 +241,19 @@ class NucleusEmulator(Recording):
         self.tokens: dict[str, str] = {self.svcuid: component_name}
         self.config: dict[str, dict[str, Any]] = copy.deepcopy(config or {})
         self.config.setdefault(component_name, {})
+        self.versions: dict[str, str] = {}  # component -> version deployed (deploy_configuration)
 
         # recordings
         self.calls: list[Call] = []
         self.published: list[PublishedMessage] = []
         self.states: list[str] = []
+        self.component_states: dict[str, list[str]] = {}  # UpdateState values by component
         self.validations: list[ValidationResult] = []
+        self.update_notices: list[UpdateNotice] = []
+        self.deferrals: list[Deferral] = []
+        # (component, deploymentId) -> the answer to the PreComponentUpdateEvent of this round;
+        # None while it is awaited (LifecycleIPCEventStreamAgent.deferUpdateFuturesMap)
+        self._defer_waiting: dict[tuple[str, str], Deferral | None] = {}
 
         # fault knobs: plain attributes, change them at any time
         self.reject_connect = False
@@ -341,13 +382,61 @@ class NucleusEmulator(Recording):
         2. Only if none rejected: applies it (replace, or deep-merge with ``merge=True``) and sends
            a configurationUpdateEvent per changed key to SubscribeToConfigurationUpdate subscribers.
         """
-        timeout = self.validation_timeout_s if timeout_s is None else timeout_s
         with self._lock:
             current = self.config.get(component, {})
             proposed = deep_merge(current, new_config) if merge else copy.deepcopy(new_config)
+        return self._validate_and_apply(component, proposed, timeout_s, validate=True)
+
+    def deploy_configuration(
+        self, component: str, *, version: str, default_configuration: dict[str, Any] | None,
+        reset: list[str] | tuple[str, ...] = (), merge: dict[str, Any] | None = None,
+        timeout_s: float | None = None, apply: bool = True,
+    ) -> ValidationResult:
+        """A deployment of ``component`` at ``version``, configuration-wise, as the nucleus does it.
+
+        The configuration is resolved from the running one, the recipe's ``default_configuration``
+        and the deployment's configurationUpdate (``reset`` JSON pointers, then ``merge``): see
+        ``ipcrules.resolve_configuration``. Validators are asked only when the version stays and
+        the configuration changes (DynamicComponentConfigurationValidator.getComponentsToValidate:
+        a component whose version changes restarts and reads its configuration anyway). With
+        ``apply=False`` nothing changes (``result.configuration`` is what would be applied).
+        """
+        with self._lock:
+            current = self.config.get(component)
+            same_version = self.versions.get(component) == version
+        proposed, problems = resolve_configuration(
+            current if component in self.versions or current else None,
+            default_configuration, reset=reset, merge=merge,
+        )
+        for problem in problems:
+            logger.error("deployment of %s %s: %s", component, version, problem)
+        if not apply:
+            return ValidationResult("NOT_APPLIED", None, False, "", proposed)
+        changed = current is None or bool(changed_paths(current, proposed))
+        result = self._validate_and_apply(
+            component, proposed, timeout_s, validate=same_version and changed,
+        )
+        if result.applied:
+            with self._lock:
+                self.versions[component] = version
+        return result
+
+    def validate_configuration(
+        self, component: str, proposed: dict[str, Any], timeout_s: float | None = None,
+    ) -> ValidationResult:
+        """Only step 1 of ``update_config``: ask the component's validators, apply nothing."""
+        return self._validate_and_apply(component, proposed, timeout_s, validate=True,
+                                        apply=False)
+
+    def _validate_and_apply(
+        self, component: str, proposed: dict[str, Any], timeout_s: float | None, *,
+        validate: bool, apply: bool = True,
+    ) -> ValidationResult:
+        timeout = self.validation_timeout_s if timeout_s is None else timeout_s
+        with self._lock:
             validators = [
                 s for s in self._subscriptions()
-                if s.kind == "validate" and s.component == component
+                if validate and s.kind == "validate" and s.component == component
             ]
             deployment_id = str(uuid.uuid4())
             pending = _PendingValidation(
@@ -373,8 +462,8 @@ class NucleusEmulator(Recording):
             else:
                 status = "ACCEPTED"
                 message = next((m for _, m in pending.reports if m), None)
-        applied = status != "REJECTED"
-        result = ValidationResult(status, message, applied, deployment_id)
+        applied = apply and status != "REJECTED"
+        result = ValidationResult(status, message, applied, deployment_id, proposed)
         logger.info("configuration update of %s: %s %s", component, status, message or "")
         if applied:
             self._apply_config(component, proposed)
@@ -382,6 +471,75 @@ class NucleusEmulator(Recording):
             self.validations.append(result)
             self._changed.notify_all()
         return result
+
+    def notify_component_update(
+        self, deployment_id: str | None = None, *, timeout_s: float = 60.0,
+        is_ggc_restarting: bool = False,
+    ) -> UpdateNotice:
+        """Tell the SubscribeToComponentUpdates subscribers that a deployment is about to update
+        components, and wait until they let it go. Blocks; returns what happened.
+
+        Modelled on UpdateSystemPolicyService.startup/getTimeToReCheck and
+        LifecycleIPCEventStreamAgent.sendPreComponentUpdateEvent (aws-greengrass-nucleus,
+        src/main/java/com/aws/greengrass/lifecyclemanager/UpdateSystemPolicyService.java): each
+        round sends a PreComponentUpdateEvent {deploymentId, isGgcRestarting} to every subscriber
+        and waits up to ``timeout_s`` (the deployment's componentUpdatePolicy timeoutInSeconds,
+        60 by default) for each one's DeferComponentUpdate. If the longest recheckAfterMs is over
+        0, the nucleus sleeps that long and starts another round; otherwise (all answered 0, or
+        the silent ones ran out of time) the update goes ahead. A component may defer again and
+        again: the nucleus sets no overall limit. The real nucleus polls the answers once a
+        second; this one wakes on each answer.
+        """
+        notice = UpdateNotice(deployment_id or str(uuid.uuid4()))
+        while True:
+            streams = [s for s in self._subscriptions() if s.kind == "updates"]
+            components = sorted({s.component for s in streams})
+            if not components:
+                break
+            with self._changed:
+                self._defer_waiting = {(c, notice.deployment_id): None for c in components}
+            notice.rounds += 1
+            event = {"preUpdateEvent": {"deploymentId": notice.deployment_id,
+                                        "isGgcRestarting": is_ggc_restarting}}
+            for stream in streams:
+                self._send_event(stream, "ComponentUpdatePolicyEvents", event)
+            self.wait_until(
+                lambda: all(v is not None for v in self._defer_waiting.values()), timeout_s
+            )
+            with self._changed:
+                answers = dict(self._defer_waiting)
+                self._defer_waiting = {}
+            silent = [c for (c, _), answer in answers.items() if answer is None]
+            notice.silent += silent
+            recheck_ms = 0
+            for answer in answers.values():
+                if answer is not None and answer.recheck_after_ms:
+                    notice.deferrals.append(answer)
+                    recheck_ms = max(recheck_ms, answer.recheck_after_ms)
+            if silent:
+                logger.info("component update %s: no answer from %s in %.0f s; going ahead "
+                            "without them", notice.deployment_id, ", ".join(silent), timeout_s)
+            if recheck_ms <= 0:
+                break
+            logger.info("component update %s deferred for %d ms", notice.deployment_id,
+                        recheck_ms)
+            time.sleep(recheck_ms / 1000.0)
+        with self._changed:
+            self.update_notices.append(notice)
+            self._changed.notify_all()
+        return notice
+
+    def post_component_update(self, deployment_id: str) -> int:
+        """Send PostComponentUpdateEvent {deploymentId} to every SubscribeToComponentUpdates
+        subscriber (UpdateSystemPolicyService.runUpdateActions, after the update ran); returns
+        how many got it."""
+        count = 0
+        for stream in self._subscriptions():
+            if stream.kind == "updates":
+                self._send_event(stream, "ComponentUpdatePolicyEvents",
+                                 {"postUpdateEvent": {"deploymentId": deployment_id}})
+                count += 1
+        return count
 
     def set_config(self, component: str, new_config: dict[str, Any]) -> None:
         """Apply a configuration without validation (events still go to update subscribers)."""
@@ -532,6 +690,8 @@ class NucleusEmulator(Recording):
             "SubscribeToConfigurationUpdate": self._subscribe_to_configuration_update,
             "SubscribeToValidateConfigurationUpdates": self._subscribe_to_validate,
             "SendConfigurationValidityReport": self._send_validity_report,
+            "SubscribeToComponentUpdates": self._subscribe_to_component_updates,
+            "DeferComponentUpdate": self._defer_component_update,
             "UpdateState": self._update_state,
         }
 
@@ -714,6 +874,41 @@ class NucleusEmulator(Recording):
             self._changed.notify_all()
         return {}
 
+    def _subscribe_to_component_updates(
+        self, stream: _Stream, request: dict[str, Any],
+    ) -> dict[str, Any]:
+        assert stream.conn.principal is not None
+        stream.kind, stream.component = "updates", stream.conn.principal
+        return {}
+
+    def _defer_component_update(self, stream: _Stream, request: dict[str, Any]) -> dict[str, Any]:
+        # LifecycleIPCEventStreamAgent.deferComponentUpdate: the caller must be subscribed, the
+        # deploymentId must be given and must name the round being waited for
+        component = stream.conn.principal
+        assert component is not None
+        if not any(s.kind == "updates" and s.component == component
+                   for s in self._subscriptions()):
+            raise _OperationError("InvalidArgumentsError",
+                                  "Component is not subscribed to component update events")
+        deployment_id = request.get("deploymentId")
+        if not isinstance(deployment_id, str):
+            raise _OperationError("InvalidArgumentsError",
+                                  "Cannot defer the update, the deployment ID provided was null")
+        recheck = request.get("recheckAfterMs")
+        deferral = Deferral(component, deployment_id, request.get("message"),
+                            None if recheck is None else int(recheck))
+        with self._changed:
+            key = (component, deployment_id)
+            if self._defer_waiting.get(key, deferral) is not None:
+                raise _OperationError("ServiceError",
+                                      "Time limit to respond to PreComponentUpdateEvent exceeded")
+            self._defer_waiting[key] = deferral
+            self.deferrals.append(deferral)
+            self._changed.notify_all()
+        logger.info("DeferComponentUpdate from %s: %s ms (%s)", component,
+                    deferral.recheck_after_ms, deferral.message or "")
+        return {}
+
     def _update_state(self, stream: _Stream, request: dict[str, Any]) -> dict[str, Any]:
         state = request.get("state")
         if state not in ("RUNNING", "ERRORED"):
@@ -722,6 +917,7 @@ class NucleusEmulator(Recording):
             )
         with self._changed:
             self.states.append(state)
+            self.component_states.setdefault(stream.conn.principal or "", []).append(state)
             self._changed.notify_all()
         logger.info("UpdateState from %s: %s", stream.conn.principal, state)
         return {}
