@@ -24,9 +24,11 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parents[1]
 SAME_COMPONENT = re.compile(r"\{([.\w-]+):([^:}]*)}")
 CROSS_COMPONENT = re.compile(r"\{([.\w-]+):([.\w-]+):([^:}]*)}")
 
@@ -128,3 +130,13 @@ class Core:
         work.mkdir(parents=True, exist_ok=True)
         return subprocess.run(["sh", "-c", script], cwd=work, env=environment,
                               capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def pinned_requirements(path: Path) -> Path:
+    """requirements.txt with every distribution pinned to the version this interpreter has: the
+    test interpreter then satisfies it exactly, whatever versions CI installed."""
+    text = (REPO / "recipes" / "inference" / "requirements.txt").read_text()
+    names = {line.split("#", 1)[0].split(";")[0].split("=")[0].split(">")[0].split("<")[0].strip()
+             for line in text.splitlines() if line.split("#", 1)[0].strip()}
+    path.write_text("".join(f"{name}=={metadata.version(name)}\n" for name in sorted(names)))
+    return path

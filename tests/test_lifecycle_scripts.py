@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nucleus_render import Core
+from nucleus_render import Core, pinned_requirements
 from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,16 +55,6 @@ def _hostile(node: Any, payloads: Iterator[str]) -> Any:
 def _cycle(values: list[str]) -> Iterator[str]:
     while True:
         yield from values
-
-
-def _pinned_requirements(path: Path) -> Path:
-    """requirements.txt with every distribution pinned to the version this interpreter has: the
-    test interpreter then satisfies it exactly, whatever versions CI installed."""
-    text = (REPO / "recipes" / "inference" / "requirements.txt").read_text()
-    names = {line.split("#", 1)[0].split(";")[0].split("=")[0].split(">")[0].split("<")[0].strip()
-             for line in text.splitlines() if line.split("#", 1)[0].strip()}
-    path.write_text("".join(f"{name}=={metadata.version(name)}\n" for name in sorted(names)))
-    return path
 
 
 def _python_first(folder: Path) -> dict[str, str]:
@@ -141,7 +131,7 @@ def test_hostile_configuration_runs_nothing_and_a_root_with_spaces_works(
 ) -> None:
     canary = tmp_path / "canary"
     canary.mkdir()
-    built = _build(tmp_path / "build", _pinned_requirements(tmp_path / "requirements.txt"))
+    built = _build(tmp_path / "build", pinned_requirements(tmp_path / "requirements.txt"))
     inference, model = _recipe(built["inference_recipe"]), _recipe(built["model_recipe"])
     payloads = _payloads(canary)
     defaults = inference["ComponentConfiguration"]["DefaultConfiguration"]
@@ -268,7 +258,7 @@ def test_install_offline_when_the_environment_already_satisfies_the_requirements
 ) -> None:
     """No bundle, no network: python3 already has the packages, so nothing is installed; the
     next start (a reboot without network) checks the environment and installs nothing."""
-    built = _build(tmp_path / "build", _pinned_requirements(tmp_path / "requirements.txt"))
+    built = _build(tmp_path / "build", pinned_requirements(tmp_path / "requirements.txt"))
     inference = _recipe(built["inference_recipe"])
     core = _core(tmp_path / "gg root", inference, {})
     _deploy(core, built)

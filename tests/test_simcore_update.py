@@ -28,6 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 from inspector.testing.nucleus import NucleusEmulator
 from inspector.testing.simcore import SimulatedCore
 from inspector.types import Size
+from nucleus_render import pinned_requirements
 from onnx_factory import (
     INPUT_NAME,
     IR_VERSION,
@@ -106,7 +107,9 @@ def build_model(out: Path, version: str, score: float, *, slow: bool = False) ->
 
 
 def build_inference(out: Path) -> Path:
-    build_component.build("inference", out, REPO)
+    # pinned to what this interpreter has, so the Install finds it satisfied whatever CI installed
+    requirements = pinned_requirements(out.parent / "requirements-pinned.txt")
+    build_component.build("inference", out, REPO, requirements=requirements)
     return out
 
 
