@@ -7,7 +7,7 @@ image, either beside the image or in a ``labels/`` folder parallel to its ``imag
 (Ultralytics' rule); an empty ``.txt`` is a reviewed image without scratches.
 
     python scripts/retrain_from_review.py --reviewed review/2026-12 --work runs/retrain-1 \\
-        --current models/scratch-yolov8n.onnx --current-weights runs/full640b/weights/best.pt \\
+        --current models/scratch-yolov8n.onnx --current-weights models/scratch-yolov8n.pt \\
         --synthetic-ratio 3 --epochs 30 --device 0 --publish-to models/candidates
 
 Steps:
@@ -292,7 +292,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--current", type=Path, default=REPO / "models" / "scratch-yolov8n.onnx",
                    help="the model in service (ONNX), the one to beat")
     p.add_argument("--current-weights", type=Path,
-                   help="the .pt weights the current model was exported from (fine-tuning start)")
+                   default=REPO / "models" / "scratch-yolov8n.pt",
+                   help="the .pt weights the current model was exported from (fine-tuning "
+                        "start; scripts/train_robust.sh PUBLISH=1 puts them beside the ONNX)")
     p.add_argument("--candidate", type=Path, help="skip training: evaluate this ONNX file")
     p.add_argument("--train-cmd", help="replaces fine-tune + export; must write {out}")
     p.add_argument("--synthetic-ratio", type=float, default=3.0,

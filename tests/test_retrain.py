@@ -153,7 +153,8 @@ def test_no_usable_image_is_bad_input(tmp_path, caplog):
 
 def test_fine_tuning_without_weights_is_refused_up_front(tmp_path, reviewed):
     with pytest.raises(SystemExit) as exc:
-        retrain.main(["--reviewed", str(reviewed), "--work", str(tmp_path / "w")])
+        retrain.main(["--reviewed", str(reviewed), "--work", str(tmp_path / "w"),
+                      "--current-weights", str(tmp_path / "gone.pt")])
     assert exc.value.code == 2
 
 

@@ -129,8 +129,8 @@ def _texture(rng: np.random.Generator, geom: TagGeometry, kind: str,
         second = _streaks_at(rng, geom, float(rng.uniform(25.0, 65.0)) * rng.choice([-1, 1]), reach)
         return _normalised(first + 0.8 * second, amplitude) + _mottle(rng, geom)
     if kind == "blasted":
-        grain = rng.standard_normal((h, w), dtype=np.float32)
-        grain = cv2.GaussianBlur(grain, (0, 0), float(rng.uniform(0.6, 1.4)))
+        white = rng.standard_normal((h, w), dtype=np.float32)
+        grain = np.asarray(cv2.GaussianBlur(white, (0, 0), float(rng.uniform(0.6, 1.4))))
         return _normalised(grain, amplitude) + _mottle(rng, geom)
     if kind == "spun":
         centre = rng.uniform([-0.5 * w, -0.5 * h], [1.5 * w, 1.5 * h])
