@@ -133,3 +133,28 @@ def test_input_convs_names_only_the_convolutions_that_read_the_image():
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert quantize_model.input_convs(model) == ["first"]
+
+
+def test_manifest_metrics_keep_the_domain_set_on_top_and_add_the_ood_set():
+    row = {"model": "m.onnx", "map50": 0.93, "recall": 0.9}
+    ood_row = {"model": "m.onnx", "map50": 0.56, "recall": 0.6}
+    evaluation = {
+        "set": "domain", "seed": 9_000_000, "count": 300, "conf_threshold": 0.25,
+        "results": [row, {"model": "other.onnx", "map50": 0.1}],
+        "sets": {
+            "domain": {"seed": 9_000_000, "count": 300, "results": [row]},
+            "ood": {"seed": 9_700_000, "count": 300, "results": [ood_row]},
+        },
+    }
+    metrics = write_manifest.eval_row(evaluation, "m.onnx")
+    assert metrics["map50"] == 0.93 and metrics["test_set"]["seed"] == 9_000_000
+    assert metrics["ood"] == {
+        "test_set": {"set": "ood", "seed": 9_700_000, "count": 300},
+        "map50": 0.56,
+        "recall": 0.6,
+    }
+    # an evaluation from before --set: one set, no "sets"
+    old = {k: evaluation[k] for k in ("seed", "count", "conf_threshold", "results")}
+    assert "ood" not in write_manifest.eval_row(old, "m.onnx")
+    assert write_manifest.eval_row(old, "m.onnx")["map50"] == 0.93
+    assert write_manifest.eval_row(evaluation, "missing.onnx") == {}
