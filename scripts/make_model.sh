@@ -17,6 +17,8 @@
 # one H200 GPU (they would take days on 2 CPU cores: use DEVICE=0). Every seed and setting is
 # recorded in the manifest. STAGE2_EPOCHS/STAGE3_EPOCHS/STAGE4_EPOCHS=0 skip a stage.
 #
+# Model 1.3.0 (robustness: randomized rendering, OOD evaluation, gate): scripts/train_robust.sh.
+#
 # Only re-export, quantize, evaluate and write the manifest from weights you already have:
 #   WEIGHTS=runs/full640b/weights/best.pt TRAINING="runs/crops320/inspector_train.json \
 #     runs/crops320b/inspector_train.json runs/full640/inspector_train.json \
