@@ -23,6 +23,7 @@ from inspector.synth import (
     write_image,
     yolo_label_lines,
 )
+from inspector.synth.config import TEXTURES
 from inspector.synth.scene import _pick_size
 from inspector.synth.scratch import scratch_count
 from inspector.types import Size
@@ -309,7 +310,7 @@ def test_scratches_of_other_renderings_still_leave_the_picture_alone(name: str) 
     assert clean.meta["rendering"] == undrawn.meta["rendering"]
 
 
-@pytest.mark.parametrize("texture", ["brushed", "brushed_coarse", "cross", "blasted", "spun"])
+@pytest.mark.parametrize("texture", TEXTURES)
 def test_every_metal_texture_renders_a_textured_tag(texture: str) -> None:
     config = _small("randomized", texture_choices=((texture, 1.0),))
     sample = generate(3, 0, config)

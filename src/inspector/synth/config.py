@@ -36,7 +36,7 @@ DEFAULT_SIZES: tuple[tuple[Size, float], ...] = (
 
 REFERENCE_WIDTH = 1280  # scratch widths are specified at this image width and scale with it
 
-TEXTURES = ("brushed", "brushed_coarse", "cross", "blasted", "spun")
+TEXTURES = ("brushed", "brushed_coarse", "cross", "hammered", "arc", "blasted", "spun")
 STROKE_PROFILES = ("groove", "soft", "bipolar", "broken")
 
 Range = tuple[float, float]
@@ -204,7 +204,8 @@ RANDOMIZED_RENDERING = Rendering(
     keystone=(0.0, 0.12),
     base_grey=(90.0, 235.0),
     brush_amplitude=(1.5, 18.0),
-    texture_choices=(("brushed", 0.5), ("brushed_coarse", 0.25), ("cross", 0.25)),
+    texture_choices=(("brushed", 0.4), ("brushed_coarse", 0.15), ("cross", 0.15),
+                     ("hammered", 0.15), ("arc", 0.15)),
     gradient_peak=(0.0, 50.0),
     p_vignette=0.5,
     vignette=(0.0, 0.45),

@@ -112,7 +112,8 @@ def _texture(rng: np.random.Generator, geom: TagGeometry, kind: str,
              amplitude: float) -> np.ndarray:
     """Metal finishes beyond DOMAIN.md's long-axis brushing (``brushed`` is :func:`_brushed`).
 
-    brushed_coarse: wider, shorter streaks; cross: two brushing directions; blasted: isotropic
+    brushed_coarse: wider, shorter streaks; cross: two brushing directions; hammered: coarse
+    dimples; arc: brushing along gently curved arcs in any direction; blasted: isotropic fine
     bead-blasted grain; spun: concentric rings of a spin-brushed (lathe) finish.
     """
     w, h = geom.length, geom.height
@@ -128,21 +129,38 @@ def _texture(rng: np.random.Generator, geom: TagGeometry, kind: str,
         first = _streaks_at(rng, geom, 0.0, reach)
         second = _streaks_at(rng, geom, float(rng.uniform(25.0, 65.0)) * rng.choice([-1, 1]), reach)
         return _normalised(first + 0.8 * second, amplitude) + _mottle(rng, geom)
+    if kind == "hammered":
+        white = rng.standard_normal((h, w), dtype=np.float32)
+        dimples = np.asarray(cv2.GaussianBlur(white, (0, 0), float(rng.uniform(2.5, 5.0))))
+        dimples = _normalised(dimples, 1.0) + 0.25 * rng.standard_normal((h, w), dtype=np.float32)
+        return _normalised(dimples, amplitude) + _mottle(rng, geom)
+    if kind in ("spun", "arc"):
+        return _rings(rng, geom, amplitude, far=kind == "arc") + _mottle(rng, geom)
     if kind == "blasted":
         white = rng.standard_normal((h, w), dtype=np.float32)
         grain = np.asarray(cv2.GaussianBlur(white, (0, 0), float(rng.uniform(0.6, 1.4))))
         return _normalised(grain, amplitude) + _mottle(rng, geom)
-    if kind == "spun":
-        centre = rng.uniform([-0.5 * w, -0.5 * h], [1.5 * w, 1.5 * h])
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-        radius = np.hypot(xs - np.float32(centre[0]), ys - np.float32(centre[1]))
-        profile = cv2.GaussianBlur(
-            rng.standard_normal((1, int(radius.max()) + 2), dtype=np.float32), (0, 0), 0.7
-        )[0]
-        rings = np.interp(radius.ravel(), np.arange(profile.size), profile).reshape(h, w)
-        rings = rings.astype(np.float32) + 0.3 * rng.standard_normal((h, w), dtype=np.float32)
-        return _normalised(rings, amplitude) + _mottle(rng, geom)
     raise ValueError(f"unknown metal texture {kind!r}")
+
+
+def _rings(rng: np.random.Generator, geom: TagGeometry, amplitude: float, far: bool) -> np.ndarray:
+    """Streaks along circles: around a centre on or near the tag (spun), or so far away that
+    they are gently curved brushing in any direction (arc)."""
+    w, h = geom.length, geom.height
+    if far:
+        reach = rng.uniform(3.0, 10.0) * w
+        phi = rng.uniform(0, 2 * np.pi)
+        centre = np.array([w / 2 + reach * np.cos(phi), h / 2 + reach * np.sin(phi)])
+    else:
+        centre = rng.uniform([-0.5 * w, -0.5 * h], [1.5 * w, 1.5 * h])
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    radius = np.hypot(xs - np.float32(centre[0]), ys - np.float32(centre[1]))
+    profile = cv2.GaussianBlur(
+        rng.standard_normal((1, int(radius.max()) + 2), dtype=np.float32), (0, 0), 0.7
+    )[0]
+    rings = np.interp(radius.ravel(), np.arange(profile.size), profile).reshape(h, w)
+    rings = rings.astype(np.float32) + 0.3 * rng.standard_normal((h, w), dtype=np.float32)
+    return _normalised(rings, amplitude)
 
 
 def _choose(rng: np.random.Generator, choices: tuple[tuple[str, float], ...]) -> str:
