@@ -89,7 +89,7 @@ fi
 "$PY" scripts/export_model.py "$weights" models/scratch-yolov8n.onnx --imgsz "$IMGSZ" \
   --name scratch-yolov8n --version "$VERSION"
 "$RUN_PY" scripts/quantize_model.py models/scratch-yolov8n.onnx models/scratch-yolov8n-int8.onnx
-"$RUN_PY" scripts/evaluate.py --count "$EVAL_COUNT" --out models/eval.json \
+"$RUN_PY" scripts/evaluate.py --count "$EVAL_COUNT" --set domain ood --out models/eval.json \
   --models models/scratch-yolov8n.onnx models/scratch-yolov8n-int8.onnx
 "$RUN_PY" scripts/write_manifest.py --models-dir models --version "$VERSION" \
   --fp32 scratch-yolov8n.onnx --int8 scratch-yolov8n-int8.onnx \
