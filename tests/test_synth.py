@@ -23,7 +23,7 @@ from inspector.synth import (
     write_image,
     yolo_label_lines,
 )
-from inspector.synth.config import TEXTURES
+from inspector.synth.config import STROKE_PROFILES, TEXTURES
 from inspector.synth.scene import _pick_size
 from inspector.synth.scratch import scratch_count
 from inspector.types import Size
@@ -286,7 +286,7 @@ def _small(name: str, **changes: object) -> SynthConfig:
     return replace(base, sizes=((SMALL, 1.0),), rendering=rendering)
 
 
-@pytest.mark.parametrize("stroke", ["groove", "soft", "bipolar", "broken"])
+@pytest.mark.parametrize("stroke", STROKE_PROFILES)
 def test_every_stroke_profile_is_labelled_by_its_pixels(stroke: str) -> None:
     config = replace(_small("ood", stroke_choices=((stroke, 1.0),), p_motion_blur=0.0,
                             p_blur=0.0, shot_noise=(0.0, 0.0)),

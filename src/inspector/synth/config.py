@@ -37,7 +37,7 @@ DEFAULT_SIZES: tuple[tuple[Size, float], ...] = (
 REFERENCE_WIDTH = 1280  # scratch widths are specified at this image width and scale with it
 
 TEXTURES = ("brushed", "brushed_coarse", "cross", "hammered", "arc", "blasted", "spun")
-STROKE_PROFILES = ("groove", "soft", "bipolar", "broken")
+STROKE_PROFILES = ("groove", "soft", "uneven", "bipolar", "broken")
 
 Range = tuple[float, float]
 Choices = tuple[tuple[str, float], ...]
@@ -215,7 +215,7 @@ RANDOMIZED_RENDERING = Rendering(
     blur_sigma=(0.3, 2.0),
     p_motion_blur=0.2,
     motion_blur_px=(1.0, 6.0),
-    stroke_choices=(("groove", 0.7), ("soft", 0.3)),
+    stroke_choices=(("groove", 0.55), ("soft", 0.25), ("uneven", 0.2)),
     short_fraction=0.35,
 )
 

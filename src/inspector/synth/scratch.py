@@ -207,6 +207,10 @@ def plan_scratch(
         elif profile == "bipolar":  # lit from the side: one flank bright, the other dark
             companion = -contrast * float(stroke.uniform(0.6, 1.0))
             companion_px = max(1.0, width * float(stroke.uniform(0.4, 0.7)))
+        elif profile == "uneven":  # depth dips along the stroke, never to nothing
+            dips = stroke.uniform(0.35, 1.0, size=(1, 10)).astype(np.float32)
+            wobble = wobble * cv2.resize(dips, (len(wobble), 1),
+                                         interpolation=cv2.INTER_LINEAR)[0].astype(np.float64)
         elif profile == "broken":
             wobble = wobble * _gaps(stroke, len(wobble))
     return ScratchPlan(
