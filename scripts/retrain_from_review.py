@@ -16,7 +16,8 @@ Steps:
      stable by file name, so adding images later never moves an old image across);
   2. mix the rest with synthetic images (``--synthetic-ratio`` per reviewed image, rendering
      ``--synthetic-profile``, default ``randomized``) into an Ultralytics data set + data.yaml;
-  3. fine-tune from ``--current-weights`` (scripts/train.py, needs the ``train`` extra) and export
+  3. fine-tune from ``--current-weights`` (default models/scratch-yolov8n.pt, else rebuilt from
+     the current ONNX by scripts/onnx_to_weights.py; scripts/train.py, the ``train`` extra), export
      the candidate ONNX (scripts/export_model.py). ``--train-cmd`` replaces this step with any
      command that writes the candidate ONNX ({data} {weights} {out} {work} are filled in), and
      ``--candidate`` skips it and evaluates a given ONNX file;
@@ -52,6 +53,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 SCRIPTS = Path(__file__).resolve().parent
 REPO = SCRIPTS.parent
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+DEFAULT_WEIGHTS = REPO / "models" / "scratch-yolov8n.pt"
 SYNTHETIC_SEED = 51  # training seeds are < 1_000_000; 1, 2, 21 made model 1.2.0, 41+ robust runs
 EXIT_ACCEPTED, EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_TRAIN_FAILED = 0, 2, 3, 4
 
@@ -223,9 +225,15 @@ def train_candidate(data_yaml: Path, work: Path, args: argparse.Namespace) -> Pa
     else:
         py = sys.executable
         run = work / "runs"
-        commands = [
+        weights = args.current_weights
+        commands = []
+        if weights is None:  # rebuild the current model's weights from its ONNX export
+            weights = work / "current-from-onnx.pt"
+            commands.append([py, str(SCRIPTS / "onnx_to_weights.py"), str(args.current),
+                             str(weights)])
+        commands += [
             [py, str(SCRIPTS / "train.py"), "--data", str(data_yaml), "--weights",
-             str(args.current_weights), "--imgsz", "640", "--epochs", str(args.epochs),
+             str(weights), "--imgsz", "640", "--epochs", str(args.epochs),
              "--batch", str(args.batch), "--device", args.device, "--project", str(run),
              "--name", "finetune", "--optimizer", "AdamW", "--lr0", str(args.lr0),
              "--warmup-epochs", "0.5", "--close-mosaic", "2", "--box", "9.0"],
@@ -292,9 +300,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--current", type=Path, default=REPO / "models" / "scratch-yolov8n.onnx",
                    help="the model in service (ONNX), the one to beat")
     p.add_argument("--current-weights", type=Path,
-                   default=REPO / "models" / "scratch-yolov8n.pt",
-                   help="the .pt weights the current model was exported from (fine-tuning "
-                        "start; scripts/train_robust.sh PUBLISH=1 puts them beside the ONNX)")
+                   help="the .pt weights the current model was exported from, to fine-tune "
+                        "(default: models/scratch-yolov8n.pt if it exists, else rebuilt from "
+                        "--current by scripts/onnx_to_weights.py)")
     p.add_argument("--candidate", type=Path, help="skip training: evaluate this ONNX file")
     p.add_argument("--train-cmd", help="replaces fine-tune + export; must write {out}")
     p.add_argument("--synthetic-ratio", type=float, default=3.0,
@@ -324,11 +332,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--candidate: no such model file: {args.candidate}")
     if args.candidate is not None and args.train_cmd:
         p.error("--candidate and --train-cmd exclude each other")
-    if args.candidate is None and not args.train_cmd and (
-        args.current_weights is None or not args.current_weights.is_file()
-    ):
-        p.error(f"--current-weights: no such file {args.current_weights} (the .pt the current "
-                "model was exported from, to fine-tune; or give --train-cmd or --candidate)")
+    if args.current_weights is not None and not args.current_weights.is_file():
+        p.error(f"--current-weights: no such file {args.current_weights}")
+    if args.current_weights is None and DEFAULT_WEIGHTS.is_file():
+        args.current_weights = DEFAULT_WEIGHTS
     if not 0.0 <= args.holdout_fraction < 1.0:
         p.error("--holdout-fraction must be in 0..1")
     if args.synthetic_ratio < 0 or args.tolerance < 0 or args.eval_count < 0:

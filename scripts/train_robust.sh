@@ -10,9 +10,10 @@
 #   1. data: ROBUST_COUNT frames of the `randomized` rendering (seed 41: domain randomization,
 #      more short scratches, ranges wider than DOMAIN.md's, never the `ood` families) plus
 #      DOMAIN_COUNT DOMAIN.md frames (seed 42) so in-distribution quality is kept; 640 px.
-#   2. training: from BASE_WEIGHTS (1.2.0's best.pt, default models/scratch-yolov8n.pt) when
-#      that file exists; otherwise from yolov8n.yaml with a first stage on 320 px same-scale
-#      crops (CROPS_EPOCHS). Then stage A (AdamW, EPOCHS_A, box loss gain 9 for IoU 0.5-0.95
+#   2. training: from BASE_WEIGHTS (default models/scratch-yolov8n.pt) when that file exists;
+#      else from the current model rebuilt from its ONNX export (scripts/onnx_to_weights.py:
+#      1.2.0's .pt was not kept; RECOVER=0 skips this); else from yolov8n.yaml with a first
+#      stage on 320 px same-scale crops (CROPS_EPOCHS). Then stage A (AdamW, EPOCHS_A, box loss gain 9 for IoU 0.5-0.95
 #      quality, perspective/shear/saturation jitter) and stage B (lower LR, EPOCHS_B).
 #   3. export (ONNX fp32 640) -> INT8 -> evaluation on the domain AND ood test sets (the seeds of
 #      scripts/evaluate.py) -> manifest, all in OUT (default build/model-VERSION/), plus the
@@ -48,6 +49,7 @@ DEVICE=${DEVICE:-cpu}
 IMGSZ=${IMGSZ:-640}
 EVAL_COUNT=${EVAL_COUNT:-300}
 PUBLISH=${PUBLISH:-0}
+RECOVER=${RECOVER:-1}          # no BASE_WEIGHTS: rebuild them from $MODELS/scratch-yolov8n.onnx
 export ORT_DISABLE_TELEMETRY=1
 mkdir -p "$OUT"
 echo "train_robust: VERSION=$VERSION DEVICE=$DEVICE OUT=$OUT BASE_WEIGHTS=$BASE_WEIGHTS" \
@@ -86,6 +88,12 @@ stage() {
 }
 robust=(--box 9.0 --hsv-s 0.5 --hsv-v 0.4 --degrees 10 --shear 2.0 --perspective 0.0005
         --scale 0.3 --close-mosaic 3 --optimizer AdamW)
+if [[ ! -f "$BASE_WEIGHTS" && "$RECOVER" == 1 && -f "$MODELS/scratch-yolov8n.onnx" ]]; then
+  # the current model's .pt was not kept: rebuild it from its ONNX export (checked to compute
+  # the same outputs before it is written)
+  "$PY" scripts/onnx_to_weights.py "$MODELS/scratch-yolov8n.onnx" "$OUT/base-from-onnx.pt"
+  BASE_WEIGHTS="$OUT/base-from-onnx.pt"
+fi
 if [[ -f "$BASE_WEIGHTS" ]]; then
   weights=$BASE_WEIGHTS
   lr_a=0.0007

@@ -151,7 +151,7 @@ def test_no_usable_image_is_bad_input(tmp_path, caplog):
     assert "broken.jpg" in caplog.text and "no usable reviewed images" in caplog.text
 
 
-def test_fine_tuning_without_weights_is_refused_up_front(tmp_path, reviewed):
+def test_a_missing_weights_file_is_refused_up_front(tmp_path, reviewed):
     with pytest.raises(SystemExit) as exc:
         retrain.main(["--reviewed", str(reviewed), "--work", str(tmp_path / "w"),
                       "--current-weights", str(tmp_path / "gone.pt")])

@@ -43,6 +43,10 @@ if name == "train.py":
     (run / "inspector_train.json").write_text(json.dumps(record))
 elif name == "export_model.py":
     shutil.copy(os.environ["FAKE_FP32"], args[1])
+elif name == "onnx_to_weights.py":
+    with open(os.environ["CALLS"], "a") as calls:
+        calls.write(json.dumps([name, *args]) + "\\n")
+    Path(args[1]).write_text("rebuilt from " + args[0])
 elif name == "quantize_model.py":
     shutil.copy(os.environ["FAKE_INT8"], args[1])
 else:
@@ -129,7 +133,7 @@ def test_a_worse_candidate_is_refused_and_not_published(setup, tmp_path):
     blind = write_model(tmp_path / "blind.onnx",
                         constant_head_model(head_tensor([(320.0, 240.0, 40.0, 20.0, 0.0)])))
     env = {**setup, "PUBLISH": "1", "FAKE_FP32": str(blind), "FAKE_INT8": str(blind),
-           "EPOCHS_B": "0", "CROPS_EPOCHS": "1"}
+           "EPOCHS_B": "0", "CROPS_EPOCHS": "1", "RECOVER": "0"}
     before = (tmp_path / "models" / "scratch-yolov8n.onnx").read_bytes()
     done = _run(env)
     assert done.returncode == 3, done.stderr[-3000:]
@@ -141,6 +145,21 @@ def test_a_worse_candidate_is_refused_and_not_published(setup, tmp_path):
     assert "--weights" not in calls[0]
     assert (tmp_path / "models" / "scratch-yolov8n.onnx").read_bytes() == before
     assert not (tmp_path / "models" / "manifest.json").exists()
+
+
+def test_without_weights_the_current_model_is_rebuilt_from_its_onnx(setup, tmp_path):
+    env = {**setup, "FAKE_FP32": str(REPO / "models" / "scratch-yolov8n.onnx"),
+           "FAKE_INT8": str(REPO / "models" / "scratch-yolov8n-int8.onnx"), "EPOCHS_B": "0"}
+    done = _run(env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "accepted in" in done.stdout and "PUBLISH=1" in done.stdout
+    calls = _calls(env)
+    rebuilt = str(tmp_path / "out" / "base-from-onnx.pt")
+    assert calls[0] == ["onnx_to_weights.py", str(tmp_path / "models" / "scratch-yolov8n.onnx"),
+                        rebuilt]
+    assert [c[c.index("--name") + 1] for c in calls[1:]] == ["robust-a"]
+    assert calls[1][calls[1].index("--weights") + 1] == rebuilt
+    assert not (tmp_path / "models" / "manifest.json").exists()  # not published without PUBLISH
 
 
 def test_gate_targets_and_old_single_set_files():
