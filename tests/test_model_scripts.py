@@ -158,3 +158,22 @@ def test_manifest_metrics_keep_the_domain_set_on_top_and_add_the_ood_set():
     assert "ood" not in write_manifest.eval_row(old, "m.onnx")
     assert write_manifest.eval_row(old, "m.onnx")["map50"] == 0.93
     assert write_manifest.eval_row(evaluation, "missing.onnx") == {}
+
+
+def test_weights_rebuilt_from_the_bundled_onnx_compute_the_same_outputs(tmp_path: Path):
+    """Needs torch and Ultralytics (the ``train`` extra): skipped where they are absent (CI)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("ultralytics")
+    onnx_to_weights = load_script("scripts/onnx_to_weights.py")
+    onnx_path = Path(__file__).resolve().parents[1] / "models" / "scratch-yolov8n.onnx"
+    model, filled = onnx_to_weights.rebuild(onnx_path)
+    assert filled == 126  # every convolution of YOLOv8n (one class) and its bias
+    assert onnx_to_weights.check(model, onnx_path, seed=1) < onnx_to_weights.MAX_ABS_DIFF
+    # and a model whose weights were not all found is refused, not half-filled
+    broken = onnx.load(str(onnx_path))
+    keep = [i for i in broken.graph.initializer if i.name != "model.9.cv2.conv.weight"]
+    del broken.graph.initializer[:]
+    broken.graph.initializer.extend(keep)
+    onnx.save(broken, str(tmp_path / "broken.onnx"))
+    with pytest.raises(ValueError, match=r"model\.9\.cv2"):
+        onnx_to_weights.rebuild(tmp_path / "broken.onnx")
