@@ -13,6 +13,11 @@ written to disk as JPEG/PNG exactly as the generator chooses, and read back thro
 Writes JSON and a markdown report (same name, .md) and prints the report. Box recall is broken
 down by scratch length and width at the 640 px model input, image size, contrast and (ood) stroke
 profile and metal texture, at IoU 0.5 and at IoU 0.1 (found, but placed loosely).
+
+``--decode`` picks how JPEGs are read: ``reduced`` (the default, what the service does:
+libjpeg's reduced-scale decode for JPEGs at least twice the model input, then area averaging),
+``full`` (every pixel decoded, then area averaging), or ``both`` to compare them on the same
+images (per model a "(full decode)" row, the reduced row, and their difference).
 """
 
 from __future__ import annotations
@@ -79,7 +84,7 @@ def box_groups(meta: dict) -> dict[str, list[str]]:
     return groups
 
 
-def evaluate_model(model: Path, items, threads: int, conf: float) -> dict:
+def evaluate_model(model: Path, items, threads: int, conf: float, reduced: bool = True) -> dict:
     import numpy as np
     from tqdm import tqdm
 
@@ -89,14 +94,18 @@ def evaluate_model(model: Path, items, threads: int, conf: float) -> dict:
 
     # conf 0.001 for the full precision/recall curve; P/R/verdicts are then taken at ``conf``.
     detector = Detector.from_path(model, intra_op_threads=threads, conf_threshold=0.001)
-    evals, session_ms = [], []
+    fit = detector.model.input_size if reduced else None
+    evals, session_ms, reduced_count = [], [], 0
     for path, gt, _ in tqdm(items, desc=model.name, unit="img"):
-        inspection = detector.inspect(read_image(path))
+        image = read_image(path, fit=fit)
+        reduced_count += image.scale > 1
+        inspection = detector.inspect(image)
         d = inspection.detections
         evals.append(ImageEval(np.asarray(gt, float).reshape(-1, 4), d.xyxy, d.confidence))
         session_ms.append(inspection.timings_ms["inference"])
     report = evaluate(evals, conf_threshold=conf).as_dict()
-    report["model"] = model.name
+    report["model"] = model.name + ("" if reduced else " (full decode)")
+    report["decoded_reduced"] = reduced_count
     report["session_ms_median"] = round(float(np.median(session_ms)), 2)
     names = list(items[0][2]) if items else []
     everything = [["all"] * len(gt) for _, gt, _ in items]
@@ -124,7 +133,7 @@ def comparison_row(fp32: dict, int8: dict) -> dict:
 
 def markdown(rows: list[dict], set_name: str | None = None) -> str:
     """The summary table of one set, then recall by each grouping, every model side by side."""
-    cols = ["model", "images", "gt_boxes", *METRICS, "session_ms_median"]
+    cols = ["model", "images", "gt_boxes", *METRICS, "session_ms_median", "decoded_reduced"]
     lines = []
     if set_name:
         lines += [f"Test set `{set_name}`:", ""]
@@ -186,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ood-seed", type=int, default=OOD_SEED, help="seed of the ood set")
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--decode", choices=("reduced", "full", "both"), default="reduced",
+                   help="JPEG decode: reduced scale where it fits (as the service), full, or both")
     p.add_argument("--images", type=Path,
                    help="keep the test images here, one folder per set (default: a temp dir)")
     p.add_argument("--out", type=Path, help="write JSON here (and the report beside it as .md)")
@@ -208,8 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         root = args.images or Path(tmp)
         for set_name in dict.fromkeys(args.sets):
             items = build_test_set(root / set_name, args.count, seeds[set_name], set_name)
-            rows = [evaluate_model(m, items, args.threads, args.conf) for m in args.models]
-            # models given as fp32, INT8 pairs: each pair's difference and speed-up
+            decodes = {"reduced": [True], "full": [False], "both": [False, True]}[args.decode]
+            rows = [
+                evaluate_model(m, items, args.threads, args.conf, reduced)
+                for m in args.models
+                for reduced in decodes
+            ]
+            # models given as fp32, INT8 pairs (or, with --decode both, each model's full and
+            # reduced decode): each pair's difference and speed-up
             if len(rows) % 2 == 0:
                 rows += [comparison_row(rows[k], rows[k + 1]) for k in range(0, len(rows), 2)]
             sets[set_name] = {"seed": seeds[set_name], "count": args.count, "results": rows}

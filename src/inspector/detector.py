@@ -119,9 +119,14 @@ class Detector:
             model_info=info,
         )
 
-    def preprocess(self, image_bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        """(H, W, 3) uint8 BGR -> (1, 3, h, w) float32 model input and its letterbox."""
-        return preprocess(image_bgr, self.model.input_size)
+    def preprocess(
+        self, image_bgr: np.ndarray, source: Size | None = None
+    ) -> tuple[np.ndarray, Letterbox]:
+        """(H, W, 3) uint8 BGR -> (1, 3, h, w) float32 model input and its letterbox.
+
+        ``source``: the original size when ``image_bgr`` is a reduced decode of it (the
+        letterbox then maps to original pixels)."""
+        return preprocess(image_bgr, self.model.input_size, source)
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """The session run: the raw detection head output."""
@@ -141,7 +146,7 @@ class Detector:
     def inspect(self, image: DecodedImage) -> Inspection:
         """All three stages on one decoded image, timed."""
         t0 = time.perf_counter()
-        tensor, letterbox = self.preprocess(image.bgr)
+        tensor, letterbox = self.preprocess(image.bgr, image.info.size)
         t1 = time.perf_counter()
         raw = self.infer(tensor)
         t2 = time.perf_counter()

@@ -21,6 +21,15 @@ the EXIF orientation; what it does not do is checked here first:
   bytes before marker"), and a progressive JPEG missing part of a later scan decodes blurred,
   not grey; telling those apart would need a second entropy decoder. Restart markers, where a
   camera writes them, catch both.
+
+Reduced decode (``fit``): a JPEG at least twice the model input is decoded by libjpeg at 1/2,
+1/4 or 1/8 scale (``IMREAD_REDUCED_COLOR_*``: the IDCT itself is scaled, so most of the
+decode and the resize work is skipped), the largest factor that still leaves at least the
+letterbox's content size in both axes; the letterbox then shrinks it the rest of the way with
+area averaging. ``info.size`` stays the ORIGINAL upright size and ``DecodedImage.scale`` says
+by how much the pixels were reduced, so the letterbox (``preprocess(..., source=info.size)``)
+maps boxes to original pixels. cv2 applies the EXIF orientation to a reduced decode as to a
+full one (``imgcodecs``' ``imdecode_`` applies it for every flag but ``IMREAD_UNCHANGED``).
 """
 
 from __future__ import annotations
@@ -56,15 +65,52 @@ class DecodedImage:
     bgr: np.ndarray  # (H, W, 3) uint8, upright
     info: ImageInfo
     decode_ms: float  # read + hash + checks + decode
+    scale: int = 1  # the JPEG was decoded at 1/scale of ``info.size`` (reduced decode)
+
+
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def reduction_for(stored: Size, fit: Size) -> int:
+    """The JPEG decode reduction (8, 4, 2 or 1) for an image stored at ``stored`` (before EXIF
+    rotation) that is to be letterboxed into ``fit``.
+
+    The largest factor whose decoded frame (libjpeg rounds up: ceil(side / f)) still holds the
+    letterbox content size in both axes, whichever way the EXIF orientation turns the image. A
+    factor is skipped when it would make a non-square image's reduced sides equal, since the
+    orientation is then told from the reduced frame's shape.
+    """
+    from inspector.preprocess import letterbox_geometry  # no cycle: preprocess needs only types
+
+    for factor in (8, 4, 2):
+        rows, cols = -(-stored.height // factor), -(-stored.width // factor)
+        if rows == cols and stored.height != stored.width:
+            continue
+        fits = True
+        for upright in (stored, Size(height=stored.width, width=stored.height)):
+            box = letterbox_geometry(upright, fit)
+            have = (rows, cols) if upright is stored else (cols, rows)
+            if have[0] < box.resized.height or have[1] < box.resized.width:
+                fits = False
+        if fits:
+            return factor
+    return 1
 
 
 def read_image(
-    path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+    path: Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+    fit: Size | None = None,
 ) -> DecodedImage:
     """Read, check and decode the image file at ``path``.
 
     ``name`` is what the result calls the image (the path relative to the watch folder in the
-    service); the file's own name by default.
+    service); the file's own name by default. ``fit``: the model input the image will be
+    letterboxed into; a JPEG at least twice that size is decoded at reduced scale (see the
+    module docstring; ``bgr`` is then smaller than ``info.size``).
 
     Raises ImageUnavailableError (vanished, permission denied, a directory or other non-file),
     ImageTooLargeError (header says more than ``max_pixels``) or ImageDecodeError (empty,
@@ -85,26 +131,56 @@ def read_image(
     if problem:
         raise ImageDecodeError(path, problem)
     buffer = np.frombuffer(data, dtype=np.uint8)
+    scale = 1
+    if fit is not None and size is not None and kind == "jpeg":
+        scale = reduction_for(size, fit)
+    bgr = _decode(path, buffer, kind, scale)
+    turned = _upright(size, bgr.shape[:2], scale) if size is not None and scale > 1 else None
+    if scale > 1 and turned is None:  # not the shape libjpeg was asked for: decode it whole
+        scale = 1
+        bgr = _decode(path, buffer, kind, scale)
+    upright = turned or Size(height=bgr.shape[0], width=bgr.shape[1])
+    if kind == "jpeg" and _grey_filled(bgr, 8 // scale):
+        if scale > 1:  # confirm at full scale, where the check is exact (rare: costs a decode)
+            scale = 1
+            bgr = _decode(path, buffer, kind, scale)
+            upright = Size(height=bgr.shape[0], width=bgr.shape[1])
+        if _grey_filled(bgr):
+            raise ImageDecodeError(
+                path,
+                "corrupt JPEG data: it decodes with the uniform grey fill libjpeg puts where "
+                "the scan data ended early (premature end of data segment)",
+            )
+    if upright.pixels > max_pixels:  # formats whose header we do not parse
+        raise ImageTooLargeError(
+            path, f"{upright} = {upright.pixels} pixels, over the limit of {max_pixels}"
+        )
+    info = ImageInfo(name=name or path.name, size=upright, sha256=hashlib.sha256(data).hexdigest())
+    return DecodedImage(
+        bgr=bgr, info=info, decode_ms=(time.perf_counter() - started) * 1000, scale=scale
+    )
+
+
+def _decode(path: Path, buffer: np.ndarray, kind: str, scale: int) -> np.ndarray:
     try:
-        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+        bgr = cv2.imdecode(buffer, _REDUCED[scale] if scale > 1 else cv2.IMREAD_COLOR)
     except cv2.error as exc:
         raise ImageDecodeError(path, f"cannot decode it: {exc}") from exc
     if bgr is None:
         what = f"a damaged {kind.upper()} file" if kind else "not an image (unrecognised format)"
         raise ImageDecodeError(path, what)
-    if kind == "jpeg" and _grey_filled(bgr):
-        raise ImageDecodeError(
-            path,
-            "corrupt JPEG data: it decodes with the uniform grey fill libjpeg puts where "
-            "the scan data ended early (premature end of data segment)",
-        )
-    decoded = Size(height=bgr.shape[0], width=bgr.shape[1])
-    if decoded.pixels > max_pixels:  # formats whose header we do not parse
-        raise ImageTooLargeError(
-            path, f"{decoded} = {decoded.pixels} pixels, over the limit of {max_pixels}"
-        )
-    info = ImageInfo(name=name or path.name, size=decoded, sha256=hashlib.sha256(data).hexdigest())
-    return DecodedImage(bgr=bgr, info=info, decode_ms=(time.perf_counter() - started) * 1000)
+    return bgr
+
+
+def _upright(stored: Size, shape: tuple[int, ...], scale: int) -> Size | None:
+    """The original upright size of a frame decoded at 1/scale: the stored size, or turned when
+    the EXIF orientation swapped the axes; None when the shape fits neither."""
+    rows, cols = -(-stored.height // scale), -(-stored.width // scale)
+    if (shape[0], shape[1]) == (rows, cols):
+        return stored
+    if (shape[0], shape[1]) == (cols, rows):
+        return Size(height=stored.width, width=stored.height)
+    return None
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -421,9 +497,12 @@ def _walk_scan(data: bytes, start: int, frame: _Frame, scan_ids: list[int]) -> i
         return found.end() - 2
 
 
-def _grey_filled(bgr: np.ndarray) -> bool:
+def _grey_filled(bgr: np.ndarray, block: int = 8) -> bool:
     """Whether the last block (bottom right, 8 x 8) is exactly libjpeg's fill for the blocks it
     had no data for: when the scan data ends early every block after that point is left at
-    zero, which decodes to (128, 128, 128), and the last block is always among them."""
-    corner = bgr[-min(8, bgr.shape[0]) :, -min(8, bgr.shape[1]) :]
+    zero, which decodes to (128, 128, 128), and the last block is always among them. ``block``:
+    the block's side in the decoded frame (8 / scale for a reduced decode, where a block with
+    no coefficients decodes to the same grey)."""
+    block = max(1, block)
+    corner = bgr[-min(block, bgr.shape[0]) :, -min(block, bgr.shape[1]) :]
     return bool(corner.size) and bool((corner == _GREY).all())

@@ -5,6 +5,11 @@ Pure functions, no state: safe to call from any thread. The geometry follows Ult
 aspect is kept, ``round`` for the resized size, the padding split between both sides with the odd
 pixel going bottom/right, grey 114 in the padding. Shrinking uses area averaging (see
 ``_resize``), where Ultralytics uses bilinear: thin scratches survive it.
+
+``source``: the size the geometry is computed from when the pixels handed in are a reduced
+decode of a larger image (``inspector.imageio`` reduced JPEG decode): the letterbox then maps
+between the model input and the ORIGINAL image, and the reduced pixels are resized straight to
+the content size.
 """
 
 from __future__ import annotations
@@ -44,22 +49,25 @@ def _resize(image_bgr: np.ndarray, box: Letterbox) -> np.ndarray:
     at a 3.8x reduction skips most of such a line, area averaging keeps it (fainter, but whole).
     The training frames were shrunk the same way (``inspector.synth.downscale``).
     """
-    if box.resized == box.source:
+    height, width = image_bgr.shape[:2]
+    if (box.resized.height, box.resized.width) == (height, width):
         return image_bgr
-    shrinking = box.resized.width < box.source.width
+    shrinking = box.resized.width < width
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     size = (box.resized.width, box.resized.height)
     return cv2.resize(image_bgr, size, interpolation=interpolation)
 
 
-def letterbox(image_bgr: np.ndarray, target: Size) -> tuple[np.ndarray, Letterbox]:
+def letterbox(
+    image_bgr: np.ndarray, target: Size, source: Size | None = None
+) -> tuple[np.ndarray, Letterbox]:
     """Resize ``image_bgr`` (H, W, 3) uint8 into ``target`` keeping its aspect, pad with 114.
 
     Returns the padded (target.height, target.width, 3) uint8 image and its geometry.
     """
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ValueError(f"image: expected (H, W, 3), got {image_bgr.shape}")
-    source = Size(height=image_bgr.shape[0], width=image_bgr.shape[1])
+    source = source or Size(height=image_bgr.shape[0], width=image_bgr.shape[1])
     box = letterbox_geometry(source, target)
     content = _resize(image_bgr, box)
     if box.resized == target:
@@ -91,7 +99,9 @@ def to_tensor(image_bgr: np.ndarray) -> np.ndarray:
     return tensor
 
 
-def preprocess(image_bgr: np.ndarray, target: Size) -> tuple[np.ndarray, Letterbox]:
+def preprocess(
+    image_bgr: np.ndarray, target: Size, source: Size | None = None
+) -> tuple[np.ndarray, Letterbox]:
     """Letterbox and tensor in one pass: (1, 3, H, W) float32 model input and its geometry.
 
     Equal to ``to_tensor(letterbox(image, target)[0])`` but without the padded uint8
@@ -100,7 +110,7 @@ def preprocess(image_bgr: np.ndarray, target: Size) -> tuple[np.ndarray, Letterb
     """
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ValueError(f"image: expected (H, W, 3), got {image_bgr.shape}")
-    source = Size(height=image_bgr.shape[0], width=image_bgr.shape[1])
+    source = source or Size(height=image_bgr.shape[0], width=image_bgr.shape[1])
     box = letterbox_geometry(source, target)
     content = _resize(image_bgr, box)
     tensor = np.empty((1, 3, target.height, target.width), dtype=np.float32)

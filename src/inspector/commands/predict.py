@@ -236,7 +236,9 @@ def _predict(detector: Any, inputs: list[_Input], out: _Output, saver: _Saver | 
             out.failure(number, item.path, item.refused)
             continue
         try:
-            image = read_image(item.path, max_pixels=max_pixels)
+            # reduced JPEG decode unless the full frame is needed to draw on
+            fit = None if saver is not None else detector.model.input_size
+            image = read_image(item.path, max_pixels=max_pixels, fit=fit)
         except ImageError as exc:
             stats.failed += 1
             out.failure(number, item.path, exc.reason)
