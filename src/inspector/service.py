@@ -23,11 +23,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from inspector.delivery import PipelineStats, ToResult
 from inspector.diskspace import DiskGuard
 from inspector.disposition import Disposer, Journal
 from inspector.housekeeping import DAY_S, MIB, Housekeeper, Retention
 from inspector.lock import FolderLock
-from inspector.pipeline import DetectorLike, Pipeline, PipelineStats, ReadImage, ToResult
+from inspector.pipeline import DetectorLike, Pipeline, ReadImage
 from inspector.settings import LIVE_KEYS, ServicePaths, Settings, resolve_paths
 from inspector.sinks.base import Sink
 from inspector.sources import DirectorySource, FileFilter, Source, relative_name, shown

@@ -4,7 +4,7 @@ A sink is handed one ``Delivery`` per inspected image, off the inference thread.
 only once the result is durable for that sink (fsynced, spooled, or accepted by StreamManager);
 it raises ``SinkError`` when it cannot make it so. The image is then kept (not moved to done): the
 pipeline retries that sink (only that one) with backoff, and stops the service after
-``SinkStallSeconds`` (see ``inspector.pipeline``). A sink whose ``send`` does several durable
+``SinkStallSeconds`` (see ``inspector.delivery``). A sink whose ``send`` does several durable
 writes records the finished ones in ``delivery.progress`` so a retry does not repeat them.
 """
 
