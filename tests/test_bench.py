@@ -65,14 +65,16 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path, proxy_models: 
     assert [m["model"] for m in doc["memory"]] == ["proxy"]  # quick: the first model only
     assert doc["memory"][0]["steps"][-1]["rss_mb"] > 0
     assert doc["soak"]["images"] == 6 and doc["soak"]["rss_after_mb"] > 0
+    assert doc["soak"]["mode"] == "standalone, AnnotateOutbox on"
+    assert doc["soak"]["rss_peak_mb"] >= doc["soak"]["rss_after_mb"]
     assert doc["profile"]["top"]
     assert "error" not in doc["service_profile"], doc["service_profile"].get("error")
     assert doc["service_profile"]["top"]
     assert doc["ultralytics"]["status"] == "skipped"
     assert any("Ultralytics comparison skipped" in note for note in doc["notes"])
     graded = {g["key"] for g in doc["goals"]}
-    assert {"burst_over_raw", "int8_speedup", "rss_peak_mb",
-            "soak_rss_after_mb", "soak_rss_growth_mb"} <= graded
+    assert {"burst_over_raw", "single_over_session", "int8_speedup", "rss_peak_mb",
+            "soak_rss_after_mb", "soak_rss_growth_mb", "soak_rss_peak_mb"} <= graded
     assert "nms_over_cv2_1000" not in graded  # NMS is compared with OpenCV, not graded
 
     markdown = (out / "ci.md").read_text()
@@ -185,8 +187,10 @@ def _doc(**overrides: object) -> dict:
 def test_grade_says_by_how_much_a_goal_is_missed() -> None:
     goals = {g["key"]: g for g in grade(_doc())}
     assert goals["burst_over_raw"]["met"] is False
-    assert goals["burst_over_raw"]["shortfall"].startswith("missed by 5.3%")
+    assert goals["burst_over_raw"]["shortfall"].startswith("missed by 25.0%")  # 0.9 vs 1.2
     assert "session alone 10.0 ms" in goals["burst_over_raw"]["detail"]
+    assert goals["single_over_session"]["value"] == pytest.approx(2.0)  # 20 ms / 10 ms
+    assert goals["single_over_session"]["shortfall"].startswith("missed by 53.8%")
     assert goals["rss_peak_mb"]["met"] is False
     assert "int8_speedup" not in goals  # no INT8 model in this run
     assert "over_ultralytics" not in goals

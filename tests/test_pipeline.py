@@ -103,7 +103,7 @@ class Harness:
         self.settled: list[Path] = []
         self.pipeline = Pipeline(
             detector=detector,
-            read_image=read or (lambda p: read_image(p, max_pixels=10_000_000)),
+            read_image=read or (lambda p, fit=None: read_image(p, max_pixels=10_000_000, fit=fit)),
             to_result=to_result,
             sinks=sinks,
             disposer=self.disposer,
@@ -314,7 +314,7 @@ def test_new_thresholds_apply_from_the_next_image(tmp_path: Path, detector: Dete
 
 
 def test_a_file_changing_while_read_is_retried_not_failed(tmp_path: Path, detector: Detector):
-    def growing(path: Path) -> Any:
+    def growing(path: Path, fit: Any = None) -> Any:
         with open(path, "ab") as fh:  # the writer is still appending
             fh.write(b"\0" * 10)
         raise ImageDecodeError(path, "truncated JPEG")
@@ -329,7 +329,7 @@ def test_a_file_changing_while_read_is_retried_not_failed(tmp_path: Path, detect
 def test_stop_finishes_inspected_images_and_leaves_the_rest(tmp_path: Path, detector: Detector):
     gate = threading.Event()
 
-    def slow_read(path: Path) -> Any:
+    def slow_read(path: Path, fit: Any = None) -> Any:
         if path.name != "img_00.jpg":
             gate.wait(5)
         return read_image(path)

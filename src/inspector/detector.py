@@ -89,6 +89,7 @@ class Detector:
         version: str | None = None,
         default_input_size: Size = Size(640, 640),  # noqa: B008 - frozen value
         expected_sha256: str = "",
+        concurrent_runs: int = 1,
     ) -> Detector:
         """Load the ONNX model at ``path`` (see ``OnnxRuntime.from_path`` for the errors)."""
         from inspector.runtime import OnnxRuntime  # onnxruntime only when a model is loaded
@@ -100,6 +101,7 @@ class Detector:
             inter_op_threads=inter_op_threads,
             default_input_size=default_input_size,
             expected_sha256=expected_sha256,
+            concurrent_runs=concurrent_runs,
         )
         info = describe_model(runtime, class_names=class_names, name=name, version=version)
         logger.info(

@@ -3,14 +3,13 @@
 Three kinds of threads, joined by bounded queues so a full stage makes the previous one wait
 (nothing is dropped):
 
-    submit() -> [paths] -> decode workers (read, letterbox) -> [prepared] -> inference thread
+    submit() -> [paths] -> decode workers (read, letterbox) -> [prepared] -> inference workers
              -> [outcomes] -> delivery thread (journal, sinks, disposition, one log line)
 
-Decoding overlaps inference, so a burst runs at the model's own pace; sinks run off the inference
-thread. Errors are isolated per image (the image is moved to the failed folder with the reason).
-
-Delivery (journal, sinks, custody of the image, disposition, the log line) is the delivery desk's
-(``inspector.delivery``); this module only feeds it, one outcome at a time, on the delivery thread.
+Inference workers share ONE detector (one session, weights loaded once): on a burst each runs its
+own image, a single image gets every intra-op thread; results may finish out of order (delivery,
+``inspector.delivery``, takes each on its own). [prepared] holds the model input, never the decoded
+frame (the outbox re-reads the file): the memory bound is in docs/performance.md.
 
 On ``stop`` the image being inferred and every inspected image are delivered; an image whose
 result cannot be made durable during the stop is kept (left in the watch directory, or held),
@@ -36,7 +35,7 @@ from inspector.disposition import Disposer, Journal, utc_now
 from inspector.errors import ImageDecodeError, ImageError, ImageUnavailableError
 from inspector.sinks.base import Sink
 from inspector.sources import admit, shown
-from inspector.types import Detections, ImageInfo, Inspection, Letterbox, ModelInfo
+from inspector.types import Detections, ImageInfo, Inspection, Letterbox, ModelInfo, Size
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +47,9 @@ class DetectorLike(Protocol):
     def model(self) -> ModelInfo: ...
     @property
     def conf_threshold(self) -> float: ...
-    def preprocess(self, bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]: ...
+    def preprocess(
+        self, bgr: np.ndarray, source: Size | None = None
+    ) -> tuple[np.ndarray, Letterbox]: ...
     def infer(self, tensor: np.ndarray) -> Any: ...
     def postprocess(self, raw: Any, letterbox: Letterbox) -> Detections: ...
 
@@ -64,7 +65,10 @@ class DecodedLike(Protocol):
     def decode_ms(self) -> float: ...
 
 
-ReadImage = Callable[[Path], DecodedLike]
+class ReadImage(Protocol):
+    """``imageio.read_image`` as the service binds it; ``fit``: the model input (reduced decode)."""
+
+    def __call__(self, path: Path, *, fit: Size | None = None) -> DecodedLike: ...
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,10 @@ class _Stat:
 
 
 @dataclass
-class _Prepared:
+class _Prepared:  # what inference needs of one image: the model input, not the decoded frame
     path: Path
-    decoded: DecodedLike
+    info: ImageInfo
+    decode_ms: float
     tensor: np.ndarray
     letterbox: Letterbox
     detector: DetectorLike
@@ -110,6 +115,7 @@ class Pipeline:
         device: str,
         queue_size: int = 8,
         decode_workers: int = 1,
+        inference_workers: int = 1,
         on_settled: Callable[[Path], None] = lambda path: None,
         on_retry: Callable[[Path], None] = lambda path: None,
         space_check: SpaceCheck = lambda: None,
@@ -130,7 +136,9 @@ class Pipeline:
         self.stall = self.desk.stall
         self.resume_held = self.desk.resume_held
         self._paths: queue.Queue[Path] = queue.Queue(maxsize=queue_size)
-        self._prepared: queue.Queue[_Prepared] = queue.Queue(maxsize=max(2, decode_workers))
+        self._inference_workers = max(1, inference_workers)
+        self._prepared: queue.Queue[_Prepared] = queue.Queue(
+            maxsize=max(2, decode_workers, self._inference_workers))
         self._outcomes: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._decode_workers = decode_workers
         self._threads: list[threading.Thread] = []
@@ -143,7 +151,8 @@ class Pipeline:
     def start(self) -> None:
         for n in range(self._decode_workers):
             self._spawn(self._decode_loop, f"decode-{n}")
-        self._spawn(self._inference_loop, "inference")
+        for n in range(self._inference_workers):
+            self._spawn(self._inference_loop, f"inference-{n}")
         self._spawn(self._delivery_loop, "delivery")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
@@ -259,8 +268,9 @@ class Pipeline:
         if not admission.ok:
             return Outcome(path, reason=admission.reason, vanished=admission.vanished)
         before = _Stat.of(path)
+        detector = self.detector
         try:
-            decoded = self._read_image(path)
+            decoded = self._read_image(path, fit=detector.model.input_size)
         except ImageError as exc:
             after = _Stat.of(path)
             if after is None and isinstance(exc, ImageUnavailableError):
@@ -272,16 +282,14 @@ class Pipeline:
         except Exception as exc:  # a bug or an unexpected library error: this image only
             logger.exception("%s: unexpected error while reading", shown(path.name))
             return Outcome(path, reason=f"unexpected error while reading: {exc!r}")
-        detector = self.detector
         t0 = time.perf_counter()
         try:
-            tensor, letterbox = detector.preprocess(decoded.bgr)
+            tensor, letterbox = detector.preprocess(decoded.bgr, decoded.info.size)
         except Exception as exc:
             logger.exception("%s: preprocessing failed", shown(path.name))
             return Outcome(path, reason=f"preprocessing failed: {exc!r}")
-        return _Prepared(
-            path, decoded, tensor, letterbox, detector, (time.perf_counter() - t0) * 1000.0
-        )
+        return _Prepared(path, decoded.info, float(decoded.decode_ms), tensor, letterbox,
+                         detector, (time.perf_counter() - t0) * 1000.0)
 
     def _drain_abandoned(self, q: queue.Queue[Any]) -> None:
         while True:
@@ -305,35 +313,27 @@ class Pipeline:
 
     def _infer(self, item: _Prepared) -> Outcome:
         detector = self.detector
-        tensor, letterbox, pre_ms = item.tensor, item.letterbox, item.preprocess_ms
-        if detector is not item.detector and detector.model.input_size != letterbox.target:
-            t0 = time.perf_counter()  # the model changed under this image: letterbox again
-            tensor, letterbox = detector.preprocess(item.decoded.bgr)
-            pre_ms = (time.perf_counter() - t0) * 1000.0
+        if detector is not item.detector and detector.model.input_size != item.letterbox.target:
+            again = self._decode(item.path)  # the model input changed: read and letterbox again
+            if isinstance(again, Outcome):
+                return again
+            item = again
+            detector = item.detector
         try:
             t0 = time.perf_counter()
-            raw = detector.infer(tensor)
+            raw = detector.infer(item.tensor)
             t1 = time.perf_counter()
-            detections = detector.postprocess(raw, letterbox)
+            detections = detector.postprocess(raw, item.letterbox)
             t2 = time.perf_counter()
         except Exception as exc:
             logger.exception("%s: inference failed", shown(item.path.name))
             return Outcome(item.path, reason=f"inference failed: {exc!r}")
-        timings = {
-            "decode": float(item.decoded.decode_ms),
-            "preprocess": pre_ms,
-            "inference": (t1 - t0) * 1000.0,
-            "postprocess": (t2 - t1) * 1000.0,
-        }
+        timings = {"decode": item.decode_ms, "preprocess": item.preprocess_ms,
+                   "inference": (t1 - t0) * 1000.0, "postprocess": (t2 - t1) * 1000.0}
         timings["total"] = sum(timings.values())
-        inspection = Inspection(
-            image=item.decoded.info,
-            model=detector.model,
-            detections=detections,
-            conf_threshold=detector.conf_threshold,
-            timings_ms=timings,
-            time_utc=utc_now(),
-        )
+        inspection = Inspection(image=item.info, model=detector.model, detections=detections,
+                                conf_threshold=detector.conf_threshold, timings_ms=timings,
+                                time_utc=utc_now())
         return Outcome(item.path, inspection=inspection)
 
     # --- delivery ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from inspector.pipeline import DetectorLike, Pipeline, ReadImage
 from inspector.settings import LIVE_KEYS, ServicePaths, Settings, resolve_paths
 from inspector.sinks.base import Sink
 from inspector.sources import DirectorySource, FileFilter, Source, relative_name, shown
+from inspector.types import Size
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,11 @@ def is_greengrass(environ: Mapping[str, str]) -> bool:
 
 def device_name(settings: Settings, environ: Mapping[str, str]) -> str:
     return settings.DeviceName or environ.get("AWS_IOT_THING_NAME") or socket.gethostname()
+
+
+def inference_workers(settings: Settings) -> int:
+    """How many threads run the model at once: InferenceWorkers, 0 = one per CPU core."""
+    return settings.InferenceWorkers or os.cpu_count() or 1
 
 
 def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) -> DetectorLike:
@@ -107,6 +113,7 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
         name=name,
         version=version,
         expected_sha256=expected,  # checked on the very bytes the session is made from
+        concurrent_runs=inference_workers(settings),
     )
     return detector
 
@@ -209,6 +216,7 @@ class Service:
             device=device or settings.DeviceName or socket.gethostname(),
             queue_size=settings.QueueSize,
             decode_workers=settings.DecodeWorkers,
+            inference_workers=inference_workers(settings),
             on_settled=self.source.settled,
             on_retry=self.source.retry,
             space_check=self.disk_guard,
@@ -450,10 +458,10 @@ def build_service(
     max_pixels = settings.MaxImagePixels
     root = Path(os.path.abspath(paths.watch))
 
-    def read(path: Path) -> Any:
+    def read(path: Path, *, fit: Size | None = None) -> Any:
         # results name an image by its path below the watch folder (line2/a.jpg in recursive
         # mode), so same-named files in two subfolders stay two images (journal, outbox too)
-        return read_image(path, max_pixels=max_pixels, name=relative_name(root, path))
+        return read_image(path, max_pixels=max_pixels, name=relative_name(root, path), fit=fit)
 
     return Service(
         settings,

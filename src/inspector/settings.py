@@ -146,6 +146,14 @@ class Settings(BaseModel):
         le=16,
         description="Threads decoding and letterboxing images while the model runs.",
     )
+    InferenceWorkers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Threads running the model at once, sharing one session (the weights are "
+        "loaded once): on a burst each runs its own image, a single image gets every intra-op "
+        "thread. 0 = one per CPU core.",
+    )
 
     # --- model -----------------------------------------------------------------------------
     ModelPath: str = Field(

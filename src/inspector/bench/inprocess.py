@@ -33,13 +33,13 @@ def stage_latencies(
     for i in range(warmup + repeats):
         path = pool.path(i)
         t0 = time.perf_counter()
-        image = read_image(path)
+        image = read_image(path, fit=target)  # as the service reads (reduced JPEG decode)
         t1 = time.perf_counter()
-        padded, _ = letterbox(image.bgr, target)
+        padded, _ = letterbox(image.bgr, target, image.info.size)
         t2 = time.perf_counter()
         to_tensor(padded)
         t3 = time.perf_counter()
-        tensor, box = detector.preprocess(image.bgr)
+        tensor, box = detector.preprocess(image.bgr, image.info.size)
         t4 = time.perf_counter()
         raw = detector.infer(tensor)
         t5 = time.perf_counter()
@@ -78,11 +78,12 @@ def detector_loop(detector: Any, paths: Sequence[Path], warmup: int = 3) -> dict
     Python loop around the detector does, comparable with Ultralytics' predictor."""
     from inspector.imageio import read_image
 
+    fit = detector.model.input_size  # as the service and ``inspector predict`` read
     for path in paths[:warmup]:
-        detector.inspect(read_image(path))
+        detector.inspect(read_image(path, fit=fit))
     start = time.perf_counter()
     for path in paths:
-        detector.inspect(read_image(path))
+        detector.inspect(read_image(path, fit=fit))
     seconds = time.perf_counter() - start
     return {"images": len(paths), "seconds": round(seconds, 3),
             "images_per_s": round(len(paths) / seconds, 3)}
@@ -97,7 +98,8 @@ def profile_image_path(detector: Any, pool: ImagePool, images: int, top: int = 1
     from inspector.sinks.mqtt import fit_payload
 
     def one(i: int) -> None:
-        result = to_result(detector.inspect(read_image(pool.path(i))), device="bench")
+        image = read_image(pool.path(i), fit=detector.model.input_size)
+        result = to_result(detector.inspect(image), device="bench")
         fit_payload(result)
         to_json(result)
 

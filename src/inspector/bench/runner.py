@@ -333,13 +333,16 @@ def _soak(options: BenchOptions, pool: ImagePool, work: Path, notes: list[str], 
           ) -> dict[str, Any] | None:
     from inspector.bench import service
 
-    model, threads = options.models[0], max(options.threads)
+    # standalone with the default settings: the outbox gets an annotated copy of every image
+    # (AnnotateOutbox), the threads are ONNX Runtime's default, InferenceWorkers one per core
+    model = options.models[0]
     try:
-        with service.running(work / "soak", model.path, threads, pool.path(0)) as svc:
+        with service.running_standalone(work / "soak", model.path, pool.path(0)) as svc:
             startup = svc.startup()
             out = svc.soak(pool, work / "soak" / "staging", options.soak, options.soak_batch,
                            tick)
-            return {"model": model.label, "threads": threads, "startup": startup, **out}
+            return {"model": model.label, "threads": "default", "mode": "standalone, "
+                    "AnnotateOutbox on", "startup": startup, **out}
     except service.ServiceBenchError as exc:
         notes.append(f"soak failed: {exc}")
         return {"error": str(exc)}

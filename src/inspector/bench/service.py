@@ -101,6 +101,7 @@ def service_config(watch: Path, model: Path, threads: int) -> dict[str, Any]:
         "ModelPath": str(model),
         "ModelSha256": sha256_file(model),
         "IntraOpThreads": threads,
+        "InferenceWorkers": 0,  # the default: one per core, sharing the session
         "StableSeconds": 0.2,
         "ProcessedAction": "delete",
         "PublishResultsOnTopic": RESULTS_TOPIC,
@@ -395,3 +396,80 @@ def _median(values: list[int]) -> float | None:
         return None
     ordered = sorted(values)
     return float(ordered[len(ordered) // 2])
+
+
+class StandaloneBench(ServiceBench):
+    """``inspector run`` standalone (no Greengrass): JSONL results, the outbox with annotated
+    copies (AnnotateOutbox, the default). Results are counted from the JSONL file as it grows."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], watch: Path, log: Path, started: float,
+                 results_file: Path) -> None:
+        super().__init__(None, proc, watch, log, started)
+        self.results_file = results_file
+        self._offset = 0
+        self._lines = 0
+
+    def count(self) -> int:
+        try:
+            with open(self.results_file, "rb") as stream:
+                stream.seek(self._offset)
+                chunk = stream.read()
+        except FileNotFoundError:
+            return 0
+        complete = chunk.rfind(b"\n") + 1  # a line still being written is not counted yet
+        self._lines += chunk[:complete].count(b"\n")
+        self._offset += complete
+        return self._lines
+
+    def results(self) -> list[tuple[float, dict[str, Any]]]:
+        raise NotImplementedError("the standalone bench counts results only")
+
+    def startup(self) -> dict[str, Any]:
+        deadline = time.monotonic() + 120
+        while self.count() < 1:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise ServiceBenchError(f"no first result (exit {self.proc.returncode}):\n"
+                                        f"{self.log_tail()}")
+            time.sleep(0.005)
+        return {"to_running_s": None,
+                "to_first_result_s": round(time.monotonic() - self.started, 3),
+                "rss_after_first_mb": mb(self.rss.now())}
+
+
+@contextmanager
+def running_standalone(work: Path, model: Path, first_image: Path, **settings: Any
+                       ) -> Iterator[StandaloneBench]:
+    """``python -m inspector run --config`` on ``work/watch`` with the default settings (the
+    outbox annotated), images deleted once inspected, the outbox kept to 50 MB by
+    housekeeping; ``settings`` override."""
+    import yaml
+
+    psutil_module()
+    work.mkdir(parents=True, exist_ok=True)
+    watch = work / "watch"
+    watch.mkdir(exist_ok=True)
+    waiting = watch / "startup.jpg"
+    waiting.write_bytes(first_image.read_bytes())
+    old = time.time() - 60
+    os.utime(waiting, (old, old))
+    results = work / "results.jsonl"
+    config = {"ImageDirectory": str(watch), "ModelPath": str(model),
+              "ModelSha256": sha256_file(model), "StableSeconds": 0.2,
+              "ProcessedAction": "delete", "ResultsFile": str(results),
+              "StateDirectory": str(work / "state"), "OutboxMaxMegabytes": 50,
+              "HousekeepingSeconds": 10, **settings}
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    log = work / "service.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "ORT_DISABLE_TELEMETRY": "1"}
+    for key in ("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", "SVCUID"):
+        env.pop(key, None)
+    with open(log, "wb") as out:
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-u", "-m", "inspector", "run", "--config",
+                                 str(work / "config.yaml")], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=work)
+    bench = StandaloneBench(proc, watch, log, started, results)
+    try:
+        yield bench
+    finally:
+        bench.stop()

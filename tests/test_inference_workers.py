@@ -1,0 +1,185 @@
+"""Several inference workers on one session; queues that carry the tensor, not the frame; the
+reduced decode inside the pipeline."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inspector.detector import Detector
+from inspector.imageio import read_image
+from inspector.runtime import OnnxRuntime
+from inspector.types import Size
+from onnx_factory import constant_head_model, head_tensor, write_model
+from test_pipeline import Harness, RecordingSink
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    raw = head_tensor([(48.0, 32.0, 20.0, 10.0, 0.9)])  # one box, conf 0.9
+    model = constant_head_model(raw, input_size=Size(64, 96), name="tiny", version="1")
+    return write_model(tmp_path_factory.mktemp("m") / "tiny.onnx", model)
+
+
+class Rendezvous:
+    """Wraps a detector: ``infer`` waits until ``parties`` calls are inside it at once (bounded:
+    a lone call gives up after ``timeout_s`` and fails its image)."""
+
+    def __init__(self, detector: Detector, parties: int, timeout_s: float = 5.0) -> None:
+        self._detector = detector
+        self._barrier = threading.Barrier(parties, timeout=timeout_s)
+        self._lock = threading.Lock()
+        self.inside = 0
+        self.most_inside = 0
+        self.threads: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._detector, name)
+
+    def infer(self, tensor: np.ndarray) -> Any:
+        with self._lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+            self.threads.add(threading.current_thread().name)
+        try:
+            self._barrier.wait()
+            return self._detector.infer(tensor)
+        finally:
+            with self._lock:
+                self.inside -= 1
+
+
+def test_two_workers_run_two_images_at_once_on_one_session(tmp_path: Path, model_path: Path):
+    detector = Detector.from_path(model_path, concurrent_runs=2)
+    gate = Rendezvous(detector, parties=2)
+    sink = RecordingSink()
+    h = Harness(tmp_path, gate, [sink], inference_workers=2)
+    paths = [h.image(f"img_{n:02d}.jpg", seed=n) for n in range(6)]
+    h.run(paths)
+    # every image met another one inside the session: two runs in flight, on two threads
+    assert sorted(d.inspection.image.name for d in sink.deliveries) == [p.name for p in paths]
+    assert gate.most_inside == 2
+    assert gate.threads == {"inference-0", "inference-1"}
+    assert h.pipeline.stats.processed == 6 and h.pipeline.stats.failed == 0
+    assert sorted(p.name for p in h.disposer.done_dir.iterdir()) == [p.name for p in paths]
+
+
+def test_one_worker_never_runs_two_images_at_once(tmp_path: Path, model_path: Path):
+    # the same rendezvous with one worker: each image waits alone, gives up, and is failed
+    # with the reason (the check above can fail)
+    gate = Rendezvous(Detector.from_path(model_path), parties=2, timeout_s=0.2)
+    sink = RecordingSink()
+    h = Harness(tmp_path, gate, [sink], inference_workers=1)
+    h.run([h.image("a.jpg"), h.image("b.jpg", seed=1)])
+    assert gate.most_inside == 1 and not sink.deliveries
+    assert h.pipeline.stats.failed == 2
+    assert "inference failed" in (h.disposer.failed_dir / "a.jpg.reason.txt").read_text()
+
+
+def test_the_decoded_frame_is_freed_before_inference(tmp_path: Path, model_path: Path):
+    """The [prepared] queue carries the tensor and the image's facts: the decoded frame of an
+    image is gone by the time the image is inferred."""
+    frames: dict[str, weakref.ref[np.ndarray]] = {}
+    alive_at_inference: dict[str, bool] = {}
+    detector = Detector.from_path(model_path)
+
+    def read(path: Path, fit: Size | None = None) -> Any:
+        decoded = read_image(path, fit=fit)
+        frames[path.name] = weakref.ref(decoded.bgr)
+        return decoded
+
+    class Watching:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(detector, name)
+
+        def infer(self, tensor: np.ndarray) -> Any:
+            gc.collect()
+            for name, ref in list(frames.items()):
+                alive_at_inference.setdefault(name, ref() is not None)
+            return detector.infer(tensor)
+
+    sink = RecordingSink()
+    h = Harness(tmp_path, Watching(), [sink], read=read)
+    paths = [h.image(f"f{n}.jpg", seed=n, size=(300, 400)) for n in range(4)]
+    h.run(paths)
+    assert len(sink.deliveries) == 4
+    assert alive_at_inference and not any(alive_at_inference.values())
+
+
+def test_the_pipeline_decodes_large_jpegs_reduced_and_reports_original_pixels(
+    tmp_path: Path, model_path: Path
+):
+    detector = Detector.from_path(model_path)  # input 96 x 64
+    scales: dict[str, int] = {}
+
+    def read(path: Path, fit: Size | None = None) -> Any:
+        assert fit == detector.model.input_size
+        decoded = read_image(path, fit=fit)
+        scales[path.name] = decoded.scale
+        return decoded
+
+    sink = RecordingSink()
+    h = Harness(tmp_path, detector, [sink], read=read)
+    path = h.image("big.jpg", size=(600, 800))
+    full = detector.inspect(read_image(path))  # every pixel decoded, for comparison
+    h.run([path])
+    assert scales == {"big.jpg": 8}
+    inspection = sink.deliveries[0].inspection
+    assert inspection.image.size == Size(600, 800)
+    np.testing.assert_allclose(inspection.detections.xyxy, full.detections.xyxy, atol=1e-3)
+    assert sink.deliveries[0].result["image"]["height"] == 600
+
+
+def test_a_model_with_another_input_size_reads_the_image_again(tmp_path: Path, model_path: Path):
+    """The model changes while an image waits with a tensor for the old input size: the image is
+    read and letterboxed again for the new model (the frame is not kept around for this)."""
+    small = Detector.from_path(model_path)
+    raw = head_tensor([(96.0, 64.0, 40.0, 20.0, 0.9)])
+    other = write_model(tmp_path / "big.onnx",
+                        constant_head_model(raw, input_size=Size(128, 192), name="big"))
+    big = Detector.from_path(other)
+    release = threading.Event()
+    reads: list[tuple[str, Size | None]] = []
+
+    def read(path: Path, fit: Size | None = None) -> Any:
+        reads.append((path.name, fit))
+        return read_image(path, fit=fit)
+
+    class Held:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(small, name)
+
+        def infer(self, tensor: np.ndarray) -> Any:
+            release.wait(5)
+            return small.infer(tensor)
+
+    sink = RecordingSink()
+    h = Harness(tmp_path, Held(), [sink], read=read)
+    a, b = h.image("a.jpg"), h.image("b.jpg", seed=1)
+    h.pipeline.start()
+    assert h.pipeline.submit(a) and h.pipeline.submit(b)
+    deadline = threading.Event()
+    for _ in range(500):  # until b is decoded for the small model (a is held in infer)
+        if ("b.jpg", small.model.input_size) in reads:
+            break
+        deadline.wait(0.01)
+    h.pipeline.set_detector(big)
+    release.set()
+    assert h.pipeline.wait_idle(timeout=10)
+    h.stop()
+    by_name = {d.inspection.image.name: d.inspection for d in sink.deliveries}
+    assert by_name["b.jpg"].model.name == "big"
+    assert ("b.jpg", big.model.input_size) in reads
+
+
+def test_concurrent_runs_turn_spinning_and_the_memory_pattern_off(model_path: Path):
+    one = OnnxRuntime.from_path(model_path).session.get_session_options()
+    two = OnnxRuntime.from_path(model_path, concurrent_runs=2).session.get_session_options()
+    assert one.enable_mem_pattern and not two.enable_mem_pattern
+    assert two.get_session_config_entry("session.intra_op.allow_spinning") == "0"
