@@ -443,10 +443,12 @@ def build_service(
     detector_factory: DetectorFactory | None = None,
 ) -> Service:
     """Load the model, pick the sinks, wire everything. Raises ModelError / ConfigError."""
+    from inspector import malloc
     from inspector.imageio import read_image
     from inspector.result import to_result
 
     env = dict(os.environ if environ is None else environ)
+    malloc.tune(env)  # before the model and the first images: see inspector.malloc
     factory = detector_factory or (lambda s: load_detector(s, env))
     detector = factory(settings)
     paths = resolve_paths(settings)

@@ -194,6 +194,7 @@ class _Pending:
     unchanged_since: float = 0.0  # monotonic time ``key`` was first seen
     ends: bool | None = None  # end marker present for ``key`` (None: no marker to look for)
     ends_checked: bool = False
+    due_s: float = 0.0  # when waiting for quiet: seconds until it has been quiet long enough
 
 
 class DirectorySource:
@@ -476,6 +477,7 @@ class DirectorySource:
         """The oldest pending path that is complete, moved to in-flight; None after a wait."""
         with self._cond:
             now = time.monotonic()
+            soonest = self.poll_s
             for path, entry in list(self._pending.items()):
                 if path in self._in_flight:
                     continue
@@ -491,7 +493,11 @@ class DirectorySource:
                     del self._pending[path]
                     self._in_flight.add(path)
                     return path
-            self._cond.wait(timeout=self.poll_s)
+                if entry.due_s > 0:
+                    soonest = min(soonest, entry.due_s)
+            # a closed file's short settle ends before the next poll: look again right then,
+            # not up to poll_s later (that wait was most of a single image's latency)
+            self._cond.wait(timeout=max(0.001, soonest))
         return None
 
     def _readiness(self, path: Path, entry: _Pending, now: float) -> str:
@@ -521,7 +527,9 @@ class DirectorySource:
             needed = min(self.stable_s, _CLOSED_SETTLE_S)
         else:
             needed = self.stable_s
+        entry.due_s = 0.0
         if quiet_s < needed:
+            entry.due_s = needed - quiet_s
             return "wait"
         if self._ends(path, entry, st.st_size) is False and quiet_s < self.fallback_s:
             return "wait"  # no end marker yet; after fallback_s the reader fails it
