@@ -183,3 +183,16 @@ def test_concurrent_runs_turn_spinning_and_the_memory_pattern_off(model_path: Pa
     two = OnnxRuntime.from_path(model_path, concurrent_runs=2).session.get_session_options()
     assert one.enable_mem_pattern and not two.enable_mem_pattern
     assert two.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_a_model_loaded_through_a_memfd_names_its_own_file_in_errors(tmp_path: Path,
+                                                                      model_path: Path):
+    from inspector.errors import ModelError
+
+    runtime = OnnxRuntime.from_path(model_path)  # loads, checks and warms up as before
+    assert runtime.path == model_path and runtime.input_size == Size(64, 96)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(model_path.read_bytes()[:200])
+    with pytest.raises(ModelError) as caught:
+        OnnxRuntime.from_path(broken)
+    assert "broken.onnx" in str(caught.value) and "/proc/self/fd" not in str(caught.value)
