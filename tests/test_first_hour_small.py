@@ -13,8 +13,9 @@ import pytest
 
 from inspector.annotate import annotate, place_labels
 from inspector.cli import main
+from inspector.errors import IpcUnavailable
 from inspector.greengrass.clients import connect_ipc
-from inspector.greengrass.ipc import IpcClient, IpcUnavailable
+from inspector.greengrass.ipc import IpcClient
 from inspector.types import Detections
 
 REPO = Path(__file__).resolve().parents[1]

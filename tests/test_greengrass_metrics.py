@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from inspector.greengrass.ipc import IpcTimeout
+from inspector.errors import IpcTimeout
 from inspector.greengrass.metrics import LatencySink, MetricsPublisher
 from inspector.sinks.base import Delivery
 from inspector.types import Detections, ImageInfo, Inspection, ModelInfo, Size

@@ -23,9 +23,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from inspector.errors import ConfigError, ModelError
+from inspector.errors import ConfigError, IpcError, IpcUnavailable, ModelError
 from inspector.greengrass.config import ConfigSource
-from inspector.greengrass.ipc import IpcClient, IpcError, IpcUnavailable
+from inspector.greengrass.ipc import IpcClient
 from inspector.greengrass.metrics import LatencySink, MetricsPublisher, collect_metrics
 from inspector.greengrass.spool import Spool
 from inspector.greengrass.streams import S3Uploader

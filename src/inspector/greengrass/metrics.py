@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from inspector.disposition import utc_now
+from inspector.errors import IpcError
 from inspector.sinks.base import Delivery, Sink
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,6 @@ class MetricsPublisher:
 
         if not self.topic:
             return False
-        from inspector.greengrass.ipc import IpcError
 
         try:
             message = self.collect()

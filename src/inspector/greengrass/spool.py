@@ -30,17 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inspector.errors import SinkError
+from inspector.errors import SinkError, SpoolFull
 
 logger = logging.getLogger(__name__)
 
 _SUFFIX = ".json"
 DEAD_LETTER_FILE = "dead-letter.jsonl"
-
-
-class SpoolFull(SinkError):
-    """The spool holds ``max_items`` messages or ``max_bytes`` already: the new one is refused
-    (not lost silently: the caller reports it)."""
 
 
 @dataclass(frozen=True)

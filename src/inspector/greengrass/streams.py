@@ -1,7 +1,7 @@
 """S3 uploads through StreamManager's S3 export: one data stream, one status stream, one thread.
 
     uploader = S3Uploader(stream_manager_client, max_retries=3).start()
-    uploader.submit(UploadTask(path, bucket, key, metadata, on_done))   # on_done(ok, reason)
+    uploader.submit(path, bucket, key, metadata, on_done)   # on_done(ok, reason)
 
 Both streams are created once (listed first; never deleted or recreated while they exist, which
 would cancel pending exports), file-persisted so they survive a StreamManager restart. Each image
@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 from tenacity import wait_exponential
 
-from inspector.errors import GreengrassError
+from inspector.errors import UploadError
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ EXPORT_ID = "InspectorS3Export"
 
 # () -> a connected StreamManagerClient; raises when StreamManager is not reachable
 ClientFactory = Callable[[], Any]
-
-
-class UploadError(GreengrassError):
-    """StreamManager is unreachable or refused a request."""
 
 
 @dataclass
@@ -120,10 +116,16 @@ class S3Uploader:
             self._thread.start()
         return self
 
-    def submit(self, task: UploadTask) -> None:
+    def submit(self, path: Path, bucket: str, key: str, metadata: dict[str, str],
+               on_done: Callable[[bool, str], None], *, deadline: float | None = None
+               ) -> UploadTask:
+        """Queue one upload of ``path`` (absolute; it must stay until ``on_done(ok, reason)``);
+        a failure is final after ``deadline`` (time.time()), else after ``retry_window_s``."""
+        task = UploadTask(path, bucket, key, metadata, on_done, deadline=deadline)
         with self._lock:
             self._queue.append(task)
         self._wake.set()
+        return task
 
     def pending(self) -> int:
         with self._lock:
