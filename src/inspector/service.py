@@ -26,6 +26,7 @@ from typing import Any
 from inspector.delivery import PipelineStats, ToResult
 from inspector.diskspace import DiskGuard
 from inspector.disposition import Disposer, Journal
+from inspector.errors import ConfigError, ModelIntegrityError, SinkError
 from inspector.housekeeping import DAY_S, MIB, Housekeeper, Retention
 from inspector.lock import FolderLock
 from inspector.pipeline import DetectorLike, Pipeline, ReadImage
@@ -60,7 +61,6 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
     (``$INSPECTOR_MODEL_DIR/model.json``, checked against its sha256; results name the component
     version), else the bundled default of ModelPrecision."""
     from inspector.detector import Detector
-    from inspector.errors import ModelIntegrityError
     from inspector.integrity import model_from_environment
 
     env = os.environ if environ is None else environ
@@ -154,9 +154,10 @@ class Service:
         source: Source | None = None,
         drain: bool = False,
         device: str = "",
+        paths: ServicePaths | None = None,
     ) -> None:
         self.settings = settings
-        self.paths = resolve_paths(settings)
+        self.paths = paths or resolve_paths(settings)
         self.drain = drain
         self.sinks = list(sinks)
         self._detector_factory = detector_factory
@@ -301,16 +302,18 @@ class Service:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
-    def run(self) -> RunReport:
-        """Inspect until stopped (or, with ``drain``, until the directory is empty)."""
-        started = time.monotonic()
+    def check_watch(self) -> None:
+        """Raise ConfigError unless ImageDirectory is a directory (checked before anything)."""
         if not self.paths.watch.is_dir():
-            from inspector.errors import ConfigError
-
             raise ConfigError(
                 f"ImageDirectory {self.paths.watch} does not exist or is not a directory",
                 [("ImageDirectory", "not a directory")],
             )
+
+    def run(self) -> RunReport:
+        """Inspect until stopped (or, with ``drain``, until the directory is empty)."""
+        started = time.monotonic()
+        self.check_watch()
         self.lock.acquire()  # FolderBusyError (a ConfigError: exit 2) when another has it
         try:
             self.preflight()
@@ -351,8 +354,6 @@ class Service:
     def preflight(self) -> None:
         """Before any image is touched: every sink can deliver at all (ConfigError, naming the
         file and the reason, when not: a results file that is a directory or read-only)."""
-        from inspector.errors import ConfigError, SinkError
-
         problems = []
         for sink in self.sinks:
             try:
@@ -433,15 +434,17 @@ def build_service(
     drain: bool = False,
     environ: Mapping[str, str] | None = None,
     detector_factory: DetectorFactory | None = None,
+    paths: ServicePaths | None = None,
 ) -> Service:
-    """Load the model, pick the sinks, wire everything. Raises ModelError / ConfigError."""
+    """Load the model, pick the sinks, wire everything. Raises ModelError / ConfigError.
+    ``paths``: ``resolve_paths(settings)`` when the caller has it already."""
     from inspector.imageio import read_image
     from inspector.result import to_result
 
     env = dict(os.environ if environ is None else environ)
     factory = detector_factory or (lambda s: load_detector(s, env))
     detector = factory(settings)
-    paths = resolve_paths(settings)
+    paths = paths or resolve_paths(settings)
     if sinks is None:
         if is_greengrass(env):
             logger.warning("Greengrass environment found but no Greengrass sinks were given; "
@@ -464,4 +467,5 @@ def build_service(
         detector_factory=factory,
         drain=drain,
         device=device_name(settings, env),
+        paths=paths,
     )

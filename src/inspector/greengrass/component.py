@@ -1,6 +1,7 @@
 """``inspector run`` under Greengrass: the composition of the IPC-side service.
 
-    rc = main(args)   # called by inspector.commands.run when the nucleus environment is present
+    rc = main(overrides, drain=False)   # from ``inspector run`` when the nucleus environment
+                                        # is present; overrides: its flags and --set
 
 1. Connect to the nucleus (IpcClient with the real client from ``clients.connect_ipc``).
 2. GetConfiguration -> Settings (the command line's flags and --set laid over it).
@@ -17,7 +18,6 @@ else.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Mapping
@@ -44,15 +44,11 @@ EXIT_STALLED = 6  # = inspector.service.EXIT_STALLED
 CONNECT_WAIT_S = 30.0
 
 
-def main(args: argparse.Namespace) -> int:
-    from inspector.commands.run import overrides_from_args, report_config_error
+def main(overrides: Mapping[str, Any], *, drain: bool = False) -> int:
+    """``overrides``: the settings the command line sets, laid over the component configuration
+    (the ``run`` verb parses them; this module never reads argv)."""
     from inspector.greengrass.clients import connect_ipc
 
-    try:
-        overrides = overrides_from_args(args)
-    except ConfigError as exc:
-        report_config_error(exc)
-        return EXIT_CONFIG
     ipc = IpcClient(connect_ipc)
     try:
         ipc.start(wait_s=CONNECT_WAIT_S)
@@ -60,8 +56,7 @@ def main(args: argparse.Namespace) -> int:
         logger.error("%s; is this running as a Greengrass component?", exc)
         return EXIT_NO_NUCLEUS
     try:
-        return Component(ipc, os.environ, overrides=overrides,
-                         drain=bool(getattr(args, "once", False))).run()
+        return Component(ipc, os.environ, overrides=overrides, drain=drain).run()
     finally:
         ipc.close()
 
@@ -127,14 +122,15 @@ class Component:
         latency = LatencySink()
         try:
             self.service = build_service(settings, sinks=[mqtt, upload, latency],
-                                         drain=self.drain, environ=self.environ)
+                                         drain=self.drain, environ=self.environ, paths=paths)
         except ModelError as exc:
             return self._fatal(EXIT_MODEL, f"cannot load the model: {exc}")
         except ConfigError as exc:
             return self._fatal(EXIT_CONFIG, str(exc))
-        if not self.service.paths.watch.is_dir():
-            return self._fatal(EXIT_CONFIG, f"ImageDirectory {self.service.paths.watch} does "
-                               "not exist or is not a directory")
+        try:
+            self.service.check_watch()  # before the sinks' threads start
+        except ConfigError as exc:
+            return self._fatal(EXIT_CONFIG, str(exc))
         self._check_access(settings)
         mqtt.start()
         self.ipc.on_reconnect(mqtt.wake)
