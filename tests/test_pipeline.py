@@ -21,7 +21,7 @@ from inspector.pipeline import Pipeline
 from inspector.result import to_result
 from inspector.sinks.base import Delivery, Hold, Sink
 from inspector.sources import ListSource
-from inspector.types import Size
+from inspector.types import Size, Thresholds
 from onnx_factory import constant_head_model, head_tensor, write_model
 
 
@@ -307,7 +307,7 @@ def test_delete_action_and_name_clashes(tmp_path: Path, detector: Detector):
 def test_new_thresholds_apply_from_the_next_image(tmp_path: Path, detector: Detector):
     sink = RecordingSink()
     h = Harness(tmp_path, detector, [sink])
-    h.pipeline.set_detector(detector.with_thresholds(conf_threshold=0.95))
+    h.pipeline.set_detector(detector.with_thresholds(Thresholds(conf=0.95)))
     h.run([h.image("quiet.jpg")])
     assert sink.deliveries[0].inspection.verdict == "pass"
     assert sink.deliveries[0].inspection.conf_threshold == 0.95

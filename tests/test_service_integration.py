@@ -31,10 +31,10 @@ from bad_images import (
     write_unreadable,
 )
 from inspector.errors import ModelError
-from inspector.service import build_service
+from inspector.service import build_service, load_detector
 from inspector.settings import Settings
 from inspector.sinks.base import Delivery, Sink
-from inspector.types import Size
+from inspector.types import Size, Thresholds
 from onnx_factory import constant_head_model, head_tensor, write_model
 
 BURST = 500
@@ -451,6 +451,30 @@ class RecordingSink(Sink):
         with self.cond:
             assert self.cond.wait_for(lambda: len(self.results) >= n, timeout=20)
             return list(self.results)
+
+
+def test_threshold_changes_keep_the_model_session(tmp_path: Path, model_path: Path):
+    """ConfidenceThreshold, IouThreshold and MaxDetections reach post-processing as one value;
+    none of them loads the model again. A session setting does."""
+    loads: list[Settings] = []
+
+    def factory(settings: Settings) -> Any:
+        loads.append(settings)
+        return load_detector(settings)
+
+    (tmp_path / "in").mkdir()
+    settings = Settings.from_mapping({"ImageDirectory": str(tmp_path / "in"),
+                                      "ModelPath": str(model_path), "AllowUnverifiedModel": True})
+    service = build_service(settings, sinks=[RecordingSink()], detector_factory=factory)
+    before: Any = service.pipeline.detector
+    assert service.apply_settings(settings.replace(MaxDetections=1)) == frozenset()
+    assert service.apply_settings(settings.replace(MaxDetections=1, IouThreshold=0.5,
+                                                   ConfidenceThreshold=0.9)) == frozenset()
+    after: Any = service.pipeline.detector
+    assert len(loads) == 1 and after.runtime is before.runtime
+    assert after.thresholds == Thresholds(conf=0.9, iou=0.5, max_det=1)
+    service.apply_settings(settings.replace(MaxDetections=1, IntraOpThreads=1))
+    assert len(loads) == 2 and service.pipeline.detector.thresholds.max_det == 1
 
 
 def test_live_settings_apply_between_images(tmp_path: Path, model_path: Path):

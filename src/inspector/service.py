@@ -30,7 +30,7 @@ from inspector.errors import ConfigError, ModelIntegrityError, SinkError
 from inspector.housekeeping import DAY_S, MIB, Housekeeper, Retention
 from inspector.lock import FolderLock
 from inspector.pipeline import DetectorLike, Pipeline, ReadImage
-from inspector.settings import LIVE_KEYS, ServicePaths, Settings, resolve_paths
+from inspector.settings import RELOAD_KEYS, RESTART_KEYS, ServicePaths, Settings, resolve_paths
 from inspector.sinks.base import Sink
 from inspector.sources import DirectorySource, FileFilter, Source, relative_name, shown
 
@@ -38,13 +38,6 @@ logger = logging.getLogger(__name__)
 
 GREENGRASS_SOCKET_ENV = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
 DetectorFactory = Callable[[Settings], DetectorLike]
-
-# Settings whose change means a new detector (new session); thresholds alone reuse the session.
-_MODEL_KEYS = frozenset(
-    {"ModelPath", "ModelSha256", "ModelPrecision", "AllowUnverifiedModel", "MaxDetections",
-     "ExecutionProviders", "IntraOpThreads", "InterOpThreads"}
-)
-_THRESHOLD_KEYS = frozenset({"ConfidenceThreshold", "IouThreshold"})
 
 
 def is_greengrass(environ: Mapping[str, str]) -> bool:
@@ -101,9 +94,7 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
         providers=settings.ExecutionProviders,
         intra_op_threads=settings.IntraOpThreads or None,
         inter_op_threads=settings.InterOpThreads or None,
-        conf_threshold=settings.ConfidenceThreshold,
-        iou_threshold=settings.IouThreshold,
-        max_det=settings.MaxDetections,
+        thresholds=settings.thresholds,
         name=name,
         version=version,
         expected_sha256=expected,  # checked on the very bytes the session is made from
@@ -397,17 +388,13 @@ class Service:
             changed = old.changed_keys(new)
             if not changed:
                 return frozenset()
-            if changed & _MODEL_KEYS:
+            if changed & RELOAD_KEYS:  # a new session (its thresholds from ``new``)
                 if self._detector_factory is None:
                     raise RuntimeError("this service was built without a detector factory")
                 self.pipeline.set_detector(self._detector_factory(new))
-            elif changed & _THRESHOLD_KEYS:
+            elif new.thresholds != old.thresholds:  # the same session
                 current: Any = self.pipeline.detector
-                self.pipeline.set_detector(
-                    current.with_thresholds(
-                        conf_threshold=new.ConfidenceThreshold, iou_threshold=new.IouThreshold
-                    )
-                )
+                self.pipeline.set_detector(current.with_thresholds(new.thresholds))
             if "MinFreeMegabytes" in changed:
                 self.disk_guard.min_free_bytes = int(new.MinFreeMegabytes * MIB)
             if "JournalMaxMegabytes" in changed:
@@ -420,7 +407,7 @@ class Service:
                 except Exception:
                     logger.exception("sink %s: reconfigure failed", sink.name)
             self.settings = new
-            restart = frozenset(changed - LIVE_KEYS)
+            restart = changed & RESTART_KEYS
             logger.info("settings changed: %s", ", ".join(sorted(changed)))
             if restart:
                 logger.warning("restart needed for: %s", ", ".join(sorted(restart)))

@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from inspector.detector import Detector
     from inspector.errors import InspectorError
     from inspector.models import default_model_path
+    from inspector.types import Thresholds
 
     _logs_to_stderr()
     out = _Output(json_lines=args.json, quiet=args.json and not sys.stdout.isatty())
@@ -104,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
             model_path,
             providers=providers,
             intra_op_threads=args.threads,
-            conf_threshold=args.conf,
-            iou_threshold=args.iou,
+            thresholds=Thresholds(conf=args.conf, iou=args.iou),
         )
     except InspectorError as exc:
         print(f"error: {exc}", file=sys.stderr)
