@@ -24,10 +24,10 @@ from types import FrameType
 from typing import Any
 
 from inspector.delivery import PipelineStats, ToResult
-from inspector.diskspace import DiskGuard
+from inspector.diskspace import MIB, DiskGuard
 from inspector.disposition import Disposer, Journal
 from inspector.errors import ConfigError, ModelIntegrityError, SinkError
-from inspector.housekeeping import DAY_S, MIB, Housekeeper, Retention
+from inspector.housekeeping import DAY_S, Housekeeper, Retention
 from inspector.lock import FolderLock
 from inspector.pipeline import DetectorLike, Pipeline, ReadImage
 from inspector.settings import RELOAD_KEYS, RESTART_KEYS, ServicePaths, Settings, resolve_paths

@@ -18,7 +18,7 @@ HELP = ("benchmark the component on this machine (models x threads: stages, sess
 
 # the benchmark drives the service through the emulators on generated images: none of these
 # modules is shipped in the device's code artifact
-NEEDS = ("inspector.bench", "inspector.synth", "inspector.testing")
+NEEDS = ("inspector.bench", "inspector.synth", "inspector.testing", "tqdm")
 EXTRA = "test"
 
 logger = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from inspector.diskspace import MIB
 from inspector.errors import ConfigError, IpcError, IpcUnavailable, ModelError
 from inspector.greengrass.config import ConfigSource
 from inspector.greengrass.ipc import IpcClient
@@ -108,7 +109,7 @@ class Component:
         mqtt = MqttSink(
             self.ipc,
             Spool(paths.state / "spool", max_items=settings.SpoolMaxMessages,
-                  max_bytes=int(settings.SpoolMaxMegabytes * 2**20)),
+                  max_bytes=int(settings.SpoolMaxMegabytes * MIB)),
             thing_name=self.thing,
             target=settings.PublishTarget, iot_topic=settings.PublishResultsOnTopic,
             pubsub_topic=settings.PubSubTopic,
