@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from inspector.sources import DirectorySource, FileFilter, admit, relative_name, shown
+from inspector.conventions import shown
+from inspector.sources import DirectorySource, FileFilter, admit, relative_name
 
 EXTS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff")
 

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inspector.conventions import backoff, shown
 from inspector.disposition import Disposer, Journal
 from inspector.errors import SinkError
 from inspector.sinks.base import Delivery, Sink
-from inspector.sources import shown
 from inspector.types import Inspection
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class DeliveryDesk:
             self._stall_what = ""
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.retry_max_s, self.retry_base_s * 2 ** max(0, attempt - 1))
+        return backoff(attempt, self.retry_base_s, self.retry_max_s)
 
     # --- one outcome ---------------------------------------------------------------------------
 

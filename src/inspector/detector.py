@@ -14,12 +14,12 @@ import copy
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from inspector.conventions import utc_now
 from inspector.errors import ModelError
 from inspector.imageio import DecodedImage
 from inspector.postprocess import DEFAULTS, head_layout, postprocess
@@ -139,7 +139,7 @@ class Detector:
             detections=detections,
             conf_threshold=self.conf_threshold,
             timings_ms=timings_ms,
-            time_utc=utc_now_iso(),
+            time_utc=utc_now(),
         )
 
     def with_thresholds(self, thresholds: Thresholds) -> Detector:
@@ -211,12 +211,6 @@ def parse_class_names(metadata: Mapping[str, str]) -> tuple[str, ...] | None:
         return tuple(str(value[i]) for i in range(len(value)))
     logger.warning("model metadata 'names' is not {0: name, ...}: %.80r", text)
     return None
-
-
-def utc_now_iso() -> str:
-    """Now as ISO-8601 UTC with milliseconds: 2026-11-25T19:22:48.123Z."""
-    now = datetime.now(timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def _head_classes(

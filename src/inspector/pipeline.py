@@ -31,11 +31,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from inspector.conventions import shown, utc_now
 from inspector.delivery import DeliveryDesk, Outcome, PipelineStats, SpaceCheck, ToResult
-from inspector.disposition import Disposer, Journal, utc_now
+from inspector.disposition import Disposer, Journal
 from inspector.errors import ImageDecodeError, ImageError, ImageUnavailableError
 from inspector.sinks.base import Sink
-from inspector.sources import admit, shown
+from inspector.sources import admit
 from inspector.types import Detections, ImageInfo, Inspection, Letterbox, ModelInfo
 
 logger = logging.getLogger(__name__)

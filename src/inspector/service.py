@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from inspector.conventions import shown
 from inspector.delivery import PipelineStats, ToResult
 from inspector.diskspace import MIB, DiskGuard
 from inspector.disposition import Disposer, Journal
@@ -32,7 +33,7 @@ from inspector.lock import FolderLock
 from inspector.pipeline import DetectorLike, Pipeline, ReadImage
 from inspector.settings import RELOAD_KEYS, RESTART_KEYS, ServicePaths, Settings, resolve_paths
 from inspector.sinks.base import Sink
-from inspector.sources import DirectorySource, FileFilter, Source, relative_name, shown
+from inspector.sources import DirectorySource, FileFilter, Source, relative_name
 
 logger = logging.getLogger(__name__)
 

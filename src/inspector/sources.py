@@ -41,6 +41,8 @@ from typing import Protocol
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 
+from inspector.conventions import shown
+
 logger = logging.getLogger(__name__)
 
 Submit = Callable[[Path], bool]  # blocks while the pipeline is full; False = stopping
@@ -68,14 +70,6 @@ def relative_name(root: Path, path: Path) -> str:
         return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
     except ValueError:
         return Path(path).name
-
-
-def shown(path: Path | str) -> str:
-    """A file name fit for a one-line log message (newlines and other controls escaped)."""
-    text = str(path)
-    if text.isprintable():
-        return text
-    return repr(text)[1:-1]
 
 
 class FileFilter:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from inspector.disposition import utc_now
+from inspector.conventions import utc_now
 from inspector.errors import IpcError
 from inspector.sinks.base import Delivery, Sink
 

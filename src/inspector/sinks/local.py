@@ -12,15 +12,15 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
+from inspector.conventions import shown
+from inspector.durable import copy_atomic, write_atomic
 from inspector.errors import SinkError
 from inspector.result import to_json
 from inspector.sinks.base import Delivery, Sink
-from inspector.sources import shown
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +175,8 @@ class OutboxSink(Sink):
         suffix = flat.suffix.lower()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            _copy_atomic(delivery.image_path, self.folder / f"{stem}{suffix}")
-            _write_atomic(
+            copy_atomic(delivery.image_path, self.folder / f"{stem}{suffix}")
+            write_atomic(
                 self.folder / f"{stem}.json",
                 json.dumps(delivery.result, ensure_ascii=False, indent=2).encode("utf-8"),
             )
@@ -184,18 +184,6 @@ class OutboxSink(Sink):
                 _write_annotated(delivery, self.folder / f"{stem}.annotated.jpg")
         except OSError as exc:
             raise SinkError(f"cannot copy {shown(image.name)} to the outbox: {exc}") from exc
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    temp = target.with_name(f".{target.name}.part")
-    shutil.copyfile(source, temp)
-    os.replace(temp, target)
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    temp = target.with_name(f".{target.name}.part")
-    temp.write_bytes(data)
-    os.replace(temp, target)
 
 
 def _write_annotated(delivery: Delivery, target: Path) -> None:
@@ -213,4 +201,4 @@ def _write_annotated(delivery: Delivery, target: Path) -> None:
     ok, encoded = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise OSError("cannot encode the annotated image")
-    _write_atomic(target, encoded.tobytes())
+    write_atomic(target, encoded.tobytes())

@@ -40,6 +40,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from inspector.conventions import utc_now
 from inspector.errors import IpcRejected, SinkError
 from inspector.result import to_json
 from inspector.settings import topic_problems  # the settings model's rules, the only ones
@@ -249,7 +250,6 @@ class MqttSink(Sink):
         return True
 
     def _dead_letter(self, entry: Any, image: str, exc: Exception) -> bool:
-        from inspector.disposition import utc_now
 
         error = str(exc)
         try:
