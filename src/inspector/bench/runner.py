@@ -291,9 +291,10 @@ def _publish_stage(options: BenchOptions, pool: ImagePool, work: Path, notes: li
     from inspector.result import to_result
 
     detector = Detector.from_path(options.models[0].path, thresholds=THRESHOLDS)
-    result = to_result(detector.inspect(read_image(pool.path(0))), device="bench")
+    inspection = detector.inspect(read_image(pool.path(0)))
+    result = to_result(inspection, device="bench")
     try:
-        return summarize(publish_ms(result, options.stage_repeats, work / "publish"))
+        return summarize(publish_ms(inspection, result, options.stage_repeats, work / "publish"))
     except Exception as exc:  # the other figures are still worth having
         notes.append(f"publish stage not measured: {exc!r}")
         return None

@@ -18,7 +18,7 @@ from typing import Any
 
 from inspector.conventions import shown
 from inspector.durable import copy_atomic, write_atomic
-from inspector.errors import SinkError
+from inspector.errors import ImageError, SinkError
 from inspector.result import to_json
 from inspector.sinks.base import Delivery, Sink
 
@@ -188,15 +188,15 @@ class OutboxSink(Sink):
 
 def _write_annotated(delivery: Delivery, target: Path) -> None:
     import cv2
-    import numpy as np
 
     from inspector.annotate import annotate
+    from inspector.imageio import read_image
 
-    data = np.fromfile(str(delivery.image_path), dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)  # applies EXIF orientation, like the decoder
-    if bgr is None:
-        raise OSError(f"cannot decode {delivery.image_path} again for annotation")
     inspection = delivery.inspection
+    try:  # the decoder the inspection used: same orientation, same pixels the boxes refer to
+        bgr = read_image(delivery.image_path, max_pixels=inspection.image.size.pixels).bgr
+    except ImageError as exc:
+        raise OSError(f"cannot decode it again for annotation: {exc.reason}") from exc
     drawn = annotate(bgr, inspection.detections, inspection.model.class_names)
     ok, encoded = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
