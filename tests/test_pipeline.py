@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from bad_images import encode, gradient, write_atomically
+from inspector.delivery import DeliveryDesk
 from inspector.detector import Detector
 from inspector.disposition import Disposer, Journal
 from inspector.errors import ImageDecodeError, SinkError
@@ -101,20 +102,23 @@ class Harness:
         self.sinks = sinks
         self.retried: list[Path] = []
         self.settled: list[Path] = []
-        self.pipeline = Pipeline(
-            detector=detector,
-            read_image=read or (lambda p: read_image(p, max_pixels=10_000_000)),
+        desk = DeliveryDesk(
             to_result=to_result,
             sinks=sinks,
             disposer=self.disposer,
             journal=self.journal,
-            root=self.root,
             device="test-device",
-            queue_size=4,
             on_settled=self.settled.append,
             on_retry=self.retried.append,
             retry_base_s=0.01,
             retry_max_s=0.05,
+        )
+        self.pipeline = Pipeline(
+            detector=detector,
+            read_image=read or (lambda p: read_image(p, max_pixels=10_000_000)),
+            desk=desk,
+            root=self.root,
+            queue_size=4,
             **pipeline_kwargs,
         )
 

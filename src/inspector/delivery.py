@@ -80,7 +80,6 @@ class DeliveryDesk:
         disposer: Disposer,
         journal: Journal,
         device: str,
-        stopping: threading.Event,
         on_settled: Callable[[Path], None] = lambda path: None,
         on_retry: Callable[[Path], None] = lambda path: None,
         space_check: SpaceCheck = lambda: None,
@@ -92,7 +91,8 @@ class DeliveryDesk:
         self.disposer = disposer
         self.journal = journal
         self.device = device
-        self._stopping = stopping
+        self.stopping = threading.Event()  # set by the pipeline's stop: retries end
+        self._stopping = self.stopping
         self._on_settled = on_settled
         self._on_retry = on_retry
         self._space_check = space_check

@@ -24,7 +24,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,10 +32,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from inspector.conventions import shown, utc_now
-from inspector.delivery import DeliveryDesk, Outcome, PipelineStats, SpaceCheck, ToResult
-from inspector.disposition import Disposer, Journal
+from inspector.delivery import DeliveryDesk, Outcome, PipelineStats
 from inspector.errors import ImageDecodeError, ImageError, ImageUnavailableError
-from inspector.sinks.base import Sink
 from inspector.sources import admit
 from inspector.types import Detections, ImageInfo, Inspection, Letterbox, ModelInfo
 
@@ -103,33 +101,20 @@ class Pipeline:
         *,
         detector: DetectorLike,
         read_image: ReadImage,
-        to_result: ToResult,
-        sinks: Sequence[Sink],
-        disposer: Disposer,
-        journal: Journal,
+        desk: DeliveryDesk,
         root: Path,
-        device: str,
         queue_size: int = 8,
         decode_workers: int = 1,
-        on_settled: Callable[[Path], None] = lambda path: None,
-        on_retry: Callable[[Path], None] = lambda path: None,
-        space_check: SpaceCheck = lambda: None,
-        retry_base_s: float = 0.5,
-        retry_max_s: float = 30.0,
     ) -> None:
         self._detector = detector
         self._read_image = read_image
+        self.desk = desk  # delivery: the service's composition root builds it
         self.root = root
-        self._stopping = threading.Event()
-        self.desk = DeliveryDesk(
-            to_result=to_result, sinks=sinks, disposer=disposer, journal=journal, device=device,
-            stopping=self._stopping, on_settled=on_settled, on_retry=on_retry,
-            space_check=space_check, retry_base_s=retry_base_s, retry_max_s=retry_max_s,
-        )
-        self.sinks = self.desk.sinks
-        self.stats: PipelineStats = self.desk.stats
-        self.stall = self.desk.stall
-        self.resume_held = self.desk.resume_held
+        self._stopping = desk.stopping
+        self.sinks = desk.sinks
+        self.stats: PipelineStats = desk.stats
+        self.stall = desk.stall
+        self.resume_held = desk.resume_held
         self._paths: queue.Queue[Path] = queue.Queue(maxsize=queue_size)
         self._prepared: queue.Queue[_Prepared] = queue.Queue(maxsize=max(2, decode_workers))
         self._outcomes: queue.Queue[Any] = queue.Queue(maxsize=queue_size)

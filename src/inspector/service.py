@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any
 
 from inspector.conventions import shown
-from inspector.delivery import PipelineStats, ToResult
+from inspector.delivery import DeliveryDesk, PipelineStats, ToResult
 from inspector.diskspace import MIB, DiskGuard
 from inspector.disposition import Disposer, Journal
 from inspector.errors import ConfigError, ModelIntegrityError, SinkError
@@ -191,20 +191,23 @@ class Service:
             int(settings.MinFreeMegabytes * MIB),
         )
         self._stall = ""
-        self.pipeline = Pipeline(
-            detector=detector,
-            read_image=read_image,
+        desk = DeliveryDesk(
             to_result=to_result,
             sinks=self.sinks,
             disposer=self.disposer,
             journal=self.journal,
-            root=root,
             device=device or settings.DeviceName or socket.gethostname(),
-            queue_size=settings.QueueSize,
-            decode_workers=settings.DecodeWorkers,
             on_settled=self.source.settled,
             on_retry=self.source.retry,
             space_check=self.disk_guard,
+        )
+        self.pipeline = Pipeline(
+            detector=detector,
+            read_image=read_image,
+            desk=desk,
+            root=root,
+            queue_size=settings.QueueSize,
+            decode_workers=settings.DecodeWorkers,
         )
 
     @property
