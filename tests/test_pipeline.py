@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import jsonschema
 import numpy as np
 import pytest
 
@@ -19,7 +20,7 @@ from inspector.disposition import Disposer, Journal
 from inspector.errors import ImageDecodeError, SinkError
 from inspector.imageio import read_image
 from inspector.pipeline import Pipeline
-from inspector.result import to_result
+from inspector.result import load_schema, to_json, to_result
 from inspector.sinks.base import Delivery, Hold, Sink
 from inspector.sources import ListSource
 from inspector.types import Size, Thresholds
@@ -358,12 +359,20 @@ def test_stop_finishes_inspected_images_and_leaves_the_rest(tmp_path: Path, dete
     assert not delivered & remaining
 
 
-def test_results_are_json_serialisable(tmp_path: Path, detector: Detector):
+def test_results_are_strict_json_even_from_a_model_that_outputs_nan(tmp_path: Path):
+    """A broken model's NaN/inf boxes never reach a result: strict JSON (allow_nan=False, as
+    the sinks write it) and the schema hold, the finite box is kept."""
+    nan, inf = float("nan"), float("inf")
+    raw = head_tensor([(nan, 32.0, 20.0, 10.0, 0.9), (48.0, inf, 20.0, 10.0, 0.8),
+                       (48.0, 32.0, 20.0, 10.0, 0.7)])
+    path = write_model(tmp_path / "nan.onnx", constant_head_model(raw, input_size=Size(64, 96)))
     sink = RecordingSink()
-    h = Harness(tmp_path, detector, [sink])
+    h = Harness(tmp_path, Detector.from_path(path), [sink])
     gray = h.root / "gray.png"
     write_atomically(gray, encode(cv2.cvtColor(gradient(50, 70), cv2.COLOR_BGR2GRAY), ".png"))
     h.run([gray])
-    result = json.loads(json.dumps(sink.deliveries[0].result))
+    result = json.loads(to_json(sink.deliveries[0].result))  # raises ValueError on NaN
+    jsonschema.validate(result, load_schema())
     assert result["device"] == "test-device"
+    assert [d["confidence"] for d in result["detections"]] == [pytest.approx(0.7, abs=1e-3)]
     assert np.isfinite(sink.deliveries[0].inspection.timings_ms["total"])

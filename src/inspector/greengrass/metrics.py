@@ -17,6 +17,7 @@ message carries the running totals anyway).
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -108,8 +109,6 @@ class MetricsPublisher:
             self._thread.join(timeout=2.0)
 
     def publish_now(self) -> bool:
-        import json
-
         if not self.topic:
             return False
 
