@@ -224,6 +224,7 @@ class DirectorySource:
         self._in_flight: set[Path] = set()
         self._refused: set[Path] = set()
         self._skipped = 0
+        self.rescans = 0  # periodic rescans done (what a rescan did not find twice is settled)
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._check_root_now = threading.Event()
@@ -457,6 +458,7 @@ class DirectorySource:
             if (self.watch and self.rescan_s > 0 and now >= self._next_rescan
                     and not self._root_missing):
                 self._scan(rescan=True)
+                self.rescans += 1
                 self._next_rescan = time.monotonic() + self.rescan_s
             path = self._next_ready()
             if path is None:
