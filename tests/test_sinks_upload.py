@@ -3,6 +3,7 @@ the StreamManager emulator with the real stream_manager client (in-process)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -227,14 +228,16 @@ def test_the_retry_window_runs_from_the_inspection_so_restarts_do_not_reset_it(
 
 
 def test_stream_manager_down_then_back(
-    stream_manager: StreamManagerEmulator, tmp_path: Path
+    stream_manager: StreamManagerEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="inspector.greengrass.streams")
     outcomes = Outcomes()
     stream_manager.stop()
     uploader = make_uploader()
     for n in range(3):
         uploader.submit(*task(tmp_path, f"w{n}.png", outcomes))
-    time.sleep(0.5)
+    # two connection attempts failed: nothing may be reported done (or failed) meanwhile
+    wait_until(lambda: caplog.text.count("cannot reach StreamManager") >= 2)
     assert not outcomes.done and uploader.pending() == 3
     stream_manager.start()
     wait_until(lambda: len(outcomes.done) == 3)
@@ -295,7 +298,10 @@ def test_an_upload_without_status_is_reissued_and_reported_once(
     wait_until(lambda: "slow.png" in outcomes.done)
     stream_manager.slow_upload_s = 0.0
     wait_until(lambda: stream_manager.pending_exports() == 0)
-    time.sleep(0.3)
+    # the second export's status comes before a later upload's in the status stream: once that
+    # one is reported, the duplicate success has been read too
+    uploader.submit(*task(tmp_path, "later.png", outcomes))
+    wait_until(lambda: "later.png" in outcomes.done)
     assert calls == [True]  # the key written twice, the image released once
     assert len([u for u in stream_manager.uploads if u.key == "k/slow.png"]) >= 2
     uploader.close()
