@@ -459,6 +459,7 @@ class DirectorySource:
                     and not self._root_missing):
                 self._scan(rescan=True)
                 self.rescans += 1
+                logger.debug("rescan %d done", self.rescans)
                 self._next_rescan = time.monotonic() + self.rescan_s
             path = self._next_ready()
             if path is None:
