@@ -25,12 +25,13 @@ from typing import Any
 
 from inspector.diskspace import MIB
 from inspector.errors import ConfigError, IpcError, IpcUnavailable, ModelError
-from inspector.greengrass.config import ConfigSource
+from inspector.greengrass.config import ConfigSource, access_problems, read_access_control
 from inspector.greengrass.ipc import IpcClient
 from inspector.greengrass.metrics import LatencySink, MetricsPublisher, collect_metrics
 from inspector.greengrass.spool import Spool
 from inspector.greengrass.streams import S3Uploader
 from inspector.greengrass.updates import UpdateDeferrer
+from inspector.service import build_service, device_name
 from inspector.settings import Settings, resolve_paths
 from inspector.sinks.mqtt import MqttSink, render_topic
 from inspector.sinks.upload import UploadSink
@@ -67,8 +68,6 @@ def thing_name_of(environ: Mapping[str, str]) -> str:
 
 
 def thing_name(settings: Settings, environ: Mapping[str, str]) -> str:
-    from inspector.service import device_name
-
     return environ.get("AWS_IOT_THING_NAME") or device_name(settings, environ)
 
 
@@ -95,7 +94,6 @@ class Component:
 
     def run(self) -> int:
         from inspector.greengrass.clients import stream_manager_client
-        from inspector.service import build_service
 
         try:
             settings = self.config.read()
@@ -176,8 +174,6 @@ class Component:
     def _check_access(self, settings: Settings) -> None:
         """Start-up: an ERROR for every topic the component's own accessControl does not allow
         (the nucleus would refuse those publishes; results would be dead-lettered)."""
-        from inspector.greengrass.config import access_problems, read_access_control
-
         try:
             access = read_access_control(self.ipc)
         except IpcError as exc:

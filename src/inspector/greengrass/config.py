@@ -28,7 +28,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from inspector.errors import ConfigError, IpcError, IpcRejected
-from inspector.settings import Settings, settings_only, validate_mapping
+from inspector.greengrass.access import allowed
+from inspector.settings import RESERVED_KEYS, Settings, settings_only, validate_mapping
+from inspector.sinks.mqtt import render_topic
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +82,6 @@ def access_problems(
 ) -> list[tuple[str, str]]:
     """(key, message) for every topic the settings publish on that ``access_control`` does not
     allow (results per PublishTarget on IoT Core / pub/sub, metrics on IoT Core)."""
-    from inspector.greengrass.access import allowed
-    from inspector.sinks.mqtt import render_topic
 
     data = settings.to_mapping() if isinstance(settings, Settings) else dict(settings)
     target = str(data.get("PublishTarget", "iotcore"))
@@ -182,8 +182,6 @@ class ConfigSource:
             logger.error("cannot answer the validation of deployment %s: %s", deployment_id, exc)
 
     def _access_problems(self, configuration: Mapping[str, Any]) -> list[tuple[str, str]]:
-        from inspector.settings import RESERVED_KEYS
-
         access = next((v for k, v in configuration.items() if k.lower() in RESERVED_KEYS), None)
         if access is None:
             try:
