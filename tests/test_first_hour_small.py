@@ -36,7 +36,7 @@ class _Waiter(logging.Handler):
 
 @pytest.mark.timeout(60)
 def test_an_unreachable_nucleus_is_reported_while_retrying(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Not 30 s of silence: 'connecting' at once, the reason after the first failed attempt
     (waited for with an event, while the 30 s retry window is still open)."""
@@ -46,7 +46,9 @@ def test_an_unreachable_nucleus_is_reported_while_retrying(
     waiter = _Waiter("cannot connect to the Greengrass nucleus yet")
     ipc_logger = logging.getLogger("inspector.greengrass.ipc")
     ipc_logger.addHandler(waiter)
-    monkeypatch.setattr(ipc_logger, "level", logging.DEBUG)
+    # setLevel (not the attribute): it clears the loggers' isEnabledFor cache, which an earlier
+    # test's INFO call at WARNING level may have filled
+    caplog.set_level(logging.DEBUG, logger="inspector.greengrass.ipc")
     client = IpcClient(lambda on_disconnect: connect_ipc(on_disconnect, timeout_s=0.5),
                        backoff_s=0.05, backoff_max_s=0.2)
     failed: list[BaseException] = []
