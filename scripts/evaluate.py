@@ -91,9 +91,11 @@ def evaluate_model(model: Path, items, threads: int, conf: float, reduced: bool 
     from inspector.detector import Detector
     from inspector.evaluation import ImageEval, evaluate, recall_by_group
     from inspector.imageio import read_image
+    from inspector.types import Thresholds
 
     # conf 0.001 for the full precision/recall curve; P/R/verdicts are then taken at ``conf``.
-    detector = Detector.from_path(model, intra_op_threads=threads, conf_threshold=0.001)
+    detector = Detector.from_path(model, intra_op_threads=threads,
+                                  thresholds=Thresholds(conf=0.001))
     fit = detector.model.input_size if reduced else None
     evals, session_ms, reduced_count = [], [], 0
     for path, gt, _ in tqdm(items, desc=model.name, unit="img"):

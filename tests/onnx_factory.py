@@ -264,3 +264,24 @@ def conv_proxy_model(
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model)
     return model
+
+
+def fake_model_folder(folder: Path, precisions: Sequence[str] = ("fp32", "int8"), *,
+                      version: str = "1.2.0") -> Path:
+    """A models folder as scripts/build_component.py and deploy_fleet.py read it: one file per
+    precision (not ONNX: those scripts only copy and hash them) and its manifest.json."""
+    import hashlib
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for precision in precisions:
+        name = f"scratch-{precision}.onnx"
+        data = f"fake onnx {precision}".encode()
+        (folder / name).write_bytes(data)
+        entries.append({"file": name, "name": "scratch-yolov8n", "version": version,
+                        "precision": precision, "sha256": hashlib.sha256(data).hexdigest(),
+                        "input_size": [640, 640], "classes": ["scratch"]})
+    manifest = {"default": "scratch-fp32.onnx", "models": entries}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    return folder

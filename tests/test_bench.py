@@ -43,9 +43,9 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path, proxy_models: 
     assert [(c["model"], c["threads"]) for c in doc["configs"]] == [
         ("proxy", 1), ("proxy", 2), ("proxy-int8", 1), ("proxy-int8", 2)]
     for config in doc["configs"]:
-        assert {"decode", "letterbox", "tensor", "preprocess", "session", "post", "total"} == set(
-            config["stages_ms"])
-        assert config["stages_ms"]["session"]["median_ms"] > 0
+        assert {"decode", "letterbox", "tensor", "preprocess", "inference", "postprocess",
+                "total"} == set(config["stages_ms"])
+        assert config["stages_ms"]["inference"]["median_ms"] > 0
         assert config["raw_session"]["images_per_s"] > 0
         service = config["service"]
         assert "error" not in service, service.get("error")
@@ -163,7 +163,7 @@ def _doc(**overrides: object) -> dict:
     config = {
         "model": "m", "precision": "fp32", "threads": 2,
         "stages_ms": {s: {"median_ms": 1.0, "p95_ms": 2.0} for s in (
-            "decode", "letterbox", "tensor", "preprocess", "session", "post", "total")},
+            "decode", "letterbox", "tensor", "preprocess", "inference", "postprocess", "total")},
         "raw_session": {"images_per_s": 100.0, "session_ms": {"median_ms": 10.0}},
         "detector_loop": {"images_per_s": 50.0},
         "burst_over_raw": 0.9,
@@ -238,7 +238,7 @@ def test_the_stages_plot_shows_every_stage(tmp_path: Path, monkeypatch: pytest.M
 
     doc = _doc(host="h", publish_ms={"median_ms": 0.4})
     medians = {"decode": 2.0, "letterbox": 0.05, "tensor": 0.3, "preprocess": 0.5,
-               "session": 60.0, "post": 0.4, "total": 63.0}
+               "inference": 60.0, "postprocess": 0.4, "total": 63.0}
     doc["configs"][0]["stages_ms"] = {s: {"median_ms": m, "p95_ms": m * 1.2}
                                       for s, m in medians.items()}
     axes: list = []

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from onnx_factory import fake_model_folder
 from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,21 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 build_component = load_script("scripts/build_component.py")
 check_recipes = load_script("scripts/check_recipes.py")
 bootstrap = load_script("recipes/inference/bootstrap.py")
-
-
-def _fake_models(folder: Path, precisions: tuple[str, ...] = ("fp32", "int8")) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for precision in precisions:
-        name = f"scratch-{precision}.onnx"
-        data = f"fake onnx {precision}".encode()
-        (folder / name).write_bytes(data)
-        entries.append({"file": name, "name": "scratch-yolov8n", "version": "1.2.0",
-                        "precision": precision, "sha256": hashlib.sha256(data).hexdigest(),
-                        "input_size": [640, 640], "classes": ["scratch"]})
-    manifest = {"default": "scratch-fp32.onnx", "models": entries}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +291,7 @@ def test_build_model_component_refuses_bad_input(tmp_path: Path) -> None:
 
 
 def test_model_build_ships_both_precisions_of_the_manifest(tmp_path: Path) -> None:
-    models = _fake_models(tmp_path / "models")
+    models = fake_model_folder(tmp_path / "models")
     built = build_component.build("model", tmp_path / "out", models_dir=models)
     gdk = json.loads((REPO / "recipes" / "model" / "gdk-config.json").read_text())
     version = gdk["component"][MODEL]["version"]
@@ -342,7 +328,7 @@ def test_committed_registry_holds_the_models_in_the_repository(tmp_path: Path) -
 def test_model_build_cli_refuses_a_recorded_version_with_other_bytes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    models = _fake_models(tmp_path / "models")  # other bytes than the recorded 1.2.0
+    models = fake_model_folder(tmp_path / "models")  # other bytes than the recorded 1.2.0
     registry = tmp_path / "published.json"
     shutil.copy(REPO / "recipes" / "model" / "published.json", registry)
     rc = build_component.main(["model", "--out", str(tmp_path / "out"), "--models-dir",
@@ -360,14 +346,14 @@ def test_model_build_without_manifest_fails_clearly(tmp_path: Path) -> None:
 
 
 def test_model_build_refuses_a_file_that_differs_from_the_manifest(tmp_path: Path) -> None:
-    models = _fake_models(tmp_path / "models")
+    models = fake_model_folder(tmp_path / "models")
     (models / "scratch-int8.onnx").write_bytes(b"tampered")
     with pytest.raises(build_component.BuildError, match="sha256 is"):
         build_component.build("model", tmp_path / "out", models_dir=models)
 
 
 def test_model_build_refuses_a_missing_precision(tmp_path: Path) -> None:
-    models = _fake_models(tmp_path / "models", precisions=("fp32",))
+    models = fake_model_folder(tmp_path / "models", precisions=("fp32",))
     with pytest.raises(build_component.BuildError, match="no int8 model"):
         build_component.build("model", tmp_path / "out", models_dir=models)
 
@@ -384,7 +370,7 @@ def _fresh_copy(tmp_path: Path) -> Path:
     for file in ("pyproject.toml", "gdk-config.json"):
         shutil.copy(REPO / file, clone / file)
     (clone / "recipe.yaml").symlink_to(os.readlink(REPO / "recipe.yaml"))
-    _fake_models(clone / "models")
+    fake_model_folder(clone / "models")
     # Fake models are not the recorded 1.2.0: start this clone with an empty registry.
     (clone / "recipes" / "model" / "published.json").write_text("{}\n")
     return clone
@@ -507,8 +493,7 @@ def test_bootstrap_reads_the_shipped_requirements_for_this_python() -> None:
     text = (REPO / "recipes" / "inference" / "requirements.txt").read_text()
     wanted = dict(bootstrap.requirements_of(text))
     assert set(wanted) == {"numpy", "onnxruntime", "opencv-python-headless", "watchdog",
-                           "awsiotsdk", "stream-manager", "pydantic", "PyYAML", "tenacity",
-                           "tqdm"}
+                           "awsiotsdk", "stream-manager", "pydantic", "PyYAML", "tenacity"}
     if sys.version_info >= (3, 11):
         assert wanted["numpy"][0][0] == "==", "the pins, not the 3.10 ranges"
     with pytest.raises(bootstrap.Unreadable):
@@ -548,7 +533,7 @@ def test_bundled_requirements_follow_the_device_python_not_the_builder() -> None
     for_310 = build_component.target_requirements(text, "3.10")
     assert "numpy==2.4.6" in for_311 and not any(";" in line for line in for_311)
     assert "numpy<2.3,>=1.24" in for_310 or "numpy>=1.24,<2.3" in for_310
-    assert len(for_311) == len(for_310) == 10
+    assert len(for_311) == len(for_310) == 9  # tqdm is the bench's, not the device's
 
 
 def test_bundle_options_are_refused_when_incomplete(tmp_path: Path) -> None:

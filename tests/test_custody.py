@@ -250,14 +250,17 @@ def test_low_disk_space_pauses_intake_and_resumes(runs: Callable[..., Run], tmp_
         filler = state / "filler.bin"
         filler.write_bytes(b"\0" * (3 * 2**20 + 512 * 1024))  # 0.5 MiB left: below 1 MiB
         run = runs(state / "results.jsonl", "--state-dir", str(state),
-                   "--set", "MinFreeMegabytes=1", "--set", "RescanSeconds=0.5")
+                   "--set", "MinFreeMegabytes=1", "--set", "RescanSeconds=0.5",
+                   "--log-level", "DEBUG")
         run.start()
         wait_until(lambda: "inspecting " in run.log(), 60, "start")
         images = [f"d{i}.png" for i in range(5)]
         for i, name in enumerate(images):
             run.image(name, i)
         wait_until(lambda: "disk space low" in run.log(), 30, "pause")
-        time.sleep(1.5)  # three rescans' time: stuck images must not be inspected over and over
+        # three rescans during the pause: stuck images must not be inspected over and over
+        rescans = run.log().count(": rescan ")
+        wait_until(lambda: run.log().count(": rescan ") >= rescans + 3, 30, "three rescans")
         assert run.lines() == [] and run.left() == images
         filler.unlink()
         wait_until(lambda: len(run.lines()) == 5, 30, "results after space returned")
@@ -279,7 +282,8 @@ def test_disk_full_for_real_no_double_results_no_false_failures(
     with tmpfs(tmp_path / "state", "2m") as state:
         run = runs(state / "results.jsonl", "--state-dir", str(state),
                    "--set", "MinFreeMegabytes=0", "--set", "AnnotateOutbox=false",
-                   "--set", "SinkStallSeconds=600")
+                   "--set", "SinkStallSeconds=600", "--set", "RescanSeconds=0.5",
+                   "--log-level", "DEBUG")
         run.start()
         wait_until(lambda: "inspecting " in run.log(), 60, "start")
         filler = fill(state)
@@ -287,7 +291,8 @@ def test_disk_full_for_real_no_double_results_no_false_failures(
         for i, name in enumerate(images):
             run.image(name, i, size=(120, 160))
         wait_until(lambda: "No space left" in run.log(), 30, "ENOSPC")
-        time.sleep(1.0)
+        rescans = run.log().count(": rescan ")
+        wait_until(lambda: run.log().count(": rescan ") >= rescans + 2, 30, "two rescans")
         assert run.left() == images  # nothing done or lost while the disk is full
         filler.unlink()
         wait_until(lambda: len(run.lines()) >= 6 and not run.left(), 60, "delivery")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from onnx_factory import fake_model_folder
 from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,20 +26,6 @@ GROUP_ARN = "arn:aws:iot:eu-west-1:123456789012:thinggroup/line-1"
 deploy_fleet = load_script("scripts/deploy_fleet.py")
 
 
-def _fake_models(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    entries = []
-    for file_name, precision in (("scratch-fp32.onnx", "fp32"), ("scratch-int8.onnx", "int8")):
-        data = f"not really onnx ({precision})".encode()
-        (folder / file_name).write_bytes(data)
-        entries.append({"file": file_name, "name": "scratch-yolov8n", "version": "1.0.0",
-                        "precision": precision, "sha256": hashlib.sha256(data).hexdigest(),
-                        "input_size": [640, 640], "classes": ["scratch"]})
-    manifest = {"default": "scratch-fp32.onnx", "models": entries}
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return folder
-
-
 # --- local -----------------------------------------------------------------------------------
 
 
@@ -47,7 +33,7 @@ def _fake_models(folder: Path) -> Path:
 def test_deploy_local_dry_run_stages_both_components_and_prints_the_command(
     tmp_path: Path,
 ) -> None:
-    models = _fake_models(tmp_path / "models")
+    models = fake_model_folder(tmp_path / "models", version="1.0.0")
     stage = tmp_path / "stage"
     env = {**os.environ, "PYTHON": sys.executable}
     env["PATH"] = os.pathsep.join(  # no gdk here even where one is installed
@@ -89,7 +75,7 @@ def test_deploy_local_dry_run_stages_both_components_and_prints_the_command(
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_deploy_local_precision_is_a_settings_merge_not_another_build(tmp_path: Path) -> None:
-    models = _fake_models(tmp_path / "models")
+    models = fake_model_folder(tmp_path / "models", version="1.0.0")
     stage = tmp_path / "stage"
     user = {"com.inspector.Inference": {"MERGE": {"ImageDirectory": "/data/camera"}}}
     result = subprocess.run(

@@ -13,7 +13,7 @@ import pytest
 from inspector.detector import Detector, parse_class_names
 from inspector.errors import ModelError
 from inspector.imageio import read_image
-from inspector.types import Size
+from inspector.types import Size, Thresholds
 from onnx_factory import (
     FakeRuntime,
     constant_head_model,
@@ -134,22 +134,20 @@ def test_fake_runtime_sees_the_letterboxed_tensor(tmp_path):
 
 def test_with_thresholds_shares_the_session_and_leaves_the_original(tiny_model_path, tmp_path):
     detector = Detector.from_path(tiny_model_path)
-    strict = detector.with_thresholds(conf_threshold=0.95)
+    strict = detector.with_thresholds(Thresholds(conf=0.95))
     assert strict.runtime is detector.runtime
-    assert (strict.conf_threshold, strict.iou_threshold) == (0.95, 0.7)
+    assert strict.thresholds == Thresholds(0.95, 0.7, 300) and strict.conf_threshold == 0.95
     image = read_image(image_file(tmp_path, 480, 640))
     assert strict.inspect(image).verdict == "pass"
     assert detector.inspect(image).verdict == "defect"
-    loose = detector.with_thresholds(conf_threshold=0.5, iou_threshold=0.99)
+    loose = detector.with_thresholds(Thresholds(conf=0.5, iou=0.99))
     assert len(loose.inspect(image).detections) == 2  # the duplicate (IoU 0.9) survives
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"conf_threshold": 1.5}, {"iou_threshold": -0.1}, {"max_det": 0}]
-)
+@pytest.mark.parametrize("kwargs", [{"conf": 1.5}, {"iou": -0.1}, {"max_det": 0}])
 def test_thresholds_are_range_checked(kwargs):
     with pytest.raises(ValueError, match="must be"):
-        Detector(FakeRuntime(head_tensor([])), **kwargs)
+        Thresholds(**kwargs)
 
 
 def test_fake_runtime_metadata_defaults_to_ultralytics():

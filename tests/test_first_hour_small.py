@@ -13,8 +13,9 @@ import pytest
 
 from inspector.annotate import annotate, place_labels
 from inspector.cli import main
+from inspector.errors import IpcUnavailable
 from inspector.greengrass.clients import connect_ipc
-from inspector.greengrass.ipc import IpcClient, IpcUnavailable
+from inspector.greengrass.ipc import IpcClient
 from inspector.types import Detections
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ class _Waiter(logging.Handler):
 
 @pytest.mark.timeout(60)
 def test_an_unreachable_nucleus_is_reported_while_retrying(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Not 30 s of silence: 'connecting' at once, the reason after the first failed attempt
     (waited for with an event, while the 30 s retry window is still open)."""
@@ -45,7 +46,9 @@ def test_an_unreachable_nucleus_is_reported_while_retrying(
     waiter = _Waiter("cannot connect to the Greengrass nucleus yet")
     ipc_logger = logging.getLogger("inspector.greengrass.ipc")
     ipc_logger.addHandler(waiter)
-    monkeypatch.setattr(ipc_logger, "level", logging.DEBUG)
+    # setLevel (not the attribute): it clears the loggers' isEnabledFor cache, which an earlier
+    # test's INFO call at WARNING level may have filled
+    caplog.set_level(logging.DEBUG, logger="inspector.greengrass.ipc")
     client = IpcClient(lambda on_disconnect: connect_ipc(on_disconnect, timeout_s=0.5),
                        backoff_s=0.05, backoff_max_s=0.2)
     failed: list[BaseException] = []

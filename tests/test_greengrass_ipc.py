@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from inspector.errors import IpcError, IpcRejected, IpcTimeout, IpcUnavailable
 from inspector.greengrass.clients import connect_ipc
-from inspector.greengrass.ipc import IpcClient, IpcError, IpcRejected, IpcTimeout, IpcUnavailable
+from inspector.greengrass.ipc import IpcClient
 from inspector.testing.fixtures import running_nucleus
 from inspector.testing.nucleus import NucleusEmulator
 

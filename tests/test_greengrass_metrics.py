@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
-from inspector.greengrass.ipc import IpcTimeout
+from inspector.errors import IpcTimeout
 from inspector.greengrass.metrics import LatencySink, MetricsPublisher
 from inspector.sinks.base import Delivery
 from inspector.types import Detections, ImageInfo, Inspection, ModelInfo, Size
@@ -68,14 +69,61 @@ def test_publisher_sends_periodically_and_follows_new_settings() -> None:
         time.sleep(0.01)
     assert any(m[0] == "m/2" for m in ipc.messages)
     publisher.configure(topic="m/2", interval_s=0)  # off
-    time.sleep(0.1)
     before = len(ipc.messages)
-    time.sleep(0.2)
-    assert len(ipc.messages) == before
+    # a second publisher on the same interval is the clock: once it has sent four messages,
+    # the first would have sent some too had "off" not stopped it (one may have been in flight)
+    reference = FakeIpc()
+    clock = MetricsPublisher(reference, lambda: {}, topic="r", interval_s=0.05).start()
+    while len(reference.messages) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    clock.close()
+    assert len(reference.messages) >= 4
+    assert len(ipc.messages) <= before + 1
     publisher.close()
 
 
-def test_publish_failure_is_not_fatal() -> None:
-    publisher = MetricsPublisher(FakeIpc(fail=True), lambda: {}, topic="m", interval_s=60)
+class FlakyIpc(FakeIpc):
+    """Times out ``failures`` times, then publishes."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.attempts = 0
+
+    def publish_to_iot_core(self, topic: str, payload: bytes, *, qos: str = "1",
+                            attempts: int | None = None) -> None:
+        self.attempts += 1
+        self.fail = self.attempts <= self.failures
+        super().publish_to_iot_core(topic, payload, qos=qos, attempts=attempts)
+
+
+def test_a_failed_publish_is_logged_and_the_next_one_goes_out(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    ipc = FlakyIpc(failures=2)
+    publisher = MetricsPublisher(ipc, lambda: {"n": 1}, topic="m", interval_s=0.02).start()
+    try:
+        assert ipc.event.wait(10), "the publisher thread did not survive the failures"
+    finally:
+        publisher.close()
+    assert ipc.attempts >= 3 and publisher.sent >= 1 and ipc.messages[0][1] == {"n": 1}
+    failures = [r for r in caplog.records if r.getMessage() == "metrics not published: no answer"]
+    assert len(failures) == 2 and all(r.levelname == "WARNING" for r in failures)
+
+
+@pytest.mark.parametrize("collect", [lambda: {"x": float("nan")}, lambda: 1 / 0])
+def test_a_bad_metrics_message_is_logged_not_sent(collect: Any,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """NaN is not JSON (allow_nan=False), a broken collect() is a bug: both logged with the
+    traceback, nothing sent, the caller goes on."""
+    ipc = FakeIpc()
+    publisher = MetricsPublisher(ipc, collect, topic="m", interval_s=60)
     assert publisher.publish_now() is False
-    assert MetricsPublisher(FakeIpc(), lambda: {}, topic="", interval_s=1).publish_now() is False
+    assert ipc.messages == [] and publisher.sent == 0
+    assert any(r.exc_info and r.getMessage() == "metrics not published" for r in caplog.records)
+
+
+def test_no_topic_means_nothing_is_published() -> None:
+    ipc = FakeIpc()
+    assert MetricsPublisher(ipc, lambda: {}, topic="", interval_s=1).publish_now() is False
+    assert ipc.messages == []

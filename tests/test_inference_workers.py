@@ -196,3 +196,36 @@ def test_a_model_loaded_through_a_memfd_names_its_own_file_in_errors(tmp_path: P
     with pytest.raises(ModelError) as caught:
         OnnxRuntime.from_path(broken)
     assert "broken.onnx" in str(caught.value) and "/proc/self/fd" not in str(caught.value)
+
+
+def test_results_are_handed_on_in_the_order_the_images_were_taken(tmp_path: Path,
+                                                                   model_path: Path):
+    """The first image's run ends after the second's: its result still goes first."""
+    detector = Detector.from_path(model_path, concurrent_runs=2)
+    second_done = threading.Event()
+    finished: list[int] = []
+    lock = threading.Lock()
+    calls = [0]
+
+    class SlowFirst:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(detector, name)
+
+        def infer(self, tensor: np.ndarray) -> Any:
+            with lock:
+                calls[0] += 1
+                mine = calls[0]
+            if mine == 1:
+                second_done.wait(5)
+            raw = detector.infer(tensor)
+            finished.append(mine)
+            if mine == 2:
+                second_done.set()
+            return raw
+
+    sink = RecordingSink()
+    h = Harness(tmp_path, SlowFirst(), [sink], inference_workers=2)
+    paths = [h.image(f"img_{n}.jpg", seed=n) for n in range(4)]
+    h.run(paths)
+    assert finished[:2] == [2, 1]  # the runs did finish out of order
+    assert [d.inspection.image.name for d in sink.deliveries] == [p.name for p in paths]

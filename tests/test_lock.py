@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from inspector.lock import FolderBusyError, FolderLock
+from inspector.errors import FolderBusyError
+from inspector.lock import FolderLock
 
 HOLD = """
 import sys, time

@@ -9,19 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import jsonschema
 import numpy as np
 import pytest
 
 from bad_images import encode, gradient, write_atomically
+from inspector.delivery import DeliveryDesk
 from inspector.detector import Detector
 from inspector.disposition import Disposer, Journal
 from inspector.errors import ImageDecodeError, SinkError
 from inspector.imageio import read_image
 from inspector.pipeline import Pipeline
-from inspector.result import to_result
+from inspector.result import load_schema, to_json, to_result
 from inspector.sinks.base import Delivery, Hold, Sink
 from inspector.sources import ListSource
-from inspector.types import Size
+from inspector.types import Size, Thresholds
 from onnx_factory import constant_head_model, head_tensor, write_model
 
 
@@ -101,20 +103,23 @@ class Harness:
         self.sinks = sinks
         self.retried: list[Path] = []
         self.settled: list[Path] = []
-        self.pipeline = Pipeline(
-            detector=detector,
-            read_image=read or (lambda p, fit=None: read_image(p, max_pixels=10_000_000, fit=fit)),
+        desk = DeliveryDesk(
             to_result=to_result,
             sinks=sinks,
             disposer=self.disposer,
             journal=self.journal,
-            root=self.root,
             device="test-device",
-            queue_size=4,
             on_settled=self.settled.append,
             on_retry=self.retried.append,
             retry_base_s=0.01,
             retry_max_s=0.05,
+        )
+        self.pipeline = Pipeline(
+            detector=detector,
+            read_image=read or (lambda p, fit=None: read_image(p, max_pixels=10_000_000, fit=fit)),
+            desk=desk,
+            root=self.root,
+            queue_size=4,
             **pipeline_kwargs,
         )
 
@@ -307,7 +312,7 @@ def test_delete_action_and_name_clashes(tmp_path: Path, detector: Detector):
 def test_new_thresholds_apply_from_the_next_image(tmp_path: Path, detector: Detector):
     sink = RecordingSink()
     h = Harness(tmp_path, detector, [sink])
-    h.pipeline.set_detector(detector.with_thresholds(conf_threshold=0.95))
+    h.pipeline.set_detector(detector.with_thresholds(Thresholds(conf=0.95)))
     h.run([h.image("quiet.jpg")])
     assert sink.deliveries[0].inspection.verdict == "pass"
     assert sink.deliveries[0].inspection.conf_threshold == 0.95
@@ -354,12 +359,20 @@ def test_stop_finishes_inspected_images_and_leaves_the_rest(tmp_path: Path, dete
     assert not delivered & remaining
 
 
-def test_results_are_json_serialisable(tmp_path: Path, detector: Detector):
+def test_results_are_strict_json_even_from_a_model_that_outputs_nan(tmp_path: Path):
+    """A broken model's NaN/inf boxes never reach a result: strict JSON (allow_nan=False, as
+    the sinks write it) and the schema hold, the finite box is kept."""
+    nan, inf = float("nan"), float("inf")
+    raw = head_tensor([(nan, 32.0, 20.0, 10.0, 0.9), (48.0, inf, 20.0, 10.0, 0.8),
+                       (48.0, 32.0, 20.0, 10.0, 0.7)])
+    path = write_model(tmp_path / "nan.onnx", constant_head_model(raw, input_size=Size(64, 96)))
     sink = RecordingSink()
-    h = Harness(tmp_path, detector, [sink])
+    h = Harness(tmp_path, Detector.from_path(path), [sink])
     gray = h.root / "gray.png"
     write_atomically(gray, encode(cv2.cvtColor(gradient(50, 70), cv2.COLOR_BGR2GRAY), ".png"))
     h.run([gray])
-    result = json.loads(json.dumps(sink.deliveries[0].result))
+    result = json.loads(to_json(sink.deliveries[0].result))  # raises ValueError on NaN
+    jsonschema.validate(result, load_schema())
     assert result["device"] == "test-device"
+    assert [d["confidence"] for d in result["detections"]] == [pytest.approx(0.7, abs=1e-3)]
     assert np.isfinite(sink.deliveries[0].inspection.timings_ms["total"])

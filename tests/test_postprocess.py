@@ -8,7 +8,15 @@ import pytest
 
 from inspector.postprocess import box_iou, decode, head_layout, nms, postprocess
 from inspector.preprocess import letterbox_geometry
-from inspector.types import Size
+from inspector.types import (
+    Detections,
+    ImageInfo,
+    Inspection,
+    ModelInfo,
+    Size,
+    Thresholds,
+    confident,
+)
 
 
 def head(*rows: tuple[float, ...], num_classes: int = 1) -> np.ndarray:
@@ -23,7 +31,7 @@ def head(*rows: tuple[float, ...], num_classes: int = 1) -> np.ndarray:
 def kept(raw: np.ndarray, *, conf=0.25, iou=0.7, max_det=300) -> list[tuple]:
     """Run the post-processing with an identity letterbox; rows of (x1, y1, x2, y2, conf, cls)."""
     identity = letterbox_geometry(Size(1000, 1000), Size(1000, 1000))
-    det = postprocess(raw, identity, conf_threshold=conf, iou_threshold=iou, max_det=max_det)
+    det = postprocess(raw, identity, Thresholds(conf, iou, max_det))
     return [
         (*(round(float(v), 3) for v in box), round(float(c), 3), int(k))
         for box, c, k in zip(det.xyxy, det.confidence, det.class_id, strict=True)
@@ -254,3 +262,21 @@ def test_nms_on_a_long_suppression_chain_matches_cv2():
         ours = nms(xyxy, scores, iou)
         assert ours.tolist() == expected.reshape(-1).tolist()
         assert ours.size == kept
+
+
+@pytest.mark.parametrize(("score", "counted"), [(0.5, False), (np.nextafter(np.float32(0.5),
+                                                                             np.float32(1)), True)])
+def test_one_confidence_rule_at_the_boundary_for_decode_and_verdict(score, counted):
+    """A score equal to the threshold is not a detection, and the verdict agrees: both use
+    ``types.confident`` (strictly above), so the verdict can never see a box decode dropped or
+    call a box the result lists below its threshold."""
+    raw = head((100, 100, 40, 20, float(score)))
+    assert bool(kept(raw, conf=0.5)) is counted
+    at_threshold = Detections(np.array([[1, 2, 3, 4]], np.float32),
+                              np.array([score], np.float32), np.array([0]))
+    inspection = Inspection(
+        image=ImageInfo("a.jpg", Size(10, 10), "0" * 64),
+        model=ModelInfo("m", "1", "0" * 64, ("scratch",), Size(640, 640)),
+        detections=at_threshold, conf_threshold=0.5, timings_ms={}, time_utc="")
+    assert inspection.verdict == ("defect" if counted else "pass")
+    assert confident(np.float32(score), 0.5) == counted

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from bad_images import (
+    Case,
     encode,
     gradient,
     ignored_files,
@@ -31,10 +32,10 @@ from bad_images import (
     write_unreadable,
 )
 from inspector.errors import ModelError
-from inspector.service import build_service
+from inspector.service import build_service, load_detector
 from inspector.settings import Settings
 from inspector.sinks.base import Delivery, Sink
-from inspector.types import Size
+from inspector.types import Size, Thresholds
 from onnx_factory import constant_head_model, head_tensor, write_model
 
 BURST = 500
@@ -262,8 +263,12 @@ def test_every_bad_input_is_logged_and_the_service_goes_on(service_factory, tmp_
 
     wait_until(lambda: settled() or not service.alive(), timeout=60, what="every input settled")
     assert service.alive(), service.log_text()[-3000:]
-    time.sleep(0.5)  # nothing else may turn up
+    # nothing else may turn up: an image dropped now is inspected after anything still queued
+    write_atomically(service.watch / "zz-marker.jpg", jpeg(7))
+    wait_until(lambda: "zz-marker.jpg" in service.names(), timeout=60, what="the marker")
     assert service.stop() == 0
+    expected_ok.add("zz-marker.jpg")
+    cases["zz-marker.jpg"] = Case("zz-marker.jpg", "processed", upright=Size(*SMALL))
 
     results = {r["image"]["name"]: r for r in service.lines()}
     assert set(results) == expected_ok
@@ -451,6 +456,30 @@ class RecordingSink(Sink):
         with self.cond:
             assert self.cond.wait_for(lambda: len(self.results) >= n, timeout=20)
             return list(self.results)
+
+
+def test_threshold_changes_keep_the_model_session(tmp_path: Path, model_path: Path):
+    """ConfidenceThreshold, IouThreshold and MaxDetections reach post-processing as one value;
+    none of them loads the model again. A session setting does."""
+    loads: list[Settings] = []
+
+    def factory(settings: Settings) -> Any:
+        loads.append(settings)
+        return load_detector(settings)
+
+    (tmp_path / "in").mkdir()
+    settings = Settings.from_mapping({"ImageDirectory": str(tmp_path / "in"),
+                                      "ModelPath": str(model_path), "AllowUnverifiedModel": True})
+    service = build_service(settings, sinks=[RecordingSink()], detector_factory=factory)
+    before: Any = service.pipeline.detector
+    assert service.apply_settings(settings.replace(MaxDetections=1)) == frozenset()
+    assert service.apply_settings(settings.replace(MaxDetections=1, IouThreshold=0.5,
+                                                   ConfidenceThreshold=0.9)) == frozenset()
+    after: Any = service.pipeline.detector
+    assert len(loads) == 1 and after.runtime is before.runtime
+    assert after.thresholds == Thresholds(conf=0.9, iou=0.5, max_det=1)
+    service.apply_settings(settings.replace(MaxDetections=1, IntraOpThreads=1))
+    assert len(loads) == 2 and service.pipeline.detector.thresholds.max_det == 1
 
 
 def test_live_settings_apply_between_images(tmp_path: Path, model_path: Path):

@@ -14,12 +14,15 @@ from pydantic import ValidationError
 from inspector.errors import ConfigError
 from inspector.settings import (
     LIVE_KEYS,
+    RELOAD_KEYS,
+    RESTART_KEYS,
     Settings,
     describe,
     read_config_file,
     resolve_paths,
     validate_mapping,
 )
+from inspector.types import Thresholds
 
 FIXED_NAMES = {"ImageDirectory", "ModelPath", "ConfidenceThreshold", "IouThreshold",
                "PublishResultsOnTopic", "UploadBucket"}
@@ -99,6 +102,23 @@ def test_round_trip_replace_and_changed_keys():
     assert t.changed_keys(s) <= LIVE_KEYS
     with pytest.raises(ConfigError):
         s.replace(IouThreshold=2)
+
+
+def test_every_key_says_how_a_running_service_takes_its_change():
+    """The key sets come from the fields' own markers; every field has exactly one."""
+    assert set(Settings.model_fields) == LIVE_KEYS | RELOAD_KEYS | RESTART_KEYS
+    assert not (LIVE_KEYS & RELOAD_KEYS or LIVE_KEYS & RESTART_KEYS or RELOAD_KEYS & RESTART_KEYS)
+    # thresholds (MaxDetections too) go to post-processing: never a new model session
+    assert {"ConfidenceThreshold", "IouThreshold", "MaxDetections"} <= LIVE_KEYS
+    assert {"ModelPath", "ModelSha256", "ExecutionProviders", "IntraOpThreads"} <= RELOAD_KEYS
+    assert {"ImageDirectory", "QueueSize", "StateDirectory"} <= RESTART_KEYS
+
+
+def test_thresholds_are_one_value():
+    s = Settings.from_mapping({"ImageDirectory": "/x", "ConfidenceThreshold": 0.4,
+                               "IouThreshold": 0.5, "MaxDetections": 7})
+    assert s.thresholds == Thresholds(conf=0.4, iou=0.5, max_det=7)
+    assert s.replace(MaxDetections=8).thresholds != s.thresholds
 
 
 def test_paths_default_under_a_hidden_state_folder():

@@ -162,15 +162,16 @@ def test_targets_pubsub_and_both_live(
 
 
 def test_nucleus_down_then_back_sends_everything(
-    ipc: IpcClient, nucleus: NucleusEmulator, tmp_path: Path
+    ipc: IpcClient, nucleus: NucleusEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     sink = make_sink(ipc, tmp_path)
     nucleus.stop()
     wait_until(lambda: not ipc.connected)
     for n in range(4):
         sink.send(delivery(f"img{n}.jpg"))
-    time.sleep(0.3)
-    assert sink.pending() == 4 and not nucleus.published
+    # the publisher has tried and failed (twice): nothing may have left the spool meanwhile
+    wait_until(lambda: caplog.text.count("img0.jpg: publish failed, will retry") >= 2)
+    assert sink.pending() == 4 and not nucleus.published and sink.dead_letters == 0
     nucleus.start()
     published = nucleus.wait_for_published(4, timeout_s=15)
     assert [m.json()["image"]["name"] for m in published] == [f"img{n}.jpg" for n in range(4)]

@@ -3,6 +3,7 @@ the StreamManager emulator with the real stream_manager client (in-process)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -70,8 +71,11 @@ class FakeUploader:
     def pending(self) -> int:
         return len(self.tasks)
 
-    def submit(self, task: UploadTask) -> None:
-        self.tasks.append(task)
+    def submit(self, path: Path, bucket: str, key: str, metadata: dict[str, str],
+               on_done: Callable[[bool, str], None], *, deadline: float | None = None
+               ) -> UploadTask:
+        self.tasks.append(UploadTask(path, bucket, key, metadata, on_done, deadline=deadline))
+        return self.tasks[-1]
 
 
 class RecordingHold:
@@ -146,11 +150,14 @@ def make_uploader(**kwargs: Any) -> S3Uploader:
     return S3Uploader(lambda: stream_manager_client(request_timeout_s=3), **kwargs).start()
 
 
-def task(tmp_path: Path, name: str, outcomes: Outcomes) -> UploadTask:
+UploadArgs = tuple[Path, str, str, dict[str, str], Callable[[bool, str], None]]
+
+
+def task(tmp_path: Path, name: str, outcomes: Outcomes) -> UploadArgs:
+    """``S3Uploader.submit``'s arguments for a new file ``name``."""
     path = tmp_path / name
     path.write_bytes(name.encode() * 10)
-    return UploadTask(path, "bucket-a", f"k/{name}", {"verdict": "defect"},
-                      outcomes.callback(name))
+    return path, "bucket-a", f"k/{name}", {"verdict": "defect"}, outcomes.callback(name)
 
 
 def test_uploads_succeed_with_streams_created_once(
@@ -159,14 +166,14 @@ def test_uploads_succeed_with_streams_created_once(
     outcomes = Outcomes()
     uploader = make_uploader()
     for n in range(5):
-        uploader.submit(task(tmp_path, f"i{n}.png", outcomes))
+        uploader.submit(*task(tmp_path, f"i{n}.png", outcomes))
     wait_until(lambda: len(outcomes.done) == 5)
     assert all(ok for ok, _ in outcomes.done.values())
     for n in range(5):
         obj = tmp_path / "s3" / "bucket-a" / "k" / f"i{n}.png"
         assert obj.read_bytes() == (tmp_path / f"i{n}.png").read_bytes()
     stream_manager.restart(down_s=0.3)  # file-persisted streams survive; not created again
-    uploader.submit(task(tmp_path, "after.png", outcomes))
+    uploader.submit(*task(tmp_path, "after.png", outcomes))
     wait_until(lambda: "after.png" in outcomes.done)
     assert outcomes.done["after.png"][0]
     creates = [r for op, r in stream_manager.requests if op == "CreateMessageStream"]
@@ -181,8 +188,8 @@ def test_failure_retried_then_abandoned(
     outcomes = Outcomes()
     stream_manager.fail_uploads = lambda d: "bad" in d.key
     uploader = make_uploader(max_retries=2)
-    uploader.submit(task(tmp_path, "bad.png", outcomes))
-    uploader.submit(task(tmp_path, "good.png", outcomes))
+    uploader.submit(*task(tmp_path, "bad.png", outcomes))
+    uploader.submit(*task(tmp_path, "good.png", outcomes))
     wait_until(lambda: len(outcomes.done) == 2)
     assert outcomes.done["good.png"] == (True, "")
     ok, reason = outcomes.done["bad.png"]
@@ -221,14 +228,16 @@ def test_the_retry_window_runs_from_the_inspection_so_restarts_do_not_reset_it(
 
 
 def test_stream_manager_down_then_back(
-    stream_manager: StreamManagerEmulator, tmp_path: Path
+    stream_manager: StreamManagerEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="inspector.greengrass.streams")
     outcomes = Outcomes()
     stream_manager.stop()
     uploader = make_uploader()
     for n in range(3):
-        uploader.submit(task(tmp_path, f"w{n}.png", outcomes))
-    time.sleep(0.5)
+        uploader.submit(*task(tmp_path, f"w{n}.png", outcomes))
+    # two connection attempts failed: nothing may be reported done (or failed) meanwhile
+    wait_until(lambda: caplog.text.count("cannot reach StreamManager") >= 2)
     assert not outcomes.done and uploader.pending() == 3
     stream_manager.start()
     wait_until(lambda: len(outcomes.done) == 3)
@@ -243,10 +252,10 @@ def test_streams_deleted_under_it_are_created_again_and_uploads_reissued(
 
     outcomes = Outcomes()
     uploader = make_uploader(max_retries=2)  # the cancelled export counts as one failure
-    uploader.submit(task(tmp_path, "first.png", outcomes))
+    uploader.submit(*task(tmp_path, "first.png", outcomes))
     wait_until(lambda: "first.png" in outcomes.done)
     stream_manager.slow_upload_s = 1.0
-    uploader.submit(task(tmp_path, "cut.png", outcomes))
+    uploader.submit(*task(tmp_path, "cut.png", outcomes))
     wait_until(lambda: stream_manager.pending_exports() == 1)
     other = StreamManagerClient()
     other.delete_message_stream("InspectorDefectImages")  # cancels the export in progress
@@ -265,8 +274,8 @@ def test_vanished_file_is_reported_not_uploaded(
     outcomes = Outcomes()
     uploader = make_uploader()
     gone = task(tmp_path, "gone.png", outcomes)
-    gone.path.unlink()
-    uploader.submit(gone)
+    gone[0].unlink()
+    uploader.submit(*gone)
     wait_until(lambda: "gone.png" in outcomes.done)
     assert outcomes.done["gone.png"][0] is False and "vanished" in outcomes.done["gone.png"][1]
     uploader.close()
@@ -279,19 +288,20 @@ def test_an_upload_without_status_is_reissued_and_reported_once(
     calls: list[bool] = []
     stream_manager.slow_upload_s = 0.8
     uploader = make_uploader(status_timeout_s=0.3)
-    slow = task(tmp_path, "slow.png", outcomes)
-    done = slow.on_done
+    *slow, done = task(tmp_path, "slow.png", outcomes)
 
     def counted(ok: bool, reason: str) -> None:
         calls.append(ok)
         done(ok, reason)
 
-    slow.on_done = counted
-    uploader.submit(slow)
+    uploader.submit(*slow, counted)
     wait_until(lambda: "slow.png" in outcomes.done)
     stream_manager.slow_upload_s = 0.0
     wait_until(lambda: stream_manager.pending_exports() == 0)
-    time.sleep(0.3)
+    # the second export's status comes before a later upload's in the status stream: once that
+    # one is reported, the duplicate success has been read too
+    uploader.submit(*task(tmp_path, "later.png", outcomes))
+    wait_until(lambda: "later.png" in outcomes.done)
     assert calls == [True]  # the key written twice, the image released once
     assert len([u for u in stream_manager.uploads if u.key == "k/slow.png"]) >= 2
     uploader.close()
@@ -304,7 +314,7 @@ def test_a_long_queue_is_not_mistaken_for_a_stall(
     stream_manager.slow_upload_s = 0.15  # exported one after the other: the last waits ~0.9 s
     uploader = make_uploader(status_timeout_s=0.4)
     for n in range(6):
-        uploader.submit(task(tmp_path, f"q{n}.png", outcomes))
+        uploader.submit(*task(tmp_path, f"q{n}.png", outcomes))
     wait_until(lambda: len(outcomes.done) == 6)
     assert all(ok for ok, _ in outcomes.done.values())
     keys = [u.key for u in stream_manager.uploads]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from inspector.sources import DirectorySource, FileFilter, admit, relative_name, shown
+from inspector.conventions import shown
+from inspector.sources import DirectorySource, FileFilter, admit, relative_name
 
 EXTS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff")
 
@@ -25,8 +26,11 @@ class Collector:
         self.cond = threading.Condition()
         self.gate = threading.Event()
         self.gate.set()
+        self.calls = 0  # submit calls, blocked ones included
 
     def __call__(self, path: Path) -> bool:
+        with self.cond:
+            self.calls += 1
         self.gate.wait()
         with self.cond:
             self.paths.append(path)
@@ -161,8 +165,12 @@ def test_rename_into_place_is_picked_up_once(tmp_path: Path):
         os.replace(outside / "other.jpg", root / "other.jpg")
         paths = got.wait_for(2)
         assert sorted(p.name for p in paths) == ["cam.jpg", "other.jpg"]
-        time.sleep(0.3)
-        assert len(got.paths) == 2
+        # any second hand-on of those comes from events queued before this one: wait for it
+        (outside / "third.jpg").write_bytes(b"x" * 10)
+        os.replace(outside / "third.jpg", root / "third.jpg")
+        assert [p.name for p in got.wait_for(3)][2:] == ["third.jpg"]
+        assert wait_until(source.idle)
+        assert sorted(p.name for p in got.paths) == ["cam.jpg", "other.jpg", "third.jpg"]
     finally:
         source.stop()
 
@@ -189,7 +197,7 @@ def test_back_pressure_loses_nothing(tmp_path: Path):
     try:
         for n in range(40):
             (tmp_path / f"img_{n:03d}.jpg").write_bytes(b"q" * 100)
-        time.sleep(0.3)
+        assert wait_until(lambda: got.calls >= 1)  # the watcher is blocked handing one on
         assert got.paths == []
         got.gate.set()
         paths = got.wait_for(40)
@@ -216,8 +224,7 @@ def test_deleted_before_read_is_skipped_and_retry_hands_it_on_again(tmp_path: Pa
         assert got.wait_for(2) == [keep, keep]
         source.settled(keep)
         keep.unlink()
-        time.sleep(0.3)
-        assert source.idle()
+        assert wait_until(source.idle)
     finally:
         source.stop()
 
@@ -399,7 +406,8 @@ def test_other_extensions_are_logged_once_each_and_counted(
         (tmp_path / "ok.jpg").write_bytes(b"j")
         assert got.wait_for(1) == [tmp_path / "ok.jpg"]
         assert wait_until(lambda: source.skipped() == 4)
-        time.sleep(0.5)  # two more rescans: nothing logged twice
+        done = source.rescans
+        assert wait_until(lambda: source.rescans >= done + 2)  # two more: nothing logged twice
         assert source.skipped() == 4
         lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert sorted(lines) == sorted([
@@ -429,11 +437,14 @@ def test_a_pause_right_after_the_exif_thumbnail_is_not_the_end(tmp_path: Path):
         path = tmp_path / "thumb.jpg"
         with open(path, "ab") as fh:
             fh.write(data[: 2 + len(app1)])  # ends with the thumbnail's FF D9
-        time.sleep(1.0)  # five quiet periods
-        assert got.paths == []
+        # a complete file written after it: handed on after its own quiet period, by when the
+        # first one's (begun earlier) has passed too
+        (tmp_path / "control.jpg").write_bytes(main)
+        assert [p.name for p in got.wait_for(1)] == ["control.jpg"]
+        assert [p.name for p in got.paths] == ["control.jpg"]
         with open(path, "ab") as fh:
             fh.write(data[2 + len(app1) :])
-        assert got.wait_for(1) == [path]
+        assert got.wait_for(2)[1] == path
         assert got.sizes[path] == len(data)
     finally:
         source.stop()

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from inspector.greengrass.spool import Spool, SpoolFull
+from inspector.errors import SpoolFull
+from inspector.greengrass.spool import Spool
 
 
 def test_oldest_first_and_removed_on_ack(tmp_path: Path) -> None:

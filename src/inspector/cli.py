@@ -46,12 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for verb, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"inspector.commands.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"inspector.commands.{module_name}":
-                raise
-            continue  # a verb whose module is not built yet
+        module = importlib.import_module(f"inspector.commands.{module_name}")
         missing = missing_modules(getattr(module, "NEEDS", ()))
         text = module.HELP
         if missing:

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inspector.conventions import backoff, shown
 from inspector.disposition import Disposer, Journal
 from inspector.errors import SinkError
 from inspector.sinks.base import Delivery, Sink
-from inspector.sources import shown
 from inspector.types import Inspection
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,6 @@ class DeliveryDesk:
         disposer: Disposer,
         journal: Journal,
         device: str,
-        stopping: threading.Event,
         on_settled: Callable[[Path], None] = lambda path: None,
         on_retry: Callable[[Path], None] = lambda path: None,
         space_check: SpaceCheck = lambda: None,
@@ -92,7 +91,8 @@ class DeliveryDesk:
         self.disposer = disposer
         self.journal = journal
         self.device = device
-        self._stopping = stopping
+        self.stopping = threading.Event()  # set by the pipeline's stop: retries end
+        self._stopping = self.stopping
         self._on_settled = on_settled
         self._on_retry = on_retry
         self._space_check = space_check
@@ -129,7 +129,7 @@ class DeliveryDesk:
             self._stall_what = ""
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.retry_max_s, self.retry_base_s * 2 ** max(0, attempt - 1))
+        return backoff(attempt, self.retry_base_s, self.retry_max_s)
 
     # --- one outcome ---------------------------------------------------------------------------
 

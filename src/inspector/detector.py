@@ -14,23 +14,17 @@ import copy
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from inspector.conventions import utc_now
 from inspector.errors import ModelError
 from inspector.imageio import DecodedImage
-from inspector.postprocess import (
-    DEFAULT_CONF_THRESHOLD,
-    DEFAULT_IOU_THRESHOLD,
-    DEFAULT_MAX_DET,
-    head_layout,
-    postprocess,
-)
+from inspector.postprocess import DEFAULTS, head_layout, postprocess
 from inspector.preprocess import preprocess
-from inspector.types import Detections, Inspection, Letterbox, ModelInfo, Size
+from inspector.types import Detections, Inspection, Letterbox, ModelInfo, Size, Thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +55,17 @@ class Detector:
         runtime: Runtime,
         *,
         class_names: Sequence[str] | None = None,
-        conf_threshold: float = DEFAULT_CONF_THRESHOLD,
-        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-        max_det: int = DEFAULT_MAX_DET,
+        thresholds: Thresholds = DEFAULTS,
         model_info: ModelInfo | None = None,
     ) -> None:
-        _check_thresholds(conf_threshold, iou_threshold, max_det)
         self.runtime = runtime
         self.model = model_info or describe_model(runtime, class_names=class_names)
-        self.conf_threshold = float(conf_threshold)
-        self.iou_threshold = float(iou_threshold)
-        self.max_det = int(max_det)
+        self.thresholds = thresholds
+
+    @property
+    def conf_threshold(self) -> float:
+        """The one the verdict is judged by (recorded in every result)."""
+        return self.thresholds.conf
 
     @classmethod
     def from_path(
@@ -81,9 +75,7 @@ class Detector:
         providers: Sequence[str] = ("CPUExecutionProvider",),
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
-        conf_threshold: float = DEFAULT_CONF_THRESHOLD,
-        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-        max_det: int = DEFAULT_MAX_DET,
+        thresholds: Thresholds = DEFAULTS,
         class_names: Sequence[str] | None = None,
         name: str | None = None,
         version: str | None = None,
@@ -113,13 +105,7 @@ class Detector:
             info.input_size,
             info.sha256[:12],
         )
-        return cls(
-            runtime,
-            conf_threshold=conf_threshold,
-            iou_threshold=iou_threshold,
-            max_det=max_det,
-            model_info=info,
-        )
+        return cls(runtime, thresholds=thresholds, model_info=info)
 
     def preprocess(
         self, image_bgr: np.ndarray, source: Size | None = None
@@ -136,14 +122,7 @@ class Detector:
 
     def postprocess(self, raw: np.ndarray, letterbox: Letterbox) -> Detections:
         """Raw head -> detections in source pixels (decode, NMS, max_det, letterbox inverse)."""
-        return postprocess(
-            raw,
-            letterbox,
-            conf_threshold=self.conf_threshold,
-            iou_threshold=self.iou_threshold,
-            max_det=self.max_det,
-            num_classes=len(self.model.class_names),
-        )
+        return postprocess(raw, letterbox, self.thresholds, num_classes=len(self.model.class_names))
 
     def inspect(self, image: DecodedImage) -> Inspection:
         """All three stages on one decoded image, timed."""
@@ -167,19 +146,13 @@ class Detector:
             detections=detections,
             conf_threshold=self.conf_threshold,
             timings_ms=timings_ms,
-            time_utc=utc_now_iso(),
+            time_utc=utc_now(),
         )
 
-    def with_thresholds(
-        self, conf_threshold: float | None = None, iou_threshold: float | None = None
-    ) -> Detector:
+    def with_thresholds(self, thresholds: Thresholds) -> Detector:
         """A copy with other thresholds, sharing the session (for live configuration updates)."""
-        conf = self.conf_threshold if conf_threshold is None else float(conf_threshold)
-        iou = self.iou_threshold if iou_threshold is None else float(iou_threshold)
-        _check_thresholds(conf, iou, self.max_det)
         clone = copy.copy(self)
-        clone.conf_threshold = conf
-        clone.iou_threshold = iou
+        clone.thresholds = thresholds
         return clone
 
 
@@ -247,12 +220,6 @@ def parse_class_names(metadata: Mapping[str, str]) -> tuple[str, ...] | None:
     return None
 
 
-def utc_now_iso() -> str:
-    """Now as ISO-8601 UTC with milliseconds: 2026-11-25T19:22:48.123Z."""
-    now = datetime.now(timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-
-
 def _head_classes(
     shape: tuple[int | str | None, ...], label: str, num_classes: int | None
 ) -> int | None:
@@ -274,12 +241,3 @@ def _head_classes(
     except ValueError as exc:
         raise ModelError(label, f"output does not fit the class names: {exc}") from exc
     return (dims[1] if layout == "channels_first" else dims[2]) - 4
-
-
-def _check_thresholds(conf_threshold: float, iou_threshold: float, max_det: int) -> None:
-    if not 0.0 <= conf_threshold <= 1.0:
-        raise ValueError(f"conf_threshold must be within 0..1, got {conf_threshold}")
-    if not 0.0 <= iou_threshold <= 1.0:
-        raise ValueError(f"iou_threshold must be within 0..1, got {iou_threshold}")
-    if max_det < 1:
-        raise ValueError(f"max_det must be at least 1, got {max_det}")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-MIB = 2**20
+MIB = 2**20  # the settings' "Megabytes" (MinFreeMegabytes, DoneMaxMegabytes ...) are MiB
 
 
 class DiskGuard:

@@ -28,18 +28,15 @@ import os
 import shutil
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
+
+from inspector.conventions import utc_now
+from inspector.durable import write_atomic
 
 logger = logging.getLogger(__name__)
 
 ProcessedAction = Literal["move", "delete"]
-
-
-def utc_now() -> str:
-    now = datetime.now(timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 class Disposer:
@@ -80,7 +77,7 @@ class Disposer:
             os.lstat(path)  # FileNotFoundError before any folder is created for a vanished file
             target = self._target(path, self.failed_dir)
             reason_file = target.with_name(target.name + ".reason.txt")
-            _write_atomic(
+            write_atomic(
                 reason_file,
                 f"{reason}\n\nfile: {path}\ntime: {utc_now()}\n".encode(),
             )
@@ -171,15 +168,6 @@ def _unlink(path: Path) -> None:
             os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}.part")
-    with open(temp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temp, path)
 
 
 @dataclass(frozen=True)
@@ -345,7 +333,7 @@ class Journal:
         data = "".join(lines).encode("utf-8")
         try:
             self.path.parent.mkdir(exist_ok=True)
-            _write_atomic(self.path, data)
+            write_atomic(self.path, data)
             self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         except OSError as exc:
             if not self._lost:

@@ -2,6 +2,7 @@
 
     InspectorError
     ├── ConfigError            settings invalid; ``errors`` lists (key path, message) pairs
+    │   └── FolderBusyError       another inspector holds the watch folder's lock
     ├── ModelError             model file missing, unreadable, not ONNX, not a YOLOv8 head
     │   ├── ModelNotFoundError
     │   ├── ModelIntegrityError   sha256 differs from the one the model component declares
@@ -11,7 +12,13 @@
     │   ├── ImageTooLargeError    over the configured pixel limit (read from the header)
     │   └── ImageUnavailableError vanished, unreadable (permissions), not a regular file
     ├── SinkError              a sink failed to deliver one result; other sinks go on
+    │   └── SpoolFull             the MQTT spool is at its limit: the new message is refused
     └── GreengrassError        IPC or StreamManager failures, translated at the boundary
+        ├── IpcError              an IPC call failed
+        │   ├── IpcUnavailable       no connection to the nucleus: retry after a reconnect
+        │   ├── IpcTimeout           no answer in time; the operation may have happened
+        │   └── IpcRejected          refused (unauthorized, invalid, not found): retrying won't help
+        └── UploadError           StreamManager is unreachable or refused a request
 
 Lower-layer exceptions (onnxruntime, cv2, awsiot, stream_manager) are translated at the
 boundary with ``raise ... from exc`` so callers only ever catch these.
@@ -32,6 +39,20 @@ class ConfigError(InspectorError):
     def __init__(self, message: str, errors: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
         self.errors: list[tuple[str, str]] = errors or []
+
+
+class FolderBusyError(ConfigError):
+    """Another process holds the lock on the watch folder (``inspector.lock``)."""
+
+    def __init__(self, folder: Path, pid: int | None) -> None:
+        who = f"another inspector (pid {pid})" if pid else "another inspector"
+        super().__init__(
+            f"ImageDirectory {folder} is already being inspected by {who}; stop that one "
+            "first, or give this one another folder",
+            [("ImageDirectory", f"in use by {who}")],
+        )
+        self.folder = folder
+        self.pid = pid
 
 
 class ModelError(InspectorError):
@@ -80,5 +101,30 @@ class SinkError(InspectorError):
     pass
 
 
+class SpoolFull(SinkError):
+    """The spool holds ``max_items`` messages or ``max_bytes`` already: the new one is refused
+    (not lost silently: the caller reports it)."""
+
+
 class GreengrassError(InspectorError):
     pass
+
+
+class IpcError(GreengrassError):
+    """An IPC call failed."""
+
+
+class IpcUnavailable(IpcError):
+    """No connection to the nucleus (down, restarting, refused): retry after a reconnect."""
+
+
+class IpcTimeout(IpcError):
+    """No answer in time. The outcome is unknown: the operation may have happened."""
+
+
+class IpcRejected(IpcError):
+    """The nucleus refused the request (unauthorized, invalid, not found): retrying won't help."""
+
+
+class UploadError(GreengrassError):
+    """StreamManager is unreachable or refused a request."""

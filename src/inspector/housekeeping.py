@@ -22,10 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from inspector.diskspace import MIB
+
 logger = logging.getLogger(__name__)
 
 DAY_S = 86_400.0
-MIB = 1024 * 1024
 _EMPTY_FOLDER_AGE_S = 3600.0
 
 

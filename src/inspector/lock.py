@@ -18,23 +18,9 @@ import logging
 import os
 from pathlib import Path
 
-from inspector.errors import ConfigError
+from inspector.errors import FolderBusyError
 
 logger = logging.getLogger(__name__)
-
-
-class FolderBusyError(ConfigError):
-    """Another process holds the lock on the watch folder."""
-
-    def __init__(self, folder: Path, pid: int | None) -> None:
-        who = f"another inspector (pid {pid})" if pid else "another inspector"
-        super().__init__(
-            f"ImageDirectory {folder} is already being inspected by {who}; stop that one "
-            "first, or give this one another folder",
-            [("ImageDirectory", f"in use by {who}")],
-        )
-        self.folder = folder
-        self.pid = pid
 
 
 class FolderLock:

@@ -7,9 +7,9 @@ Three kinds of threads, joined by bounded queues so a full stage makes the previ
              -> [outcomes] -> delivery thread (journal, sinks, disposition, one log line)
 
 Inference workers share ONE detector (one session, weights loaded once): on a burst each runs its
-own image, a single image gets every intra-op thread; results may finish out of order (delivery,
-``inspector.delivery``, takes each on its own). [prepared] holds the model input, never the decoded
-frame (the outbox re-reads the file): the memory bound is in docs/performance.md.
+own image, a single image gets every intra-op thread; results are handed on in the order the
+images were taken (a worker done early waits for its turn). [prepared] holds the model input, not
+the decoded frame (the outbox re-reads the file): the memory bound is in docs/performance.md.
 
 On ``stop`` the image being inferred and every inspected image are delivered; an image whose
 result cannot be made durable during the stop is kept (left in the watch directory, or held),
@@ -23,18 +23,17 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from inspector.delivery import DeliveryDesk, Outcome, PipelineStats, SpaceCheck, ToResult
-from inspector.disposition import Disposer, Journal, utc_now
+from inspector.conventions import shown, utc_now
+from inspector.delivery import DeliveryDesk, Outcome, PipelineStats
 from inspector.errors import ImageDecodeError, ImageError, ImageUnavailableError
-from inspector.sinks.base import Sink
-from inspector.sources import admit, shown
+from inspector.sources import admit
 from inspector.types import Detections, ImageInfo, Inspection, Letterbox, ModelInfo, Size
 
 logger = logging.getLogger(__name__)
@@ -107,34 +106,21 @@ class Pipeline:
         *,
         detector: DetectorLike,
         read_image: ReadImage,
-        to_result: ToResult,
-        sinks: Sequence[Sink],
-        disposer: Disposer,
-        journal: Journal,
+        desk: DeliveryDesk,
         root: Path,
-        device: str,
         queue_size: int = 8,
         decode_workers: int = 1,
         inference_workers: int = 1,
-        on_settled: Callable[[Path], None] = lambda path: None,
-        on_retry: Callable[[Path], None] = lambda path: None,
-        space_check: SpaceCheck = lambda: None,
-        retry_base_s: float = 0.5,
-        retry_max_s: float = 30.0,
     ) -> None:
         self._detector = detector
         self._read_image = read_image
+        self.desk = desk  # delivery: the service's composition root builds it
         self.root = root
-        self._stopping = threading.Event()
-        self.desk = DeliveryDesk(
-            to_result=to_result, sinks=sinks, disposer=disposer, journal=journal, device=device,
-            stopping=self._stopping, on_settled=on_settled, on_retry=on_retry,
-            space_check=space_check, retry_base_s=retry_base_s, retry_max_s=retry_max_s,
-        )
-        self.sinks = self.desk.sinks
-        self.stats: PipelineStats = self.desk.stats
-        self.stall = self.desk.stall
-        self.resume_held = self.desk.resume_held
+        self._stopping = desk.stopping
+        self.sinks = desk.sinks
+        self.stats: PipelineStats = desk.stats
+        self.stall = desk.stall
+        self.resume_held = desk.resume_held
         self._paths: queue.Queue[Path] = queue.Queue(maxsize=queue_size)
         self._inference_workers = max(1, inference_workers)
         self._prepared: queue.Queue[_Prepared] = queue.Queue(
@@ -145,6 +131,7 @@ class Pipeline:
         self._active = 0  # submitted and not yet settled
         self._active_lock = threading.Condition()
         self._detector_lock = threading.Lock()
+        self._take_lock, self._turn, self._tickets = threading.Lock(), threading.Condition(), [0, 0]
 
     # --- control -------------------------------------------------------------------------------
 
@@ -303,12 +290,18 @@ class Pipeline:
 
     def _inference_loop(self) -> None:
         while not self._stopping.is_set():
-            try:
-                item = self._prepared.get(timeout=0.1)
-            except queue.Empty:
-                continue
+            with self._take_lock:  # tickets in the order the images are taken: [issued, next]
+                try:
+                    item = self._prepared.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                ticket, self._tickets[0] = self._tickets[0], self._tickets[0] + 1
             outcome = self._infer(item)
-            self._put(self._outcomes, outcome, force=True)  # inspected: always delivered
+            with self._turn:  # hand on in order; the earlier images are being inferred now
+                self._turn.wait_for(lambda t=ticket: self._tickets[1] == t)  # type: ignore[misc]
+                self._put(self._outcomes, outcome, force=True)  # inspected: always delivered
+                self._tickets[1] += 1
+                self._turn.notify_all()
         self._drain_abandoned(self._prepared)
 
     def _infer(self, item: _Prepared) -> Outcome:

@@ -2,7 +2,8 @@
 
 Pure functions. Conventions match Ultralytics' predictor (``non_max_suppression``) and
 ``cv2.dnn.NMSBoxes``: a candidate survives the confidence filter when ``score > conf_threshold``
-and is suppressed when its IoU with a kept box is ``> iou_threshold``. So a confidence threshold
+(``inspector.types.confident``, the rule the verdict uses too) and is suppressed when its IoU with
+a kept box is ``> iou_threshold``. So a confidence threshold
 of 1 keeps nothing, an IoU threshold of 1 suppresses nothing and an IoU threshold of 0 suppresses
 every overlap (boxes that merely touch have IoU 0 and both stay).
 """
@@ -11,11 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from inspector.types import Detections, Letterbox
+from inspector.types import Detections, Letterbox, Thresholds, confident
 
-DEFAULT_CONF_THRESHOLD = 0.25  # Ultralytics predictor defaults
-DEFAULT_IOU_THRESHOLD = 0.7
-DEFAULT_MAX_DET = 300
+DEFAULTS = Thresholds()
 MAX_NMS_CANDIDATES = 30_000  # Ultralytics' max_nms: the top boxes by score that enter NMS
 CLASS_OFFSET = 7680.0  # Ultralytics' max_wh: per-class shift so classes never overlap
 
@@ -52,7 +51,7 @@ def head_layout(shape: tuple[int, ...], num_classes: int | None = None) -> str:
 def decode(
     raw: np.ndarray,
     *,
-    conf_threshold: float = DEFAULT_CONF_THRESHOLD,
+    conf_threshold: float = DEFAULTS.conf,
     num_classes: int | None = None,
 ) -> Detections:
     """Raw head output -> candidate boxes (xyxy, model-input pixels) above ``conf_threshold``.
@@ -64,12 +63,12 @@ def decode(
     scores = pred[4:]
     if scores.shape[0] == 1:
         confidence = scores[0]
-        mask = confidence > conf_threshold
+        mask = confident(confidence, conf_threshold)
         class_id = np.zeros(int(mask.sum()), dtype=np.int64)
         confidence = confidence[mask]
     else:
         best = scores.max(axis=0)
-        mask = best > conf_threshold
+        mask = confident(best, conf_threshold)
         confidence = best[mask]
         class_id = scores[:, mask].argmax(axis=0)
     cxcywh = pred[:4, mask]  # (4, k): only the survivors are converted
@@ -100,7 +99,7 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 def nms(
     xyxy: np.ndarray,
     scores: np.ndarray,
-    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+    iou_threshold: float = DEFAULTS.iou,
     *,
     class_id: np.ndarray | None = None,
     max_det: int | None = None,
@@ -131,23 +130,21 @@ def nms(
 def postprocess(
     raw: np.ndarray,
     letterbox: Letterbox,
+    thresholds: Thresholds = DEFAULTS,
     *,
-    conf_threshold: float = DEFAULT_CONF_THRESHOLD,
-    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-    max_det: int = DEFAULT_MAX_DET,
     num_classes: int | None = None,
 ) -> Detections:
     """Decode, NMS, cap at ``max_det``, map to source pixels: the detections of one image."""
-    candidates = decode(raw, conf_threshold=conf_threshold, num_classes=num_classes)
+    candidates = decode(raw, conf_threshold=thresholds.conf, num_classes=num_classes)
     if len(candidates) > MAX_NMS_CANDIDATES:
         top = np.argsort(-candidates.confidence, kind="stable")[:MAX_NMS_CANDIDATES]
         candidates = candidates[top]
     keep = nms(
         candidates.xyxy,
         candidates.confidence,
-        iou_threshold,
+        thresholds.iou,
         class_id=candidates.class_id,
-        max_det=max_det,
+        max_det=thresholds.max_det,
     )
     kept = candidates[keep]
     return Detections(

@@ -23,28 +23,23 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from inspector.delivery import PipelineStats, ToResult
-from inspector.diskspace import DiskGuard
+from inspector.conventions import shown
+from inspector.delivery import DeliveryDesk, PipelineStats, ToResult
+from inspector.diskspace import MIB, DiskGuard
 from inspector.disposition import Disposer, Journal
-from inspector.housekeeping import DAY_S, MIB, Housekeeper, Retention
+from inspector.errors import ConfigError, ModelIntegrityError, SinkError
+from inspector.housekeeping import DAY_S, Housekeeper, Retention
 from inspector.lock import FolderLock
 from inspector.pipeline import DetectorLike, Pipeline, ReadImage
-from inspector.settings import LIVE_KEYS, ServicePaths, Settings, resolve_paths
+from inspector.settings import RELOAD_KEYS, RESTART_KEYS, ServicePaths, Settings, resolve_paths
 from inspector.sinks.base import Sink
-from inspector.sources import DirectorySource, FileFilter, Source, relative_name, shown
+from inspector.sources import DirectorySource, FileFilter, Source, relative_name
 from inspector.types import Size
 
 logger = logging.getLogger(__name__)
 
 GREENGRASS_SOCKET_ENV = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
 DetectorFactory = Callable[[Settings], DetectorLike]
-
-# Settings whose change means a new detector (new session); thresholds alone reuse the session.
-_MODEL_KEYS = frozenset(
-    {"ModelPath", "ModelSha256", "ModelPrecision", "AllowUnverifiedModel", "MaxDetections",
-     "ExecutionProviders", "IntraOpThreads", "InterOpThreads"}
-)
-_THRESHOLD_KEYS = frozenset({"ConfidenceThreshold", "IouThreshold"})
 
 
 def is_greengrass(environ: Mapping[str, str]) -> bool:
@@ -66,7 +61,6 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
     (``$INSPECTOR_MODEL_DIR/model.json``, checked against its sha256; results name the component
     version), else the bundled default of ModelPrecision."""
     from inspector.detector import Detector
-    from inspector.errors import ModelIntegrityError
     from inspector.integrity import model_from_environment
 
     env = os.environ if environ is None else environ
@@ -107,9 +101,7 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
         providers=settings.ExecutionProviders,
         intra_op_threads=settings.IntraOpThreads or None,
         inter_op_threads=settings.InterOpThreads or None,
-        conf_threshold=settings.ConfidenceThreshold,
-        iou_threshold=settings.IouThreshold,
-        max_det=settings.MaxDetections,
+        thresholds=settings.thresholds,
         name=name,
         version=version,
         expected_sha256=expected,  # checked on the very bytes the session is made from
@@ -161,9 +153,10 @@ class Service:
         source: Source | None = None,
         drain: bool = False,
         device: str = "",
+        paths: ServicePaths | None = None,
     ) -> None:
         self.settings = settings
-        self.paths = resolve_paths(settings)
+        self.paths = paths or resolve_paths(settings)
         self.drain = drain
         self.sinks = list(sinks)
         self._detector_factory = detector_factory
@@ -205,21 +198,24 @@ class Service:
             int(settings.MinFreeMegabytes * MIB),
         )
         self._stall = ""
-        self.pipeline = Pipeline(
-            detector=detector,
-            read_image=read_image,
+        desk = DeliveryDesk(
             to_result=to_result,
             sinks=self.sinks,
             disposer=self.disposer,
             journal=self.journal,
-            root=root,
             device=device or settings.DeviceName or socket.gethostname(),
-            queue_size=settings.QueueSize,
-            decode_workers=settings.DecodeWorkers,
-            inference_workers=inference_workers(settings),
             on_settled=self.source.settled,
             on_retry=self.source.retry,
             space_check=self.disk_guard,
+        )
+        self.pipeline = Pipeline(
+            detector=detector,
+            read_image=read_image,
+            desk=desk,
+            root=root,
+            queue_size=settings.QueueSize,
+            decode_workers=settings.DecodeWorkers,
+            inference_workers=inference_workers(settings),
         )
 
     @property
@@ -309,16 +305,18 @@ class Service:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
-    def run(self) -> RunReport:
-        """Inspect until stopped (or, with ``drain``, until the directory is empty)."""
-        started = time.monotonic()
+    def check_watch(self) -> None:
+        """Raise ConfigError unless ImageDirectory is a directory (checked before anything)."""
         if not self.paths.watch.is_dir():
-            from inspector.errors import ConfigError
-
             raise ConfigError(
                 f"ImageDirectory {self.paths.watch} does not exist or is not a directory",
                 [("ImageDirectory", "not a directory")],
             )
+
+    def run(self) -> RunReport:
+        """Inspect until stopped (or, with ``drain``, until the directory is empty)."""
+        started = time.monotonic()
+        self.check_watch()
         self.lock.acquire()  # FolderBusyError (a ConfigError: exit 2) when another has it
         try:
             self.preflight()
@@ -359,8 +357,6 @@ class Service:
     def preflight(self) -> None:
         """Before any image is touched: every sink can deliver at all (ConfigError, naming the
         file and the reason, when not: a results file that is a directory or read-only)."""
-        from inspector.errors import ConfigError, SinkError
-
         problems = []
         for sink in self.sinks:
             try:
@@ -404,17 +400,13 @@ class Service:
             changed = old.changed_keys(new)
             if not changed:
                 return frozenset()
-            if changed & _MODEL_KEYS:
+            if changed & RELOAD_KEYS:  # a new session (its thresholds from ``new``)
                 if self._detector_factory is None:
                     raise RuntimeError("this service was built without a detector factory")
                 self.pipeline.set_detector(self._detector_factory(new))
-            elif changed & _THRESHOLD_KEYS:
+            elif new.thresholds != old.thresholds:  # the same session
                 current: Any = self.pipeline.detector
-                self.pipeline.set_detector(
-                    current.with_thresholds(
-                        conf_threshold=new.ConfidenceThreshold, iou_threshold=new.IouThreshold
-                    )
-                )
+                self.pipeline.set_detector(current.with_thresholds(new.thresholds))
             if "MinFreeMegabytes" in changed:
                 self.disk_guard.min_free_bytes = int(new.MinFreeMegabytes * MIB)
             if "JournalMaxMegabytes" in changed:
@@ -427,7 +419,7 @@ class Service:
                 except Exception:
                     logger.exception("sink %s: reconfigure failed", sink.name)
             self.settings = new
-            restart = frozenset(changed - LIVE_KEYS)
+            restart = changed & RESTART_KEYS
             logger.info("settings changed: %s", ", ".join(sorted(changed)))
             if restart:
                 logger.warning("restart needed for: %s", ", ".join(sorted(restart)))
@@ -441,8 +433,10 @@ def build_service(
     drain: bool = False,
     environ: Mapping[str, str] | None = None,
     detector_factory: DetectorFactory | None = None,
+    paths: ServicePaths | None = None,
 ) -> Service:
-    """Load the model, pick the sinks, wire everything. Raises ModelError / ConfigError."""
+    """Load the model, pick the sinks, wire everything. Raises ModelError / ConfigError.
+    ``paths``: ``resolve_paths(settings)`` when the caller has it already."""
     from inspector import malloc
     from inspector.imageio import read_image
     from inspector.result import to_result
@@ -451,7 +445,7 @@ def build_service(
     malloc.tune(env)  # before the model and the first images: see inspector.malloc
     factory = detector_factory or (lambda s: load_detector(s, env))
     detector = factory(settings)
-    paths = resolve_paths(settings)
+    paths = paths or resolve_paths(settings)
     if sinks is None:
         if is_greengrass(env):
             logger.warning("Greengrass environment found but no Greengrass sinks were given; "
@@ -474,4 +468,5 @@ def build_service(
         detector_factory=factory,
         drain=drain,
         device=device_name(settings, env),
+        paths=paths,
     )

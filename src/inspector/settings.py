@@ -37,41 +37,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from inspector.errors import ConfigError
+from inspector.types import Thresholds
 
-# Keys a running service applies between two images; a change to any other key needs a restart.
-LIVE_KEYS: frozenset[str] = frozenset(
-    {
-        "ModelPath",
-        "ModelSha256",
-        "ModelPrecision",
-        "AllowUnverifiedModel",
-        "ConfidenceThreshold",
-        "IouThreshold",
-        "MaxDetections",
-        "ExecutionProviders",
-        "IntraOpThreads",
-        "InterOpThreads",
-        "PublishResultsOnTopic",
-        "PublishTarget",
-        "PubSubTopic",
-        "MetricsTopic",
-        "MetricsIntervalSeconds",
-        "UploadBucket",
-        "UploadKeyTemplate",
-        "UploadMaxRetries",
-        "UploadRetryHours",
-        "SinkStallSeconds",
-        "MinFreeMegabytes",
-        "DeviceName",
-        "AnnotateOutbox",
-        "DoneRetentionDays",
-        "DoneMaxMegabytes",
-        "OutboxRetentionDays",
-        "OutboxMaxMegabytes",
-        "JournalMaxMegabytes",
-        "HousekeepingSeconds",
-    }
-)
+# How a running service takes a change of each key: every field of ``Settings`` carries one of
+# these as ``json_schema_extra`` (a test checks), and LIVE_KEYS / RELOAD_KEYS / RESTART_KEYS below
+# are read from them.
+LIVE: dict[str, Any] = {"apply": "live"}  # between two images, the model session kept
+RELOAD: dict[str, Any] = {"apply": "reload"}  # between two images, with a new model session
+RESTART: dict[str, Any] = {"apply": "restart"}  # read at start-up only
 
 # Placeholders UploadKeyTemplate may use; the upload sink fills them.
 UPLOAD_KEY_FIELDS: frozenset[str] = frozenset(
@@ -99,19 +72,23 @@ class Settings(BaseModel):
 
     # --- input -----------------------------------------------------------------------------
     ImageDirectory: str = Field(
+        json_schema_extra=RESTART,
         min_length=1,
         description="Directory the service watches for camera images.",
         examples=["/var/lib/inspector/images"],  # the recipe's default
     )
     Recursive: bool = Field(
+        json_schema_extra=RESTART,
         default=False, description="Also watch subdirectories of ImageDirectory."
     )
     Extensions: tuple[str, ...] = Field(
+        json_schema_extra=RESTART,
         default=DEFAULT_EXTENSIONS,
         min_length=1,
         description="File extensions inspected (case-insensitive, without the dot).",
     )
     StableSeconds: float = Field(
+        json_schema_extra=RESTART,
         default=1.0,
         ge=0.0,
         le=600.0,
@@ -124,29 +101,34 @@ class Settings(BaseModel):
         ),
     )
     RescanSeconds: float = Field(
+        json_schema_extra=RESTART,
         default=60.0,
         ge=0.0,
         description="Every so often the directory is listed again, in case file events were "
         "lost (the kernel's event queue can overflow); 0 = never.",
     )
     MaxImagePixels: int = Field(
+        json_schema_extra=RESTART,
         default=40_000_000,
         ge=1,
         description="Images with more pixels (read from the header) are refused before decoding.",
     )
     QueueSize: int = Field(
+        json_schema_extra=RESTART,
         default=8,
         ge=1,
         le=1024,
         description="Images waiting to be decoded; when full the watcher waits (nothing dropped).",
     )
     DecodeWorkers: int = Field(
+        json_schema_extra=RESTART,
         default=1,
         ge=1,
         le=16,
         description="Threads decoding and letterboxing images while the model runs.",
     )
     InferenceWorkers: int = Field(
+        json_schema_extra=RESTART,
         default=0,
         ge=0,
         le=64,
@@ -157,10 +139,12 @@ class Settings(BaseModel):
 
     # --- model -----------------------------------------------------------------------------
     ModelPath: str = Field(
+        json_schema_extra=RELOAD,
         default="",
         description="ONNX model file; empty = the bundled/deployed default model.",
     )
     ModelSha256: str = Field(
+        json_schema_extra=RELOAD,
         default="",
         pattern=r"^([0-9a-f]{64})?$",
         description="Expected sha256 of the model file (lower-case hex). Required with ModelPath, "
@@ -169,48 +153,59 @@ class Settings(BaseModel):
         "model.json.",
     )
     ModelPrecision: Literal["fp32", "int8"] = Field(
+        json_schema_extra=RELOAD,
         default="fp32",
         description="Which file of the deployed model component to run: fp32, or int8 (faster "
         "on CPU-only devices). Applied live (the model is reloaded). Ignored with ModelPath.",
     )
     AllowUnverifiedModel: bool = Field(
+        json_schema_extra=RELOAD,
         default=False,
         description="Load ModelPath without a ModelSha256 to check it against. Off: such a "
         "model is refused. On: it loads with a WARNING at every start.",
     )
     ConfidenceThreshold: float = Field(
+        json_schema_extra=LIVE,
         default=0.25,
         ge=0.0,
         le=1.0,
-        description="Detections below this confidence are dropped; any left make a 'defect'.",
+        description="A detection counts only when its confidence is above this (equal is "
+        "dropped); any left make a 'defect'.",
     )
     IouThreshold: float = Field(
+        json_schema_extra=LIVE,
         default=0.7,
         ge=0.0,
         le=1.0,
         description="IoU above which non-maximum suppression drops the weaker box of a class.",
     )
     MaxDetections: int = Field(
+        json_schema_extra=LIVE,
         default=300, ge=1, le=10_000, description="Most detections kept per image."
     )
     ExecutionProviders: tuple[str, ...] = Field(
+        json_schema_extra=RELOAD,
         default=("CPUExecutionProvider",),
         min_length=1,
         description="ONNX Runtime execution providers, in order of preference.",
     )
     IntraOpThreads: int = Field(
+        json_schema_extra=RELOAD,
         default=0, ge=0, le=256, description="ONNX Runtime intra-op threads; 0 = its default."
     )
     InterOpThreads: int = Field(
+        json_schema_extra=RELOAD,
         default=0, ge=0, le=256, description="ONNX Runtime inter-op threads; 0 = its default."
     )
 
     # --- disposition -----------------------------------------------------------------------
     ProcessedAction: Literal["move", "delete"] = Field(
+        json_schema_extra=RESTART,
         default="move",
         description="What happens to an inspected image: moved to DoneDirectory or deleted.",
     )
     StateDirectory: str = Field(
+        json_schema_extra=RESTART,
         default="",
         description=(
             "The service's own folder (journal, default done/failed/held/outbox folders); "
@@ -218,14 +213,17 @@ class Settings(BaseModel):
         ),
     )
     DoneDirectory: str = Field(
+        json_schema_extra=RESTART,
         default="", description="Processed images; empty = StateDirectory/done."
     )
     FailedDirectory: str = Field(
+        json_schema_extra=RESTART,
         default="",
         description="Images that could not be inspected, each with <name>.reason.txt beside it; "
         "empty = StateDirectory/failed.",
     )
     HeldDirectory: str = Field(
+        json_schema_extra=RESTART,
         default="",
         description="Flagged images held until their upload is confirmed; "
         "empty = StateDirectory/held.",
@@ -233,6 +231,7 @@ class Settings(BaseModel):
 
     # --- retention (housekeeping) ----------------------------------------------------------
     DoneRetentionDays: float = Field(
+        json_schema_extra=LIVE,
         default=7.0,
         ge=0.0,
         le=36_500.0,
@@ -240,24 +239,28 @@ class Settings(BaseModel):
         "by the housekeeping pass; 0 = no age limit.",
     )
     DoneMaxMegabytes: float = Field(
+        json_schema_extra=LIVE,
         default=2048.0,
         ge=0.0,
         description="DoneDirectory is trimmed to this total size (MiB), oldest files first; "
         "0 = no size limit.",
     )
     OutboxRetentionDays: float = Field(
+        json_schema_extra=LIVE,
         default=30.0,
         ge=0.0,
         le=36_500.0,
         description="Standalone mode: outbox files older than this are deleted; 0 = no age limit.",
     )
     OutboxMaxMegabytes: float = Field(
+        json_schema_extra=LIVE,
         default=1024.0,
         ge=0.0,
         description="Standalone mode: OutboxDirectory is trimmed to this total size (MiB), oldest "
         "files first; 0 = no size limit.",
     )
     JournalMaxMegabytes: float = Field(
+        json_schema_extra=LIVE,
         default=1.0,
         gt=0.0,
         le=1024.0,
@@ -265,6 +268,7 @@ class Settings(BaseModel):
         "whenever it grows past this (MiB).",
     )
     HousekeepingSeconds: float = Field(
+        json_schema_extra=LIVE,
         default=600.0,
         ge=1.0,
         le=86_400.0,
@@ -274,20 +278,24 @@ class Settings(BaseModel):
 
     # --- standalone sinks ------------------------------------------------------------------
     ResultsFile: str = Field(
+        json_schema_extra=RESTART,
         default="",
         description="JSONL file of results (one line per image); "
         "empty = StateDirectory/results.jsonl.",
     )
     OutboxDirectory: str = Field(
+        json_schema_extra=RESTART,
         default="",
         description="Standalone mode: flagged images are copied here with their result; "
         "empty = StateDirectory/outbox.",
     )
     AnnotateOutbox: bool = Field(
+        json_schema_extra=LIVE,
         default=True,
         description="Standalone mode: also write a copy of each flagged image, boxes drawn.",
     )
     DeviceName: str = Field(
+        json_schema_extra=LIVE,
         default="",
         description="The 'device' field of every result; empty = AWS_IOT_THING_NAME, "
         "else the host name.",
@@ -295,33 +303,40 @@ class Settings(BaseModel):
 
     # --- Greengrass ------------------------------------------------------------------------
     PublishTarget: Literal["iotcore", "pubsub", "both"] = Field(
+        json_schema_extra=LIVE,
         default="iotcore",
         description="Where results are published under Greengrass: AWS IoT Core (MQTT), "
         "local pub/sub, or both.",
     )
     PublishResultsOnTopic: str = Field(
+        json_schema_extra=LIVE,
         default="inspector/results",
         min_length=1,
         description="IoT Core (MQTT) topic results are published on.",
     )
     PubSubTopic: str = Field(
+        json_schema_extra=LIVE,
         default="inspector/results",
         min_length=1,
         description="Local Greengrass pub/sub topic results are published on.",
     )
     MetricsTopic: str = Field(
+        json_schema_extra=LIVE,
         default="inspector/metrics",
         description="IoT Core topic for periodic service metrics; empty = no metrics.",
     )
     MetricsIntervalSeconds: float = Field(
+        json_schema_extra=LIVE,
         default=60.0, ge=0.0, description="Seconds between metrics messages; 0 = none."
     )
     UploadBucket: str = Field(
+        json_schema_extra=LIVE,
         default="",
         description="S3 bucket flagged images are uploaded to through StreamManager; "
         "empty = no upload.",
     )
     UploadKeyTemplate: str = Field(
+        json_schema_extra=LIVE,
         default="inspector/{device}/{date}/{stem}-{sha256}{suffix}",
         min_length=1,
         description="S3 object key of an uploaded image; placeholders: "
@@ -329,27 +344,32 @@ class Settings(BaseModel):
         + ".",
     )
     UploadMaxRetries: int = Field(
+        json_schema_extra=LIVE,
         default=3, ge=0, le=100,
         description="Upload retries always made before an upload can fail finally (with "
         "UploadRetryHours 0: retries after the first attempt before giving up, the old meaning).",
     )
     UploadRetryHours: float = Field(
+        json_schema_extra=LIVE,
         default=24.0, ge=0.0, le=24.0 * 30,
         description="A failed upload is retried with backoff for this long after the image was "
         "inspected (across restarts); only then is the image moved to FailedDirectory.",
     )
     SpoolMaxMessages: int = Field(
+        json_schema_extra=RESTART,
         default=10_000,
         ge=1,
         description="Greengrass: results kept on disk while the nucleus cannot take them; "
         "beyond this a result is not published (logged, counted).",
     )
     SpoolMaxMegabytes: float = Field(
+        json_schema_extra=RESTART,
         default=64.0,
         gt=0.0,
         description="Greengrass: the same spool's cap in megabytes (MiB) of messages.",
     )
     ShutdownSeconds: float = Field(
+        json_schema_extra=RESTART,
         default=10.0,
         gt=0.0,
         le=120.0,
@@ -357,11 +377,13 @@ class Settings(BaseModel):
         "it below the recipe's shutdown timeout (15 s by default).",
     )
     SinkStallSeconds: float = Field(
+        json_schema_extra=LIVE,
         default=300.0, ge=1.0, le=86_400.0,
         description="A result that no sink retry could make durable for this long stops the "
         "service: exit code 6 (standalone) or state ERRORED (Greengrass); the images are kept.",
     )
     MinFreeMegabytes: float = Field(
+        json_schema_extra=LIVE,
         default=50.0, ge=0.0,
         description="Intake pauses while the file system of DoneDirectory, ResultsFile, the "
         "spool or StateDirectory has less free space than this (MiB); 0 = no check.",
@@ -459,9 +481,25 @@ class Settings(BaseModel):
         """A validated copy with some keys changed (``model_copy`` would skip validation)."""
         return Settings.from_mapping({**self.to_mapping(), **changes})
 
+    @property
+    def thresholds(self) -> Thresholds:
+        """ConfidenceThreshold, IouThreshold and MaxDetections as the one value post-processing
+        takes (a change to it never needs a new model session)."""
+        return Thresholds(self.ConfidenceThreshold, self.IouThreshold, self.MaxDetections)
+
     def changed_keys(self, other: Settings) -> frozenset[str]:
         mine, theirs = self.to_mapping(), other.to_mapping()
         return frozenset(k for k in mine if mine[k] != theirs[k])
+
+
+def _keys_applied(how: dict[str, Any]) -> frozenset[str]:
+    return frozenset(name for name, info in Settings.model_fields.items()
+                     if info.json_schema_extra == how)
+
+
+LIVE_KEYS = _keys_applied(LIVE)
+RELOAD_KEYS = _keys_applied(RELOAD)
+RESTART_KEYS = _keys_applied(RESTART)
 
 
 def topic_problems(template: str) -> list[str]:

@@ -41,6 +41,8 @@ from typing import Protocol
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 
+from inspector.conventions import shown
+
 logger = logging.getLogger(__name__)
 
 Submit = Callable[[Path], bool]  # blocks while the pipeline is full; False = stopping
@@ -68,14 +70,6 @@ def relative_name(root: Path, path: Path) -> str:
         return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
     except ValueError:
         return Path(path).name
-
-
-def shown(path: Path | str) -> str:
-    """A file name fit for a one-line log message (newlines and other controls escaped)."""
-    text = str(path)
-    if text.isprintable():
-        return text
-    return repr(text)[1:-1]
 
 
 class FileFilter:
@@ -231,6 +225,7 @@ class DirectorySource:
         self._in_flight: set[Path] = set()
         self._refused: set[Path] = set()
         self._skipped = 0
+        self.rescans = 0  # periodic rescans done (what a rescan did not find twice is settled)
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._check_root_now = threading.Event()
@@ -464,6 +459,8 @@ class DirectorySource:
             if (self.watch and self.rescan_s > 0 and now >= self._next_rescan
                     and not self._root_missing):
                 self._scan(rescan=True)
+                self.rescans += 1
+                logger.debug("rescan %d done", self.rescans)
                 self._next_rescan = time.monotonic() + self.rescan_s
             path = self._next_ready()
             if path is None:

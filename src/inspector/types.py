@@ -119,6 +119,35 @@ class Detections:
         return cls()
 
 
+def confident(confidence: np.ndarray, conf_threshold: float) -> np.ndarray:
+    """THE confidence rule, the one comparison for decoding and the verdict alike: a score counts
+    when it is strictly above the threshold (``score > conf_threshold``, as Ultralytics'
+    predictor). So a threshold of 1 keeps nothing and one of 0 keeps every non-zero score."""
+    return np.asarray(confidence) > conf_threshold
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """What post-processing is told to keep: one frozen value, swapped whole (live settings
+    changes never need a new model session). Validated here, once: ValueError when out of range.
+
+    conf: a box counts when its score is above it (see ``confident``); iou: a box is suppressed
+    when it overlaps a kept box of its class by more than this; max_det: at most this many boxes.
+    """
+
+    conf: float = 0.25  # Ultralytics predictor defaults
+    iou: float = 0.7
+    max_det: int = 300
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.conf <= 1.0:
+            raise ValueError(f"conf_threshold must be within 0..1, got {self.conf}")
+        if not 0.0 <= self.iou <= 1.0:
+            raise ValueError(f"iou_threshold must be within 0..1, got {self.iou}")
+        if self.max_det < 1:
+            raise ValueError(f"max_det must be at least 1, got {self.max_det}")
+
+
 @dataclass(frozen=True, slots=True)
 class ImageInfo:
     """The inspected image as the result schema names it."""
@@ -150,5 +179,5 @@ class Inspection:
 
     @property
     def verdict(self) -> Verdict:
-        hit = bool(np.any(self.detections.confidence >= self.conf_threshold))
+        hit = bool(np.any(confident(self.detections.confidence, self.conf_threshold)))
         return "defect" if hit else "pass"

@@ -16,8 +16,8 @@ from inspector.bench.timing import summarize
 
 # The stages of one image, in the order the service runs them ("letterbox" + "tensor" is the
 # two-step path; the service runs the equivalent one-pass "preprocess").
-STAGES = ("decode", "letterbox", "tensor", "preprocess", "session", "post")
-SERVICE_PATH = ("decode", "preprocess", "session", "post")
+STAGES = ("decode", "letterbox", "tensor", "preprocess", "inference", "postprocess")
+SERVICE_PATH = ("decode", "preprocess", "inference", "postprocess")  # the pipeline's names
 
 
 def stage_latencies(

@@ -14,7 +14,7 @@ from typing import Any
 
 from inspector.bench.timing import ratio
 
-STAGE_ROWS = ("decode", "letterbox", "tensor", "preprocess", "session", "post")
+STAGE_ROWS = ("decode", "letterbox", "tensor", "preprocess", "inference", "postprocess")
 FLOOR_MS = 0.001  # bars of the log-scale stages plot start here (a 0 ms bar has no log)
 SERVICE_STAGES = ("decode", "preprocess", "inference", "postprocess")
 

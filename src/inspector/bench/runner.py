@@ -30,12 +30,14 @@ from inspector.bench import inprocess
 from inspector.bench.images import ImagePool, make_pool
 from inspector.bench.nms import bench_nms
 from inspector.bench.timing import ratio, summarize
+from inspector.types import Thresholds
 
 logger = logging.getLogger(__name__)
 
 SCHEMA = "inspector.bench/1"
 IOU = 0.7
 CONF = 0.25
+THRESHOLDS = Thresholds(conf=CONF, iou=IOU)
 
 
 @dataclass(frozen=True)
@@ -217,8 +219,7 @@ def _bench_config(model: ModelUnderTest, threads: int, pool: ImagePool, options:
     config: dict[str, Any] = {"model": model.label, "path": str(model.path),
                               "precision": model.precision, "threads": threads}
     phase(f"{name}: stages")
-    detector = Detector.from_path(model.path, intra_op_threads=threads, conf_threshold=CONF,
-                                  iou_threshold=IOU)
+    detector = Detector.from_path(model.path, intra_op_threads=threads, thresholds=THRESHOLDS)
     config["stages_ms"] = inprocess.stage_latencies(detector, pool, options.stage_repeats)
     tick(1)
     phase(f"{name}: raw session")
@@ -289,10 +290,11 @@ def _publish_stage(options: BenchOptions, pool: ImagePool, work: Path, notes: li
     from inspector.imageio import read_image
     from inspector.result import to_result
 
-    detector = Detector.from_path(options.models[0].path, conf_threshold=CONF, iou_threshold=IOU)
-    result = to_result(detector.inspect(read_image(pool.path(0))), device="bench")
+    detector = Detector.from_path(options.models[0].path, thresholds=THRESHOLDS)
+    inspection = detector.inspect(read_image(pool.path(0)))
+    result = to_result(inspection, device="bench")
     try:
-        return summarize(publish_ms(result, options.stage_repeats, work / "publish"))
+        return summarize(publish_ms(inspection, result, options.stage_repeats, work / "publish"))
     except Exception as exc:  # the other figures are still worth having
         notes.append(f"publish stage not measured: {exc!r}")
         return None
@@ -312,7 +314,7 @@ def _compare_ultralytics(options: BenchOptions, pool: ImagePool, work: Path, not
     runs = []
     for model in options.models:
         phase(f"{model.label}: Ultralytics predictor")
-        detector = Detector.from_path(model.path, conf_threshold=CONF, iou_threshold=IOU)
+        detector = Detector.from_path(model.path, thresholds=THRESHOLDS)
         size = detector.model.input_size
         ours = inprocess.detector_loop(detector, paths)
         del detector
@@ -373,8 +375,7 @@ def _profile(options: BenchOptions, pool: ImagePool) -> dict[str, Any]:
     from inspector.detector import Detector
 
     model, threads = options.models[0], max(options.threads)
-    detector = Detector.from_path(model.path, intra_op_threads=threads, conf_threshold=CONF,
-                                  iou_threshold=IOU)
+    detector = Detector.from_path(model.path, intra_op_threads=threads, thresholds=THRESHOLDS)
     out = inprocess.profile_image_path(detector, pool, options.profile_images)
     return {"model": model.label, "threads": threads, **out}
 

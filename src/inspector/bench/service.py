@@ -343,33 +343,45 @@ def running(work: Path, model: Path, threads: int, first_image: Path,
             bench.stop()
 
 
-def publish_ms(result: dict[str, Any], repeats: int, work: Path) -> list[float]:
-    """The service's per-result publish path, timed in this process against the emulator:
-    fit the payload, spool it, PublishToIoTCore until acknowledged, unspool it."""
+def publish_ms(inspection: Any, result: dict[str, Any], repeats: int, work: Path
+               ) -> list[float]:
+    """The service's per-result publish path, timed in this process against the emulator: the
+    real ``MqttSink`` (fit the payload, spool it fsynced, its publisher thread's
+    PublishToIoTCore until acknowledged, unspool), from ``send`` until the spool is empty."""
+    from inspector.bench.timing import sample_ms
     from inspector.greengrass.clients import connect_ipc
     from inspector.greengrass.ipc import IpcClient
     from inspector.greengrass.spool import Spool
-    from inspector.sinks.mqtt import fit_payload
+    from inspector.sinks.base import Delivery
+    from inspector.sinks.mqtt import MqttSink
     from inspector.testing.fixtures import running_nucleus
+
+    class Watched(Spool):
+        """The real spool, saying when the publisher thread unspooled a message."""
+
+        emptied = threading.Event()
+
+        def remove(self, entry_id: int) -> None:
+            super().remove(entry_id)
+            self.emptied.set()
 
     work.mkdir(parents=True, exist_ok=True)
     with running_nucleus(work, component_name=COMPONENT, thing_name=THING) as nucleus, \
             _environ(nucleus.env):
         ipc = IpcClient(connect_ipc)
         ipc.start(wait_s=10)
-        spool = Spool(work / "spool")
+        spool = Watched(work / "spool")
+        sink = MqttSink(ipc, spool, thing_name=THING, iot_topic=RESULTS_TOPIC).start()
         try:
             def once() -> None:
-                payload, _ = fit_payload(result)
-                entry = spool.put({"target": "iotcore", "topic": "bench/results",
-                                   "payload": payload.decode("utf-8")})
-                ipc.publish_to_iot_core("bench/results", payload, qos="1", attempts=1)
-                spool.remove(entry.id)
-
-            from inspector.bench.timing import sample_ms
+                spool.emptied.clear()
+                sink.send(Delivery(result, inspection, work / "image.jpg"))
+                if not spool.emptied.wait(10.0):
+                    raise ServiceBenchError("a result was not acknowledged within 10 s")
 
             return sample_ms(once, repeats, warmup=3)
         finally:
+            sink.close(timeout_s=2.0)
             ipc.close()
 
 

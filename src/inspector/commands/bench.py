@@ -11,12 +11,14 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from inspector.commands.argtypes import non_negative_int, positive_int
+
 HELP = ("benchmark the component on this machine (models x threads: stages, session, service "
         "burst, latency, memory, NMS, Ultralytics) and write JSON + markdown + plots")
 
 # the benchmark drives the service through the emulators on generated images: none of these
 # modules is shipped in the device's code artifact
-NEEDS = ("inspector.bench", "inspector.synth", "inspector.testing")
+NEEDS = ("inspector.bench", "inspector.synth", "inspector.testing", "tqdm")
 EXTRA = "test"
 
 logger = logging.getLogger(__name__)
@@ -25,7 +27,7 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", type=Path, metavar="MODEL.onnx",
                         help="ONNX files to bench (default: the bundled fp32 and INT8 models)")
-    parser.add_argument("--threads", nargs="+", type=_positive_int, metavar="N",
+    parser.add_argument("--threads", nargs="+", type=positive_int, metavar="N",
                         help="intra-op thread settings (default: 1 and the CPU count, "
                         "at most 2 values)")
     parser.add_argument("--quick", action="store_true",
@@ -33,12 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "thread setting, 12-image bursts, memory breakdown of the first model "
                         "only; its figures are indicative only and its report is named "
                         "<host>-<date>-quick, never a full run's name")
-    parser.add_argument("--burst", type=_positive_int, metavar="N",
+    parser.add_argument("--burst", type=positive_int, metavar="N",
                         help="images dropped at once into the watched folder (default 200; "
                         "quick 12)")
-    parser.add_argument("--singles", type=_positive_int, metavar="N",
+    parser.add_argument("--singles", type=positive_int, metavar="N",
                         help="single images timed file-closed -> result (default 10)")
-    parser.add_argument("--soak", type=_non_negative_int, default=0, metavar="N",
+    parser.add_argument("--soak", type=non_negative_int, default=0, metavar="N",
                         help="also feed N images to one service and follow its RSS "
                         "(e.g. 2000; default 0 = no soak)")
     parser.add_argument("--ultralytics-python", type=Path, metavar="PYTHON",
@@ -127,20 +129,3 @@ def run(args: argparse.Namespace) -> int:
 def default_stem(host: str, when: datetime, *, quick: bool) -> str:
     """``<host>-<date>``; a quick run's ends in ``-quick`` so it never replaces a full one's."""
     return f"{host}-{when:%Y-%m-%d}" + ("-quick" if quick else "")
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value

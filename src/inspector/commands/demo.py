@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
+from inspector.commands.argtypes import positive_int
 from inspector.errors import ConfigError, ModelError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ EXTRA = "test"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, metavar="DIR",
                         help="folder for the sample images (new or empty; default: a temp dir)")
-    parser.add_argument("--count", type=_positive_int, default=12, metavar="N",
+    parser.add_argument("--count", type=positive_int, default=12, metavar="N",
                         help="number of sample images, at least 1 (default 12)")
     parser.add_argument("--seed", type=int, default=7, help="synthetic image seed (default 7)")
     parser.add_argument("--model", metavar="MODEL.onnx",
@@ -31,16 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-run", action="store_true",
                         help="only write the sample images into --dir (e.g. a folder a running "
                              "service watches); --dir may then hold other files")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

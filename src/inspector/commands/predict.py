@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inspector.commands.argtypes import positive_int, unit_interval
+
 HELP = "inspect images (files or directories) with the model and print one result per image"
 
 logger = logging.getLogger(__name__)
@@ -47,14 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--conf",
-        type=_unit_interval,
+        type=unit_interval,
         default=0.25,
         metavar="C",
         help="confidence threshold, 0..1 (default 0.25)",
     )
     parser.add_argument(
         "--iou",
-        type=_unit_interval,
+        type=unit_interval,
         default=0.7,
         metavar="I",
         help="NMS IoU threshold, 0..1 (default 0.7)",
@@ -75,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="ONNX Runtime intra-op threads (default: its own choice)",
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from inspector.detector import Detector
     from inspector.errors import InspectorError
     from inspector.models import default_model_path
+    from inspector.types import Thresholds
 
     _logs_to_stderr()
     out = _Output(json_lines=args.json, quiet=args.json and not sys.stdout.isatty())
@@ -104,8 +107,7 @@ def run(args: argparse.Namespace) -> int:
             model_path,
             providers=providers,
             intra_op_threads=args.threads,
-            conf_threshold=args.conf,
-            iou_threshold=args.iou,
+            thresholds=Thresholds(conf=args.conf, iou=args.iou),
         )
     except InspectorError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -327,26 +329,6 @@ def _plural(label: str, n: int) -> str:
     if n == 1:
         return label
     return label + ("es" if label.endswith(("s", "x", "z", "ch", "sh")) else "s")
-
-
-def _unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _logs_to_stderr() -> None:

@@ -130,17 +130,16 @@ def run(args: argparse.Namespace) -> int:
 def _run_greengrass(args: argparse.Namespace) -> int:
     """Under Greengrass the settings come from the component configuration over IPC.
 
-    ``inspector.greengrass.component.main(args)`` reads them (laying ``overrides_from_args``
-    over them), builds the service with ``inspector.service.build_service(settings, sinks=...)``,
-    answers validation with ``inspector.settings.validate_mapping`` and applies updates with
-    ``Service.apply_settings``.
+    ``inspector.greengrass.component.main`` reads them (laying this command line's
+    ``overrides_from_args`` over them), builds the service with
+    ``inspector.service.build_service(settings, sinks=...)``, answers validation with
+    ``inspector.settings.validate_mapping`` and applies updates with ``Service.apply_settings``.
     """
+    from inspector.greengrass.component import main  # awsiot: only under Greengrass
+
     try:
-        from inspector.greengrass.component import main
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("inspector.greengrass", "inspector.greengrass.component"):
-            raise
-        logger.error("running under Greengrass, but this build has no Greengrass component "
-                     "module; give --config FILE or --watch DIR to run standalone")
-        return 4
-    return int(main(args))
+        overrides = overrides_from_args(args)
+    except ConfigError as exc:
+        report_config_error(exc)
+        return 2
+    return main(overrides, drain=bool(args.once))

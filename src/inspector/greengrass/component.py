@@ -1,6 +1,7 @@
 """``inspector run`` under Greengrass: the composition of the IPC-side service.
 
-    rc = main(args)   # called by inspector.commands.run when the nucleus environment is present
+    rc = main(overrides, drain=False)   # from ``inspector run`` when the nucleus environment
+                                        # is present; overrides: its flags and --set
 
 1. Connect to the nucleus (IpcClient with the real client from ``clients.connect_ipc``).
 2. GetConfiguration -> Settings (the command line's flags and --set laid over it).
@@ -17,19 +18,20 @@ else.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from inspector.errors import ConfigError, ModelError
-from inspector.greengrass.config import ConfigSource
-from inspector.greengrass.ipc import IpcClient, IpcError, IpcUnavailable
+from inspector.diskspace import MIB
+from inspector.errors import ConfigError, IpcError, IpcUnavailable, ModelError
+from inspector.greengrass.config import ConfigSource, access_problems, read_access_control
+from inspector.greengrass.ipc import IpcClient
 from inspector.greengrass.metrics import LatencySink, MetricsPublisher, collect_metrics
 from inspector.greengrass.spool import Spool
 from inspector.greengrass.streams import S3Uploader
 from inspector.greengrass.updates import UpdateDeferrer
+from inspector.service import build_service, device_name
 from inspector.settings import Settings, resolve_paths
 from inspector.sinks.mqtt import MqttSink, render_topic
 from inspector.sinks.upload import UploadSink
@@ -44,15 +46,11 @@ EXIT_STALLED = 6  # = inspector.service.EXIT_STALLED
 CONNECT_WAIT_S = 30.0
 
 
-def main(args: argparse.Namespace) -> int:
-    from inspector.commands.run import overrides_from_args, report_config_error
+def main(overrides: Mapping[str, Any], *, drain: bool = False) -> int:
+    """``overrides``: the settings the command line sets, laid over the component configuration
+    (the ``run`` verb parses them; this module never reads argv)."""
     from inspector.greengrass.clients import connect_ipc
 
-    try:
-        overrides = overrides_from_args(args)
-    except ConfigError as exc:
-        report_config_error(exc)
-        return EXIT_CONFIG
     ipc = IpcClient(connect_ipc)
     try:
         ipc.start(wait_s=CONNECT_WAIT_S)
@@ -60,8 +58,7 @@ def main(args: argparse.Namespace) -> int:
         logger.error("%s; is this running as a Greengrass component?", exc)
         return EXIT_NO_NUCLEUS
     try:
-        return Component(ipc, os.environ, overrides=overrides,
-                         drain=bool(getattr(args, "once", False))).run()
+        return Component(ipc, os.environ, overrides=overrides, drain=drain).run()
     finally:
         ipc.close()
 
@@ -71,8 +68,6 @@ def thing_name_of(environ: Mapping[str, str]) -> str:
 
 
 def thing_name(settings: Settings, environ: Mapping[str, str]) -> str:
-    from inspector.service import device_name
-
     return environ.get("AWS_IOT_THING_NAME") or device_name(settings, environ)
 
 
@@ -99,7 +94,6 @@ class Component:
 
     def run(self) -> int:
         from inspector.greengrass.clients import stream_manager_client
-        from inspector.service import build_service
 
         try:
             settings = self.config.read()
@@ -113,7 +107,7 @@ class Component:
         mqtt = MqttSink(
             self.ipc,
             Spool(paths.state / "spool", max_items=settings.SpoolMaxMessages,
-                  max_bytes=int(settings.SpoolMaxMegabytes * 2**20)),
+                  max_bytes=int(settings.SpoolMaxMegabytes * MIB)),
             thing_name=self.thing,
             target=settings.PublishTarget, iot_topic=settings.PublishResultsOnTopic,
             pubsub_topic=settings.PubSubTopic,
@@ -127,14 +121,15 @@ class Component:
         latency = LatencySink()
         try:
             self.service = build_service(settings, sinks=[mqtt, upload, latency],
-                                         drain=self.drain, environ=self.environ)
+                                         drain=self.drain, environ=self.environ, paths=paths)
         except ModelError as exc:
             return self._fatal(EXIT_MODEL, f"cannot load the model: {exc}")
         except ConfigError as exc:
             return self._fatal(EXIT_CONFIG, str(exc))
-        if not self.service.paths.watch.is_dir():
-            return self._fatal(EXIT_CONFIG, f"ImageDirectory {self.service.paths.watch} does "
-                               "not exist or is not a directory")
+        try:
+            self.service.check_watch()  # before the sinks' threads start
+        except ConfigError as exc:
+            return self._fatal(EXIT_CONFIG, str(exc))
         self._check_access(settings)
         mqtt.start()
         self.ipc.on_reconnect(mqtt.wake)
@@ -179,8 +174,6 @@ class Component:
     def _check_access(self, settings: Settings) -> None:
         """Start-up: an ERROR for every topic the component's own accessControl does not allow
         (the nucleus would refuse those publishes; results would be dead-lettered)."""
-        from inspector.greengrass.config import access_problems, read_access_control
-
         try:
             access = read_access_control(self.ipc)
         except IpcError as exc:

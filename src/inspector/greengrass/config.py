@@ -27,8 +27,10 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from inspector.errors import ConfigError
-from inspector.settings import Settings, settings_only, validate_mapping
+from inspector.errors import ConfigError, IpcError, IpcRejected
+from inspector.greengrass.access import allowed
+from inspector.settings import RESERVED_KEYS, Settings, settings_only, validate_mapping
+from inspector.sinks.mqtt import render_topic
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,6 @@ def proposal_problems(
 
 def read_access_control(ipc: ConfigIpc) -> Any:
     """The component's own ``accessControl`` (None when it has none); raises IpcError."""
-    from inspector.greengrass.ipc import IpcRejected
 
     try:
         value = ipc.get_configuration(["accessControl"])
@@ -81,8 +82,6 @@ def access_problems(
 ) -> list[tuple[str, str]]:
     """(key, message) for every topic the settings publish on that ``access_control`` does not
     allow (results per PublishTarget on IoT Core / pub/sub, metrics on IoT Core)."""
-    from inspector.greengrass.access import allowed
-    from inspector.sinks.mqtt import render_topic
 
     data = settings.to_mapping() if isinstance(settings, Settings) else dict(settings)
     target = str(data.get("PublishTarget", "iotcore"))
@@ -165,7 +164,6 @@ class ConfigSource:
             self._thread.join(timeout=2.0)
 
     def _validate(self, deployment_id: str, configuration: dict[str, Any]) -> None:
-        from inspector.greengrass.ipc import IpcError
 
         problems = proposal_problems(configuration, self.overrides)
         if not problems:
@@ -184,9 +182,6 @@ class ConfigSource:
             logger.error("cannot answer the validation of deployment %s: %s", deployment_id, exc)
 
     def _access_problems(self, configuration: Mapping[str, Any]) -> list[tuple[str, str]]:
-        from inspector.greengrass.ipc import IpcError
-        from inspector.settings import RESERVED_KEYS
-
         access = next((v for k, v in configuration.items() if k.lower() in RESERVED_KEYS), None)
         if access is None:
             try:
@@ -213,7 +208,6 @@ class ConfigSource:
 
     def refresh(self) -> bool:
         """Read the configuration again and apply it; False when it was not applied."""
-        from inspector.greengrass.ipc import IpcError
 
         try:
             settings = self.read()

@@ -41,28 +41,12 @@ from tenacity import (
     wait_exponential,
 )
 
-from inspector.errors import GreengrassError
+from inspector.errors import IpcError, IpcRejected, IpcTimeout, IpcUnavailable
 
 logger = logging.getLogger(__name__)
 
 # connect(on_disconnect) -> a connected GreengrassCoreIPCClientV2; raises when it cannot connect
 Connector = Callable[[Callable[[], None]], Any]
-
-
-class IpcError(GreengrassError):
-    """An IPC call failed."""
-
-
-class IpcUnavailable(IpcError):
-    """No connection to the nucleus (down, restarting, refused): retry after a reconnect."""
-
-
-class IpcTimeout(IpcError):
-    """No answer in time. The outcome is unknown: the operation may have happened."""
-
-
-class IpcRejected(IpcError):
-    """The nucleus refused the request (unauthorized, invalid, not found): retrying won't help."""
 
 
 @dataclass

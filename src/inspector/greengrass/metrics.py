@@ -17,6 +17,7 @@ message carries the running totals anyway).
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -25,7 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from inspector.disposition import utc_now
+from inspector.conventions import utc_now
+from inspector.errors import IpcError
 from inspector.sinks.base import Delivery, Sink
 
 logger = logging.getLogger(__name__)
@@ -107,11 +109,8 @@ class MetricsPublisher:
             self._thread.join(timeout=2.0)
 
     def publish_now(self) -> bool:
-        import json
-
         if not self.topic:
             return False
-        from inspector.greengrass.ipc import IpcError
 
         try:
             message = self.collect()

@@ -30,17 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inspector.errors import SinkError
+from inspector.durable import write_atomic
+from inspector.errors import SinkError, SpoolFull
 
 logger = logging.getLogger(__name__)
 
 _SUFFIX = ".json"
 DEAD_LETTER_FILE = "dead-letter.jsonl"
-
-
-class SpoolFull(SinkError):
-    """The spool holds ``max_items`` messages or ``max_bytes`` already: the new one is refused
-    (not lost silently: the caller reports it)."""
 
 
 @dataclass(frozen=True)
@@ -113,13 +109,9 @@ class Spool:
                 )
             entry_id = self._next
             path = self._path(entry_id)
-            temp = path.with_name(path.name + ".part")
             try:
-                _write_durably(temp, data)
-                os.replace(temp, path)
-                _fsync_dir(self.folder)
+                write_atomic(path, data)
             except OSError as exc:
-                temp.unlink(missing_ok=True)
                 raise SinkError(f"cannot write to the spool {self.folder}: {exc}") from exc
             self._next += 1
             self._ids.append(entry_id)
@@ -183,18 +175,3 @@ class Spool:
 
     def _path(self, entry_id: int) -> Path:
         return self.folder / f"{entry_id:012d}{_SUFFIX}"
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,7 +1,7 @@
 """S3 uploads through StreamManager's S3 export: one data stream, one status stream, one thread.
 
     uploader = S3Uploader(stream_manager_client, max_retries=3).start()
-    uploader.submit(UploadTask(path, bucket, key, metadata, on_done))   # on_done(ok, reason)
+    uploader.submit(path, bucket, key, metadata, on_done)   # on_done(ok, reason)
 
 Both streams are created once (listed first; never deleted or recreated while they exist, which
 would cancel pending exports), file-persisted so they survive a StreamManager restart. Each image
@@ -35,22 +35,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tenacity import wait_exponential
-
-from inspector.errors import GreengrassError
+from inspector.conventions import backoff
+from inspector.errors import UploadError
 
 logger = logging.getLogger(__name__)
 
 DATA_STREAM = "InspectorDefectImages"
 STATUS_STREAM = "InspectorDefectImagesStatus"
 EXPORT_ID = "InspectorS3Export"
+RECONNECT_BASE_S = 0.2  # the first wait after StreamManager could not be reached
 
 # () -> a connected StreamManagerClient; raises when StreamManager is not reachable
 ClientFactory = Callable[[], Any]
-
-
-class UploadError(GreengrassError):
-    """StreamManager is unreachable or refused a request."""
 
 
 @dataclass
@@ -89,9 +85,9 @@ class S3Uploader:
         self._connect = connect
         self.max_retries = max_retries
         self.retry_window_s = retry_window_s
-        self._retry_wait = wait_exponential(multiplier=retry_base_s, min=retry_base_s,
-                                            max=retry_max_s)
-        self._reconnect_wait = wait_exponential(multiplier=0.2, min=0.2, max=reconnect_max_s)
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+        self.reconnect_max_s = reconnect_max_s
         self.status_timeout_s = status_timeout_s
         self.data_stream = data_stream
         self.status_stream = status_stream
@@ -120,10 +116,16 @@ class S3Uploader:
             self._thread.start()
         return self
 
-    def submit(self, task: UploadTask) -> None:
+    def submit(self, path: Path, bucket: str, key: str, metadata: dict[str, str],
+               on_done: Callable[[bool, str], None], *, deadline: float | None = None
+               ) -> UploadTask:
+        """Queue one upload of ``path`` (absolute; it must stay until ``on_done(ok, reason)``);
+        a failure is final after ``deadline`` (time.time()), else after ``retry_window_s``."""
+        task = UploadTask(path, bucket, key, metadata, on_done, deadline=deadline)
         with self._lock:
             self._queue.append(task)
         self._wake.set()
+        return task
 
     def pending(self) -> int:
         with self._lock:
@@ -156,7 +158,7 @@ class S3Uploader:
                 self._failures += 1
                 logger.warning("StreamManager unavailable (%s); uploads wait", exc)
                 self._drop_client()
-                self._pause(_backoff(self._reconnect_wait, self._failures))
+                self._pause(backoff(self._failures, RECONNECT_BASE_S, self.reconnect_max_s))
             except Exception:  # unknown: start again from a fresh client; tasks are kept
                 logger.exception("uploader: unexpected error")
                 self._drop_client()
@@ -183,7 +185,7 @@ class S3Uploader:
             client = self._connect()
         except Exception as exc:
             self._failures += 1
-            wait = _backoff(self._reconnect_wait, self._failures)
+            wait = backoff(self._failures, RECONNECT_BASE_S, self.reconnect_max_s)
             log = logger.warning if self._failures in (1, 10) or self._failures % 100 == 0 \
                 else logger.debug
             log("cannot reach StreamManager (%r); retrying in %.1f s", exc, wait)
@@ -196,7 +198,7 @@ class S3Uploader:
             logger.warning("StreamManager: cannot set up the streams: %s", exc)
             self._drop_client()
             self._failures += 1
-            self._pause(_backoff(self._reconnect_wait, self._failures))
+            self._pause(backoff(self._failures, RECONNECT_BASE_S, self.reconnect_max_s))
             return False
         self._failures = 0
         self.connected = True
@@ -403,7 +405,7 @@ class S3Uploader:
                     self._queue.remove(task)
             self._finish(task, False, f"upload failed {task.attempts} time(s); last: {reason}")
             return
-        wait = _backoff(self._retry_wait, task.attempts)
+        wait = backoff(task.attempts, self.retry_base_s, self.retry_max_s)
         if task.attempts > self.max_retries:
             wait = min(wait, max(0.05, left))  # one last try when the window closes
         self.retried += 1
@@ -471,21 +473,9 @@ class _Disconnected(Exception):
     """Internal: the StreamManager connection is unusable."""
 
 
-@dataclass
-class _State:
-    """The one field of tenacity's RetryCallState that its wait strategies read."""
-
-    attempt_number: int
-
-
 def _duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
     if seconds >= 60:
         return f"{seconds / 60:.0f} min"
     return f"{seconds:.0f} s"
-
-
-def _backoff(wait: Any, attempt: int) -> float:
-    """Seconds a tenacity wait strategy gives for the ``attempt``-th failure."""
-    return float(wait(_State(attempt)))

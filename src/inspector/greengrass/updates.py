@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from inspector.errors import IpcError
+
 logger = logging.getLogger(__name__)
 
 RECHECK_MS = 2000
@@ -66,7 +68,6 @@ class UpdateDeferrer:
         return self
 
     def _on_event(self, kind: str, deployment_id: str, ggc_restarting: bool) -> None:
-        from inspector.greengrass.ipc import IpcError
 
         if kind == "post":
             with self._lock:

@@ -12,15 +12,15 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
-from inspector.errors import SinkError
+from inspector.conventions import shown
+from inspector.durable import copy_atomic, write_atomic
+from inspector.errors import ImageError, SinkError
 from inspector.result import to_json
 from inspector.sinks.base import Delivery, Sink
-from inspector.sources import shown
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +175,8 @@ class OutboxSink(Sink):
         suffix = flat.suffix.lower()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            _copy_atomic(delivery.image_path, self.folder / f"{stem}{suffix}")
-            _write_atomic(
+            copy_atomic(delivery.image_path, self.folder / f"{stem}{suffix}")
+            write_atomic(
                 self.folder / f"{stem}.json",
                 json.dumps(delivery.result, ensure_ascii=False, indent=2).encode("utf-8"),
             )
@@ -186,31 +186,19 @@ class OutboxSink(Sink):
             raise SinkError(f"cannot copy {shown(image.name)} to the outbox: {exc}") from exc
 
 
-def _copy_atomic(source: Path, target: Path) -> None:
-    temp = target.with_name(f".{target.name}.part")
-    shutil.copyfile(source, temp)
-    os.replace(temp, target)
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    temp = target.with_name(f".{target.name}.part")
-    temp.write_bytes(data)
-    os.replace(temp, target)
-
-
 def _write_annotated(delivery: Delivery, target: Path) -> None:
     import cv2
-    import numpy as np
 
     from inspector.annotate import annotate
+    from inspector.imageio import read_image
 
-    data = np.fromfile(str(delivery.image_path), dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)  # applies EXIF orientation, like the decoder
-    if bgr is None:
-        raise OSError(f"cannot decode {delivery.image_path} again for annotation")
     inspection = delivery.inspection
+    try:  # the decoder the inspection used: same orientation, same pixels the boxes refer to
+        bgr = read_image(delivery.image_path, max_pixels=inspection.image.size.pixels).bgr
+    except ImageError as exc:
+        raise OSError(f"cannot decode it again for annotation: {exc.reason}") from exc
     drawn = annotate(bgr, inspection.detections, inspection.model.class_names)
     ok, encoded = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise OSError("cannot encode the annotated image")
-    _write_atomic(target, encoded.tobytes())
+    write_atomic(target, encoded.tobytes())

@@ -40,7 +40,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from inspector.errors import SinkError
+from inspector.conventions import utc_now
+from inspector.errors import IpcRejected, SinkError
 from inspector.result import to_json
 from inspector.settings import topic_problems  # the settings model's rules, the only ones
 from inspector.sinks.base import Delivery, Sink
@@ -229,7 +230,6 @@ class MqttSink(Sink):
         Only a refusal by the nucleus (or a malformed spool record) drops a message; any other
         error, expected or not, keeps it and is retried with backoff.
         """
-        from inspector.greengrass.ipc import IpcRejected
 
         retrying = Retrying(
             stop=stop_when_event_set(self._stop),
@@ -250,7 +250,6 @@ class MqttSink(Sink):
         return True
 
     def _dead_letter(self, entry: Any, image: str, exc: Exception) -> bool:
-        from inspector.disposition import utc_now
 
         error = str(exc)
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,7 +43,9 @@ class Uploader(Protocol):
 
     def pending(self) -> int: ...
 
-    def submit(self, task: Any) -> None: ...
+    def submit(self, path: Path, bucket: str, key: str, metadata: dict[str, str],
+               on_done: Callable[[bool, str], None], *, deadline: float | None = None
+               ) -> Any: ...
 
 
 def _segment(value: str) -> str:
@@ -126,18 +129,15 @@ class UploadSink(Sink):
         self.uploader.retry_window_s = self.retry_hours * 3600.0
 
     def _submit(self, result: dict[str, Any], path: Path, hold: Hold) -> None:
-        from inspector.greengrass.streams import UploadTask
-
         def done(ok: bool, reason: str) -> None:
             hold.release(self.name, ok=ok, reason="" if ok else f"upload failed: {reason}")
 
         key = object_key(self.key_template, result)
         inspected = _epoch(str(result.get("time", "")))
-        self.uploader.submit(UploadTask(
-            path=Path(path).absolute(), bucket=self.bucket, key=key,
-            metadata=user_metadata(result), on_done=done,
+        self.uploader.submit(
+            Path(path).absolute(), self.bucket, key, user_metadata(result), done,
             deadline=None if inspected is None else inspected + self.retry_hours * 3600.0,
-        ))
+        )
         logger.debug("%s: upload to s3://%s/%s submitted", path.name, self.bucket, key)
 
 
