@@ -229,3 +229,25 @@ def test_results_are_handed_on_in_the_order_the_images_were_taken(tmp_path: Path
     h.run(paths)
     assert finished[:2] == [2, 1]  # the runs did finish out of order
     assert [d.inspection.image.name for d in sink.deliveries] == [p.name for p in paths]
+
+
+def test_annotate_in_place_draws_on_the_frame_itself():
+    from inspector.annotate import annotate
+    from inspector.types import Detections
+
+    image = np.full((120, 160, 3), 90, np.uint8)
+    detections = Detections(xyxy=np.array([[20, 20, 60, 60]], np.float32),
+                            confidence=np.array([0.9], np.float32),
+                            class_id=np.array([0], np.int64))
+    copy = annotate(image, detections, ("scratch",))
+    assert copy is not image and (image == 90).all()
+    drawn = annotate(image, detections, ("scratch",), in_place=True)
+    assert drawn is image and np.array_equal(drawn, copy)
+
+
+def test_each_run_shrinks_the_arena_and_still_runs(model_path: Path):
+    runtime = OnnxRuntime.from_path(model_path, concurrent_runs=2)
+    entry = runtime.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage")
+    assert entry == "cpu:0"
+    out = runtime.run(np.full((1, 3, 64, 96), 0.5, np.float32))
+    assert out.shape[0] == 1

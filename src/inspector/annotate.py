@@ -14,15 +14,17 @@ PALETTE = ((0, 0, 255), (0, 200, 255), (255, 0, 255), (255, 128, 0), (0, 255, 0)
 
 
 def annotate(
-    image_bgr: np.ndarray, detections: Detections, class_names: Sequence[str]
+    image_bgr: np.ndarray, detections: Detections, class_names: Sequence[str], *,
+    in_place: bool = False,
 ) -> np.ndarray:
     """A copy of ``image_bgr`` (H, W, 3) with each detection drawn; boxes in source pixels.
+    ``in_place``: draw on ``image_bgr`` itself (no second full-size frame in memory).
 
     Labels never cover each other: each goes above its box if that spot is free, else inside
     the box's top, below the box, inside its bottom, else the nearest free spot further down
     (``place_labels``).
     """
-    out = image_bgr.copy()
+    out = image_bgr if in_place else image_bgr.copy()
     height, width = out.shape[:2]
     thickness = max(1, round(min(height, width) / 400))
     font_scale = max(0.4, min(height, width) / 1600)

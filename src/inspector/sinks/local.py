@@ -197,7 +197,7 @@ def _write_annotated(delivery: Delivery, target: Path) -> None:
         bgr = read_image(delivery.image_path, max_pixels=inspection.image.size.pixels).bgr
     except ImageError as exc:
         raise OSError(f"cannot decode it again for annotation: {exc.reason}") from exc
-    drawn = annotate(bgr, inspection.detections, inspection.model.class_names)
+    drawn = annotate(bgr, inspection.detections, inspection.model.class_names, in_place=True)
     ok, encoded = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise OSError("cannot encode the annotated image")
