@@ -150,10 +150,13 @@ def render_markdown(doc: dict[str, Any], goals: list[dict[str, Any]], plots: lis
             "preprocess, inference and post-processing do not explain (watcher, queues, sinks, "
             "IPC), also by the verdict of the image before (a defect is held: moved out of the "
             "watched folder). Start-up: process start -> first result (one image waiting).", "",
-            "| model | threads | raw session img/s | loop img/s | burst img/s | burst/raw | "
+            "Burst, 1 worker: the same burst with InferenceWorkers 1 (the design before the "
+            "inference workers), at the highest thread setting.", "",
+            "| model | threads | raw session img/s | loop img/s | burst img/s | burst, 1 worker "
+            "img/s | burst/raw | "
             "single ms (median / p95) | single: outside the stages ms (median) | start-up s | "
             "RSS peak / steady MB |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in doc["configs"]:
         svc = c.get("service") or {}
         burst = svc.get("burst") or {}
@@ -163,6 +166,7 @@ def render_markdown(doc: dict[str, Any], goals: list[dict[str, Any]], plots: lis
         out.append(
             f"| {c['model']} | {c['threads']} | {_fmt(c['raw_session']['images_per_s'])} | "
             f"{_fmt(c['detector_loop']['images_per_s'])} | {_fmt(burst.get('images_per_s'))} | "
+            f"{_fmt((c.get('one_worker_burst') or {}).get('images_per_s'))} | "
             f"{_fmt(c.get('burst_over_raw'))} | {_fmt(single.get('median_ms'))} / "
             f"{_fmt(single.get('p95_ms'))} | {_fmt(overhead.get('median_ms'))}"
             f"{_after_verdict(svc.get('single_overhead_ms_after'))} | "
@@ -410,7 +414,10 @@ def _burst_detail(config: dict[str, Any]) -> str:
             f"{_fmt(w['session_in_service_ms'])} ms ({_fmt(w['session_slowdown'])}x), decode "
             f"{_fmt(w['stage_median_ms'].get('decode'))} ms + preprocess "
             f"{_fmt(w['stage_median_ms'].get('preprocess'))} ms beside it; service used "
-            f"{_fmt(w['service_cpu_cores'])} CPU cores")
+            f"{_fmt(w['service_cpu_cores'])} CPU cores"
+            + (f"; one inference worker: {_fmt(config['one_worker_burst']['images_per_s'])} "
+               f"img/s, so the workers give {_fmt(config.get('workers_over_one'))}x"
+               if (config.get("one_worker_burst") or {}).get("images_per_s") else ""))
 
 
 def _single_detail(config: dict[str, Any]) -> str:

@@ -237,6 +237,14 @@ def _bench_config(model: ModelUnderTest, threads: int, pool: ImagePool, options:
         burst = (config["service"] or {}).get("burst") or {}
         config["burst_over_raw"] = ratio(burst.get("images_per_s"),
                                          config["raw_session"]["images_per_s"])
+        if threads == max(options.threads) and burst:
+            # the same burst with one inference worker (the design before InferenceWorkers)
+            phase(f"{name}: burst, one inference worker")
+            one = _one_worker_burst(model, threads, pool, options, work / f"svc-{model.label}-"
+                                    f"{threads}t-1w", notes)
+            config["one_worker_burst"] = one
+            config["workers_over_one"] = ratio(burst.get("images_per_s"),
+                                               (one or {}).get("images_per_s"))
     return config
 
 
@@ -267,6 +275,20 @@ def _service_run(model: ModelUnderTest, threads: int, pool: ImagePool, options: 
     except service.ServiceBenchError as exc:
         notes.append(f"{name}: service run failed: {exc}")
         logger.error("%s: service run failed: %s", name, exc)
+        return {"error": str(exc)}
+
+
+def _one_worker_burst(model: ModelUnderTest, threads: int, pool: ImagePool,
+                      options: BenchOptions, work: Path, notes: list[str]
+                      ) -> dict[str, Any] | None:
+    from inspector.bench import service
+
+    try:
+        with service.running(work, model.path, threads, pool.path(0), workers=1) as svc:
+            svc.startup()
+            return svc.burst(pool, work / "staging", options.burst, "one")
+    except service.ServiceBenchError as exc:
+        notes.append(f"{model.label}: one-worker burst failed: {exc}")
         return {"error": str(exc)}
 
 

@@ -94,14 +94,14 @@ class RssSampler:
         return max((rss for _, rss in list(self.samples)), default=0)
 
 
-def service_config(watch: Path, model: Path, threads: int) -> dict[str, Any]:
+def service_config(watch: Path, model: Path, threads: int, workers: int = 0) -> dict[str, Any]:
     """The component configuration the nucleus emulator serves (uploads of defects included)."""
     return {
         "ImageDirectory": str(watch),
         "ModelPath": str(model),
         "ModelSha256": sha256_file(model),
         "IntraOpThreads": threads,
-        "InferenceWorkers": 0,  # the default: one per core, sharing the session
+        "InferenceWorkers": workers,  # 0, the default: one per core, sharing the session
         "StableSeconds": 0.2,
         "ProcessedAction": "delete",
         "PublishResultsOnTopic": RESULTS_TOPIC,
@@ -308,7 +308,7 @@ class ServiceBench:
 
 
 @contextmanager
-def running(work: Path, model: Path, threads: int, first_image: Path,
+def running(work: Path, model: Path, threads: int, first_image: Path, workers: int = 0,
             extra_env: dict[str, str] | None = None, profile_to: Path | None = None
             ) -> Iterator[ServiceBench]:
     """The emulators and a service process on ``work/watch``, with ``first_image`` waiting.
@@ -326,7 +326,7 @@ def running(work: Path, model: Path, threads: int, first_image: Path,
     old = time.time() - 60
     os.utime(waiting, (old, old))  # already stable: the start-up scan takes it at once
     log = work / "service.log"
-    with running_greengrass(work, config=service_config(watch, model, threads),
+    with running_greengrass(work, config=service_config(watch, model, threads, workers),
                             component_name=COMPONENT, thing_name=THING) as gg:
         env = {**os.environ, **gg.env, "AWS_IOT_THING_NAME": THING, "PYTHONUNBUFFERED": "1",
                "ORT_DISABLE_TELEMETRY": "1", **(extra_env or {})}
