@@ -262,3 +262,13 @@ def test_the_stages_plot_shows_every_stage(tmp_path: Path, monkeypatch: pytest.M
     bottom, top = stages_ax.get_ylim()
     assert all(bottom < h <= top for h in heights)
     assert min(heights) / max(heights) < 0.01  # and still drawn: a log axis spans them
+
+
+def test_soak_growth_is_a_trend_not_one_point_against_another() -> None:
+    from inspector.bench.service import soak_growth
+
+    jitter = [161.5, 169.9, 168.2, 169.9, 162.2, 168.8, 170.4, 170.7, 162.7, 166.7, 169.3, 170.9]
+    flat = soak_growth([{"images": 100 * (i + 1), "rss_mb": v} for i, v in enumerate(jitter)])
+    assert abs(flat["rss_growth_mb"]) < 2  # last minus first would say 9.4 MB
+    leak = soak_growth([{"images": 100 * (i + 1), "rss_mb": 160.0 + i} for i in range(12)])
+    assert leak["rss_growth_mb"] == 7.0  # medians 162 and 169
