@@ -2,12 +2,17 @@
 
     python scripts/make_dataset.py data/synth_train --count 4000 --seed 1 --val-fraction 0.05
     python scripts/make_dataset.py data/synth_test --count 300 --seed 9001 --test
+    python scripts/make_dataset.py data/robust --count 8000 --seed 41 --profile randomized
+    python scripts/make_dataset.py data/ood_test --count 300 --seed 9700000 --test --profile ood
 
 Training layout: OUT/images/{train,val}/*.jpg|png, OUT/labels/{train,val}/*.txt, OUT/data.yaml.
 Test layout (``--test``): a flat OUT/images/ + OUT/labels/ with the docs/data-spec.md distribution
 (training levers refused), and a data.yaml whose train, val and test all point at it. Both also
 write OUT/synth.json (config, seed, counts) and OUT/contact_sheet.png (first 16 images, boxes
-drawn). Use a test seed that no training set ever used.
+drawn). Use a test seed that no training set ever used. ``--profile`` picks the rendering
+(inspector.synth.config.PROFILES): ``domain`` (default, docs/data-spec.md), ``randomized`` (domain
+randomization for training) or ``ood`` (the out-of-distribution rendering: test sets only, it is
+refused without ``--test``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import multiprocessing
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -32,9 +37,11 @@ from inspector.synth import (
     contact_sheet,
     downscale,
     generate,
+    profile,
     write_image,
     yolo_label_lines,
 )
+from inspector.synth.config import TEST_PROFILES
 
 logger = logging.getLogger("make_dataset")
 
@@ -104,7 +111,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--test", action="store_true",
-                   help="flat test set, docs/data-spec.md distribution (no training levers)")
+                   help="flat test set with the data-spec.md distribution (no training levers)")
+    p.add_argument("--profile", default="domain", choices=["domain", "randomized", "ood"],
+                   help="rendering profile (ood: test sets only)")
     p.add_argument("--max-side", type=int, default=None,
                    help="downscale images and labels so the long side is at most this")
     levers = p.add_argument_group("training levers (change only the scratches)")
@@ -135,7 +144,13 @@ def _config(args: argparse.Namespace) -> SynthConfig:
     }
     if args.test and levers:
         raise SystemExit(f"--test keeps the docs/data-spec.md distribution; drop {sorted(levers)}")
-    return SynthConfig(**levers)
+    if args.profile in TEST_PROFILES and not args.test:
+        raise SystemExit(f"--profile {args.profile} is for test sets only (add --test); "
+                         "it must never be trained on")
+    if args.test and args.profile not in ("domain", *TEST_PROFILES):
+        raise SystemExit(f"--test with --profile {args.profile}: test sets are domain or "
+                         f"{'/'.join(sorted(TEST_PROFILES))}")
+    return replace(profile(args.profile), **levers)
 
 
 def _write_yaml(out_dir: Path, test: bool) -> None:
@@ -185,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k for d in done for k in d.kinds]
     summary = {
         "generator": "inspector.synth",
+        "profile": args.profile,
         "seed": args.seed,
         "count": args.count,
         "start_index": args.start_index,

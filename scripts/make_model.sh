@@ -17,6 +17,8 @@
 # one H200 GPU (they would take days on 2 CPU cores: use DEVICE=0). Every seed and setting is
 # recorded in the manifest. STAGE2_EPOCHS/STAGE3_EPOCHS/STAGE4_EPOCHS=0 skip a stage.
 #
+# Model 1.3.0 (robustness: randomized rendering, OOD evaluation, gate): scripts/train_robust.sh.
+#
 # Only re-export, quantize, evaluate and write the manifest from weights you already have:
 #   WEIGHTS=runs/full640b/weights/best.pt TRAINING="runs/crops320/inspector_train.json \
 #     runs/crops320b/inspector_train.json runs/full640/inspector_train.json \
@@ -87,7 +89,7 @@ fi
 "$PY" scripts/export_model.py "$weights" models/scratch-yolov8n.onnx --imgsz "$IMGSZ" \
   --name scratch-yolov8n --version "$VERSION"
 "$RUN_PY" scripts/quantize_model.py models/scratch-yolov8n.onnx models/scratch-yolov8n-int8.onnx
-"$RUN_PY" scripts/evaluate.py --count "$EVAL_COUNT" --out models/eval.json \
+"$RUN_PY" scripts/evaluate.py --count "$EVAL_COUNT" --set domain ood --out models/eval.json \
   --models models/scratch-yolov8n.onnx models/scratch-yolov8n-int8.onnx
 "$RUN_PY" scripts/write_manifest.py --models-dir models --version "$VERSION" \
   --fp32 scratch-yolov8n.onnx --int8 scratch-yolov8n-int8.onnx \

@@ -106,7 +106,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flipud", type=float, default=0.5)
     p.add_argument("--hsv-v", type=float, default=0.3)
     p.add_argument("--patience", type=int, default=100)
+    # Robustness training (scripts/train_robust.sh): unset leaves Ultralytics' own default.
+    p.add_argument("--hsv-s", type=float, default=None, help="saturation jitter (tinted metal)")
+    p.add_argument("--shear", type=float, default=None, help="shear degrees")
+    p.add_argument("--perspective", type=float, default=None,
+                   help="perspective jitter (camera angle), e.g. 0.0005")
+    p.add_argument("--mixup", type=float, default=None)
+    p.add_argument("--box", type=float, default=None,
+                   help="box loss gain (Ultralytics 7.5): higher attends to IoU 0.5-0.95 quality")
+    p.add_argument("--dfl", type=float, default=None, help="DFL loss gain (Ultralytics 1.5)")
+    p.add_argument("--cos-lr", action="store_true", help="cosine learning-rate schedule")
     return p.parse_args(argv)
+
+
+OPTIONAL_TRAIN_ARGS = ("hsv_s", "shear", "perspective", "mixup", "box", "dfl")
+
+
+def optional_train_args(args: argparse.Namespace) -> dict[str, object]:
+    """The robustness settings that were given (the others keep Ultralytics' defaults)."""
+    extra: dict[str, object] = {
+        name: getattr(args, name) for name in OPTIONAL_TRAIN_ARGS if getattr(args, name) is not None
+    }
+    if args.cos_lr:
+        extra["cos_lr"] = True
+    return extra
 
 
 def epochs_run(run_dir: Path) -> int | None:
@@ -178,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             train_args["lr0"] = args.lr0
         if args.warmup_epochs is not None:
             train_args["warmup_epochs"] = args.warmup_epochs
+        train_args.update(optional_train_args(args))
         results = model.train(**train_args)
         run_dir = Path(model.trainer.save_dir)
 

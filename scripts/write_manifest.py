@@ -39,16 +39,30 @@ def describe(path: Path) -> dict[str, Any]:
 
 
 def eval_row(evaluation: dict[str, Any] | None, file: str) -> dict[str, Any]:
+    """The metrics of ``file``: the first (in-distribution) set's at the top level, as always,
+    and every other set evaluate.py ran (``ood``) under its own name."""
     if not evaluation:
         return {}
+    out: dict[str, Any] = {}
     for row in evaluation.get("results", []):
         if row.get("model") == file:
             keep = {k: v for k, v in row.items() if k != "model"}
-            return {
-                "test_set": {k: evaluation[k] for k in ("seed", "count", "conf_threshold")},
-                **keep,
-            }
-    return {}
+            test_set = {k: evaluation[k] for k in ("seed", "count", "conf_threshold")}
+            out = {"test_set": {"set": evaluation.get("set", "domain"), **test_set}, **keep}
+            break
+    if not out:
+        return {}
+    for name, block in (evaluation.get("sets") or {}).items():
+        if name == evaluation.get("set", "domain"):
+            continue
+        for row in block.get("results", []):
+            if row.get("model") == file:
+                out[name] = {
+                    "test_set": {"set": name, "seed": block.get("seed"),
+                                 "count": block.get("count")},
+                    **{k: v for k, v in row.items() if k != "model"},
+                }
+    return out
 
 
 def training_summary(stages: list[dict[str, Any]]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from inspector.evaluation import (
     box_iou,
     evaluate,
     found_ground_truth,
+    gate,
     match_image,
     recall_by_group,
 )
@@ -89,3 +90,39 @@ def test_recall_by_group_counts_each_label():
     }
     with pytest.raises(ValueError, match="1 labels for 2"):
         recall_by_group(images[:1], [["faint"]])
+
+
+def test_gate_passes_a_candidate_at_least_as_good_everywhere():
+    current = {"domain": {"map50": 0.93, "image_recall": 0.99}, "ood": {"map50": 0.56,
+                                                                       "image_recall": 0.91}}
+    better = {"domain": {"map50": 0.93, "image_recall": 0.995}, "ood": {"map50": 0.80,
+                                                                       "image_recall": 0.97}}
+    assert gate(better, current) == []
+
+
+def test_gate_names_every_set_and_metric_that_got_worse():
+    current = {"domain": {"map50": 0.93, "image_recall": 0.99}, "ood": {"map50": 0.56,
+                                                                       "image_recall": 0.91}}
+    # better on OOD but worse in distribution: refused all the same
+    trade = {"domain": {"map50": 0.90, "image_recall": 0.99}, "ood": {"map50": 0.80,
+                                                                      "image_recall": 0.90}}
+    assert gate(trade, current) == [
+        "domain: map50 0.9000 < current 0.9300",
+        "ood: image_recall 0.9000 < current 0.9100",
+    ]
+    assert gate(trade, current, tolerance=0.05) == []
+    assert gate(trade, current, metrics=["image_recall"], tolerance=0.005) == [
+        "ood: image_recall 0.9000 < current 0.9100 - tolerance 0.005"
+    ]
+
+
+def test_gate_refuses_an_incomplete_comparison():
+    current = {"domain": {"map50": 0.9}, "holdout": {"map50": 0.5}}
+    assert gate({"domain": {"map50": 0.95}}, current, metrics=["map50"]) == [
+        "holdout: evaluated for only one of the two models"
+    ]
+    assert gate({"domain": {}}, {"domain": {"map50": 0.9}}, metrics=["map50"]) == [
+        "domain: map50 missing"
+    ]
+    with pytest.raises(ValueError, match="tolerance"):
+        gate(current, current, tolerance=-0.1)

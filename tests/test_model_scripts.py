@@ -133,3 +133,47 @@ def test_input_convs_names_only_the_convolutions_that_read_the_image():
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert quantize_model.input_convs(model) == ["first"]
+
+
+def test_manifest_metrics_keep_the_domain_set_on_top_and_add_the_ood_set():
+    row = {"model": "m.onnx", "map50": 0.93, "recall": 0.9}
+    ood_row = {"model": "m.onnx", "map50": 0.56, "recall": 0.6}
+    evaluation = {
+        "set": "domain", "seed": 9_000_000, "count": 300, "conf_threshold": 0.25,
+        "results": [row, {"model": "other.onnx", "map50": 0.1}],
+        "sets": {
+            "domain": {"seed": 9_000_000, "count": 300, "results": [row]},
+            "ood": {"seed": 9_700_000, "count": 300, "results": [ood_row]},
+        },
+    }
+    metrics = write_manifest.eval_row(evaluation, "m.onnx")
+    assert metrics["map50"] == 0.93 and metrics["test_set"]["seed"] == 9_000_000
+    assert metrics["ood"] == {
+        "test_set": {"set": "ood", "seed": 9_700_000, "count": 300},
+        "map50": 0.56,
+        "recall": 0.6,
+    }
+    # an evaluation from before --set: one set, no "sets"
+    old = {k: evaluation[k] for k in ("seed", "count", "conf_threshold", "results")}
+    assert "ood" not in write_manifest.eval_row(old, "m.onnx")
+    assert write_manifest.eval_row(old, "m.onnx")["map50"] == 0.93
+    assert write_manifest.eval_row(evaluation, "missing.onnx") == {}
+
+
+def test_weights_rebuilt_from_the_bundled_onnx_compute_the_same_outputs(tmp_path: Path):
+    """Needs torch and Ultralytics (the ``train`` extra): skipped where they are absent (CI)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("ultralytics")
+    onnx_to_weights = load_script("scripts/onnx_to_weights.py")
+    onnx_path = Path(__file__).resolve().parents[1] / "models" / "scratch-yolov8n.onnx"
+    model, filled = onnx_to_weights.rebuild(onnx_path)
+    assert filled == 126  # every convolution of YOLOv8n (one class) and its bias
+    assert onnx_to_weights.check(model, onnx_path, seed=1) < onnx_to_weights.MAX_ABS_DIFF
+    # and a model whose weights were not all found is refused, not half-filled
+    broken = onnx.load(str(onnx_path))
+    keep = [i for i in broken.graph.initializer if i.name != "model.9.cv2.conv.weight"]
+    del broken.graph.initializer[:]
+    broken.graph.initializer.extend(keep)
+    onnx.save(broken, str(tmp_path / "broken.onnx"))
+    with pytest.raises(ValueError, match=r"model\.9\.cv2"):
+        onnx_to_weights.rebuild(tmp_path / "broken.onnx")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -12,14 +13,17 @@ import pytest
 
 from inspector.synth import (
     DEFAULT_SIZES,
+    Rendering,
     Sample,
     SynthConfig,
     downscale,
     generate,
+    profile,
     render_sample,
     write_image,
     yolo_label_lines,
 )
+from inspector.synth.config import STROKE_PROFILES, TEXTURES
 from inspector.synth.scene import _pick_size
 from inspector.synth.scratch import scratch_count
 from inspector.types import Size
@@ -250,3 +254,115 @@ def test_tag_has_holes_and_text_of_domain_size() -> None:
         assert 1 <= len(text["lines"]) <= 3
         assert 0.055 * geom.height <= text["height_px"] <= 0.14 * geom.height + 0.1
         assert 120 - 40 <= float(np.median(tag.grey[tag.alpha > 0.99])) <= 215 + 20
+
+
+# --- rendering profiles (domain / ood / randomized) ---------------------------------------------
+
+# sha256 of generate(seed, index).image as the generator drew them BEFORE the rendering profiles
+# existed (commit b6c35ff), with numpy 2.4.6 / opencv 5.0.0: the profiles must not move a single
+# pixel of a docs/data-spec.md picture. Other library versions may round differently: then skipped.
+GOLDEN_VERSIONS = ("2.4.6", "5.0.0")
+GOLDEN = {
+    (9_000_000, 0): "d702a8be8c83a75f7f2e5ab27a1bd70e2e31cee366de8a989560ef9b5aaf9118",
+    (9_000_000, 1): "c0e80ff64944c3a044529ee933ca914982a42177b3d7d71aa97ab8aba8f05021",
+    (1, 5): "1bf7107fd3858adc7fc3cca59445e3fd87e61af7446c43f4ba7c94803fb3c82f",
+}
+
+
+@pytest.mark.parametrize(("seed", "index"), sorted(GOLDEN))
+def test_domain_pictures_are_the_ones_drawn_before_the_profiles(seed: int, index: int) -> None:
+    import hashlib
+
+    if (np.__version__, cv2.__version__) != GOLDEN_VERSIONS:
+        pytest.skip(f"golden hashes were taken with numpy/opencv {GOLDEN_VERSIONS}")
+    image = generate(seed, index).image
+    assert hashlib.sha256(image.tobytes()).hexdigest() == GOLDEN[(seed, index)]
+    assert generate(seed, index, profile("domain")).image.tobytes() == image.tobytes()
+
+
+def _small(name: str, **changes: object) -> SynthConfig:
+    base = profile(name)
+    rendering = replace(base.rendering, **changes) if changes else base.rendering
+    return replace(base, sizes=((SMALL, 1.0),), rendering=rendering)
+
+
+@pytest.mark.parametrize("stroke", STROKE_PROFILES)
+def test_every_stroke_profile_is_labelled_by_its_pixels(stroke: str) -> None:
+    config = replace(_small("ood", stroke_choices=((stroke, 1.0),), p_motion_blur=0.0,
+                            p_blur=0.0, shot_noise=(0.0, 0.0)),
+                     p_clean=0.0, min_scratches=1, max_scratches=1, faint_fraction=0.0)
+    for index in range(3):
+        sample = generate(5, index, config)
+        assert sample.meta["scratches"][0]["profile"] == stroke  # type: ignore[index]
+        ys, xs = np.nonzero(_changed(sample, 5, index, config))
+        drawn = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
+        # a soft stroke's blur reaches a little past its footprint
+        np.testing.assert_allclose(sample.boxes_xyxy[0], drawn,
+                                   atol=4.0 if stroke == "soft" else 2.0)
+
+
+@pytest.mark.parametrize("name", ["ood", "randomized"])
+def test_scratches_of_other_renderings_still_leave_the_picture_alone(name: str) -> None:
+    clean = generate(9, 2, replace(_small(name), p_clean=1.0))
+    undrawn = render_sample(9, 2, replace(_small(name), p_clean=0.0, min_scratches=3),
+                            draw_scratches=False)
+    assert clean.image.tobytes() == undrawn.image.tobytes()
+    assert clean.meta["rendering"] == undrawn.meta["rendering"]
+
+
+@pytest.mark.parametrize("texture", TEXTURES)
+def test_every_metal_texture_renders_a_textured_tag(texture: str) -> None:
+    config = _small("randomized", texture_choices=((texture, 1.0),))
+    sample = generate(3, 0, config)
+    assert sample.meta["tag"]["texture"] == texture  # type: ignore[index]
+    poly = sample.tag_polygon.astype(np.int32)
+    mask = np.zeros(sample.image.shape[:2], np.uint8)
+    cv2.fillConvexPoly(mask, poly, 1)
+    inner = cv2.erode(mask, np.ones((25, 25), np.uint8)) > 0
+    assert float(sample.image[inner].std()) > 2.0  # texture and noise, not a flat plate
+
+
+def test_ood_is_its_own_rendering_and_training_never_reaches_its_families() -> None:
+    ood, randomized, domain = profile("ood"), profile("randomized"), profile("domain")
+    assert domain == SynthConfig() and domain.rendering.is_domain
+    ood_textures = {n for n, _ in ood.rendering.texture_choices}
+    ood_strokes = {n for n, _ in ood.rendering.stroke_choices} - {"groove"}
+    assert ood_textures.isdisjoint(n for n, _ in randomized.rendering.texture_choices)
+    assert ood_strokes.isdisjoint(n for n, _ in randomized.rendering.stroke_choices)
+    ood_only_sizes = {s for s, _ in ood.sizes} - {s for s, _ in DEFAULT_SIZES}
+    assert ood_only_sizes and ood_only_sizes.isdisjoint(s for s, _ in randomized.sizes)
+    # the training ranges are wider than docs/data-spec.md's on every continuous knob
+    d, r = domain.rendering, randomized.rendering
+    for name in ("tag_width", "base_grey", "brush_amplitude", "gradient_peak", "noise_sigma",
+                 "blur_sigma"):
+        low, high = getattr(r, name)
+        assert low <= getattr(d, name)[0] and high >= getattr(d, name)[1], name
+    sample = generate(9_700_000, 0, ood)
+    assert sample.meta["rendering"]["profile"] == "ood"  # type: ignore[index]
+    assert sample.meta["tag"]["texture"] in ood_textures  # type: ignore[index]
+    with pytest.raises(ValueError, match="unknown synth profile"):
+        profile("nope")
+
+
+def test_rendering_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match=r"rendering\.noise_sigma"):
+        SynthConfig(rendering=Rendering(noise_sigma=(5.0, 2.0)))
+    with pytest.raises(ValueError, match="texture_choices"):
+        SynthConfig(rendering=Rendering(texture_choices=(("velvet", 1.0),)))
+    with pytest.raises(ValueError, match="p_vignette"):
+        SynthConfig(rendering=Rendering(p_vignette=2.0))
+
+
+def test_make_dataset_profiles(tmp_path: Path) -> None:
+    module = _make_dataset()
+    with pytest.raises(SystemExit, match="test sets only"):
+        module.main([str(tmp_path / "a"), "--count", "1", "--seed", "1", "--profile", "ood"])
+    with pytest.raises(SystemExit, match="test sets are"):
+        module.main([str(tmp_path / "b"), "--count", "1", "--seed", "9700000", "--test",
+                     "--profile", "randomized"])
+    out = tmp_path / "robust"
+    assert module.main([str(out), "--count", "2", "--seed", "41", "--profile", "randomized",
+                        "--val-fraction", "0", "--max-side", "320"]) == 0
+    summary = json.loads((out / "synth.json").read_text())
+    assert summary["profile"] == "randomized"
+    assert summary["config"]["rendering"]["name"] == "randomized"

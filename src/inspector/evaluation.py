@@ -8,7 +8,7 @@ points. mAP50-95 averages that over t = 0.50, 0.55, ..., 0.95.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,3 +172,38 @@ def evaluate(images: Sequence[ImageEval], conf_threshold: float = 0.25) -> Repor
         image_precision=image_precision,
         conf_threshold=conf_threshold,
     )
+
+
+GATE_METRICS = ("map50", "image_recall")
+
+
+def gate(
+    candidate: Mapping[str, Mapping[str, float]],
+    current: Mapping[str, Mapping[str, float]],
+    metrics: Sequence[str] = GATE_METRICS,
+    tolerance: float = 0.0,
+) -> list[str]:
+    """Why ``candidate`` must not replace ``current``: one line per set and metric it is worse on.
+
+    Both map a test-set name (``domain``, ``ood``, ``holdout``...) to that set's report
+    (:meth:`Report.as_dict`). Worse means lower by more than ``tolerance``; a set or metric that
+    only one side has is a reason too (the comparison would be incomplete). An empty list means
+    the candidate is at least as good on every set.
+    """
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    reasons: list[str] = []
+    for set_name in sorted(set(candidate) | set(current)):
+        if set_name not in candidate or set_name not in current:
+            reasons.append(f"{set_name}: evaluated for only one of the two models")
+            continue
+        for metric in metrics:
+            new, old = candidate[set_name].get(metric), current[set_name].get(metric)
+            if new is None or old is None:
+                reasons.append(f"{set_name}: {metric} missing")
+            elif float(new) < float(old) - tolerance:
+                reasons.append(
+                    f"{set_name}: {metric} {float(new):.4f} < current {float(old):.4f}"
+                    + (f" - tolerance {tolerance}" if tolerance else "")
+                )
+    return reasons

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from inspector.synth.config import Rendering
 from inspector.types import Size
+
+_DOMAIN = Rendering()
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class TagGeometry:
     homography: np.ndarray  # (3, 3) float64, local pixel coords -> image pixel coords
     polygon: np.ndarray  # (4, 2) float32, image coords of the local canvas corners
     angle_deg: float
+    keystone: float = 0.0  # fraction one edge was shortened by (camera tilt), 0 in data-spec.md
 
     @property
     def local_corners(self) -> np.ndarray:
@@ -55,30 +59,50 @@ def _homography(length: int, height: int, corners_image: np.ndarray) -> np.ndarr
     return cv2.getPerspectiveTransform(src, corners_image.astype(np.float32))
 
 
-def place_tag(rng: np.random.Generator, size: Size) -> TagGeometry:
+def _keystone(extra: np.random.Generator | None, rendering: Rendering) -> tuple[int, float]:
+    """(edge 0-3, fraction) by which one tag edge is shortened: a camera not square to the belt."""
+    if extra is None or rendering.keystone[1] <= 0:
+        return 0, 0.0
+    return int(extra.integers(0, 4)), float(extra.uniform(*rendering.keystone))
+
+
+def place_tag(
+    rng: np.random.Generator,
+    size: Size,
+    rendering: Rendering = _DOMAIN,
+    extra: np.random.Generator | None = None,
+) -> TagGeometry:
     """Draw the tag's size, rotation, perspective and position for one image.
 
-    docs/data-spec.md: aspect 1.3-2.2, long side 35-75 % of the image width, centre in the middle
-    60 %, rotation -15..+15 deg, corners moved up to 3 % of the tag size, corner radius 3-12 % of
-    the short side. The whole tag stays inside the frame (1 % margin): placements that leave it are
-    redrawn, and after many misses the tag shrinks a little.
+    data-spec.md: aspect 1.3-2.2, long side 35-75 % of the image width, centre in the middle 60 %,
+    rotation -15..+15 deg, corners moved up to 3 % of the tag size, corner radius 3-12 % of the
+    short side. The whole tag stays inside the frame (1 % margin): placements that leave it are
+    redrawn, and after many misses the tag shrinks a little. ``rendering`` widens these ranges
+    (same random draws); its keystone comes from ``extra`` (another stream), only when set.
     """
-    width_fraction = rng.uniform(0.35, 0.75)
+    width_fraction = rng.uniform(*rendering.tag_width)
     aspect = rng.uniform(1.3, 2.2)
     radius_fraction = rng.uniform(0.03, 0.12)
     margin = 0.01 * size.width
+    key_edge, key_amount = _keystone(extra, rendering)
     for attempt in range(200):
         shrink = 0.97 ** (attempt // 25)
         length = max(16, round(width_fraction * shrink * size.width))
         height = max(8, round(length / aspect))
-        angle = rng.uniform(-15.0, 15.0)
+        angle = rng.uniform(-rendering.rotation_deg, rendering.rotation_deg)
         cx = rng.uniform(0.2, 0.8) * size.width
         cy = rng.uniform(0.2, 0.8) * size.height
-        jitter = rng.uniform(-0.03, 0.03, size=(4, 2)) * np.array([length, height])
+        cj = rendering.corner_jitter
+        jitter = rng.uniform(-cj, cj, size=(4, 2)) * np.array([length, height])
         local = np.array(
             [[-length / 2, -height / 2], [length / 2, -height / 2],
              [length / 2, height / 2], [-length / 2, height / 2]]
-        ) + jitter
+        )
+        if key_amount:  # pull the two corners of one edge towards each other
+            a, b = key_edge, (key_edge + 1) % 4
+            mid = (local[a] + local[b]) / 2
+            local[[a, b]] = mid + (local[[a, b]] - mid) * (1 - key_amount)
+        local = local + jitter
         theta = np.deg2rad(angle)
         rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
         corners = local @ rot.T + np.array([cx, cy])
@@ -96,5 +120,6 @@ def place_tag(rng: np.random.Generator, size: Size) -> TagGeometry:
                 homography=_homography(length, height, corners),
                 polygon=corners.astype(np.float32),
                 angle_deg=float(angle),
+                keystone=key_amount,
             )
     raise RuntimeError(f"could not place a tag in a {size} image")  # pragma: no cover

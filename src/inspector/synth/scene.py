@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from inspector.synth.config import REFERENCE_WIDTH, SynthConfig
+from inspector.synth.config import REFERENCE_WIDTH, Rendering, SynthConfig
 from inspector.synth.geometry import TagGeometry, place_tag
 from inspector.synth.sample import Sample
 from inspector.synth.scratch import draw_scratch, plan_scratch, scratch_count
@@ -18,6 +18,9 @@ from inspector.synth.tag import render_tag
 from inspector.types import Size
 
 _STREAMS = ("size", "tag", "texture", "scratch", "background", "light", "noise", "format")
+# Streams of the effects beyond data-spec.md (config.rendering). Spawned after the eight above, so
+# those are the same children as ever: a docs/data-spec.md picture does not change.
+_EXTRA_STREAMS = ("render", "stroke")
 
 
 def _gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -102,11 +105,15 @@ def _dust(rng: np.random.Generator, canvas: np.ndarray, geom: TagGeometry, scale
 
 
 def _lighting(
-    rng: np.random.Generator, canvas: np.ndarray, tag_alpha: np.ndarray, geom: TagGeometry
+    rng: np.random.Generator,
+    canvas: np.ndarray,
+    tag_alpha: np.ndarray,
+    geom: TagGeometry,
+    rendering: Rendering,
 ) -> dict[str, object]:
     """Smooth gradient over the frame (up to +-30) and sometimes a soft specular band on the tag."""
     h, w = canvas.shape
-    peak = rng.uniform(0.0, 30.0)
+    peak = rng.uniform(*rendering.gradient_peak)
     direction = rng.uniform(0, 2 * np.pi)
     xs = np.linspace(-1.0, 1.0, w, dtype=np.float32) * np.float32(np.cos(direction))
     ys = np.linspace(-1.0, 1.0, h, dtype=np.float32) * np.float32(np.sin(direction))
@@ -126,6 +133,44 @@ def _lighting(
     return meta
 
 
+def _vignette(rng: np.random.Generator, canvas: np.ndarray, rendering: Rendering) -> float:
+    """Darken towards the frame corners (lens falloff), centre slightly off the frame centre."""
+    if rendering.p_vignette <= 0 or rng.random() >= rendering.p_vignette:
+        return 0.0
+    strength = float(rng.uniform(*rendering.vignette))
+    h, w = canvas.shape
+    cx, cy = rng.uniform(0.4, 0.6) * w, rng.uniform(0.4, 0.6) * h
+    xs = (np.arange(w, dtype=np.float32) - np.float32(cx)) / np.float32(w / 2)
+    ys = (np.arange(h, dtype=np.float32) - np.float32(cy)) / np.float32(h / 2)
+    r2 = (ys[:, None] ** 2 + xs[None, :] ** 2) / np.float32(2.0)
+    canvas *= 1 - np.float32(strength) * np.minimum(r2, np.float32(1.5))
+    return strength
+
+
+def _sensor(
+    rng: np.random.Generator, image: np.ndarray, rendering: Rendering, scale: float
+) -> dict[str, object]:
+    """Shot noise (std grows with the grey level) and motion blur, when the rendering has them."""
+    meta: dict[str, object] = {}
+    if rendering.shot_noise[1] > 0:
+        gain = float(rng.uniform(*rendering.shot_noise))
+        shot = np.sqrt(np.maximum(image, 0) * np.float32(gain))
+        image += _gaussian_noise(rng, image.shape) * shot
+        meta["shot_noise_gain"] = round(gain, 3)
+    if rendering.p_motion_blur > 0 and rng.random() < rendering.p_motion_blur:
+        length = float(rng.uniform(*rendering.motion_blur_px)) * scale
+        reach = max(1, int(np.ceil(length / 2)))
+        kernel = np.zeros((2 * reach + 1, 2 * reach + 1), np.float32)
+        theta = rng.uniform(0, np.pi)
+        dx, dy = np.cos(theta) * length / 2, np.sin(theta) * length / 2
+        cv2.line(kernel, (round(reach - dx), round(reach - dy)),
+                 (round(reach + dx), round(reach + dy)), 1.0, 1, cv2.LINE_AA)
+        kernel /= kernel.sum()
+        image[...] = cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT)
+        meta["motion_blur_px"] = round(length, 2)
+    return meta
+
+
 def render_sample(
     seed: int, index: int, config: SynthConfig | None = None, *, draw_scratches: bool = True
 ) -> Sample:
@@ -135,19 +180,24 @@ def render_sample(
     scratch metadata are still returned): pixels differ only where the scratches were.
     """
     config = config or SynthConfig()
-    streams = np.random.SeedSequence([seed, index]).spawn(len(_STREAMS))
-    rng = {name: np.random.default_rng(s) for name, s in zip(_STREAMS, streams, strict=True)}
+    rendering = config.rendering
+    names = _STREAMS + _EXTRA_STREAMS
+    streams = np.random.SeedSequence([seed, index]).spawn(len(names))
+    rng = {name: np.random.default_rng(s) for name, s in zip(names, streams, strict=True)}
 
     size = _pick_size(rng["size"], config)
     scale = size.width / REFERENCE_WIDTH
-    geom = place_tag(rng["tag"], size)
-    tag = render_tag(rng["texture"], geom)
+    geom = place_tag(rng["tag"], size, rendering, rng["render"])
+    tag = render_tag(rng["texture"], geom, rendering, rng["render"])
 
     canvas, belt_meta = _belt(rng["background"], size)
     tag_alpha = _warp_tag(canvas, tag.grey, tag.alpha, geom)
 
     n = scratch_count(rng["scratch"], config)
-    plans = [plan_scratch(rng["scratch"], geom, tag.holes, size.width, config) for _ in range(n)]
+    plans = [
+        plan_scratch(rng["scratch"], geom, tag.holes, size.width, config, rng["stroke"])
+        for _ in range(n)
+    ]
     boxes = np.zeros((n, 4), dtype=np.float32)
     for i, plan in enumerate(plans):
         drawn = draw_scratch(plan, size.height, size.width)
@@ -158,17 +208,23 @@ def render_sample(
             canvas[y0:y1, x0:x1] += drawn.delta * tag_alpha[y0:y1, x0:x1]
 
     dust = _dust(rng["light"], canvas, geom, scale)
-    light_meta = _lighting(rng["light"], canvas, tag_alpha, geom)
+    light_meta = _lighting(rng["light"], canvas, tag_alpha, geom, rendering)
+    vignette = _vignette(rng["render"], canvas, rendering)
 
     noise_rng = rng["noise"]
     gains = np.asarray(tag.tint_bgr, dtype=np.float32) - 1
     metal = canvas * tag_alpha if np.any(gains != 0) else canvas
     image: np.ndarray = cv2.merge([canvas + metal * g if g else canvas for g in gains.tolist()])
-    sigma = float(noise_rng.uniform(2.0, 7.0))
+    sigma = float(noise_rng.uniform(*rendering.noise_sigma))
     image += _gaussian_noise(noise_rng, image.shape) * np.float32(sigma)
-    blur = float(noise_rng.uniform(0.4, 1.2)) if noise_rng.random() < 0.3 else 0.0
+    blur = (
+        float(noise_rng.uniform(*rendering.blur_sigma))
+        if noise_rng.random() < rendering.p_blur
+        else 0.0
+    )
     if blur > 0:
         image = cv2.GaussianBlur(image, (0, 0), blur)
+    sensor_meta = _sensor(rng["render"], image, rendering, scale)
     np.maximum(image, 0, out=image)
     pixels = cv2.convertScaleAbs(image)  # rounds and saturates at 255
 
@@ -198,6 +254,13 @@ def render_sample(
         "scratches": [plan.meta for plan in plans],
         **fmt,
     }
+    if not rendering.is_domain:
+        meta["rendering"] = {
+            "profile": rendering.name,
+            "keystone": round(geom.keystone, 3),
+            "vignette": round(vignette, 3),
+            **sensor_meta,
+        }
     return Sample(image=pixels, boxes_xyxy=boxes, tag_polygon=geom.polygon.copy(), meta=meta)
 
 

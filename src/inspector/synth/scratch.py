@@ -32,6 +32,8 @@ class ScratchPlan:
     companion_side: int  # +1 or -1: which side of the stroke the companion runs
     edge_level: float  # 0..1: depth at the stroke's flanks relative to its core (groove profile)
     meta: dict[str, object]
+    soften_px: float = 0.0  # "soft" profile: Gaussian blur of the stroke's depth (image px)
+    companion_px: float = 1.0  # width of the companion line ("bipolar": about the stroke's)
 
 
 @dataclass(frozen=True)
@@ -114,17 +116,42 @@ def _contrast(rng: np.random.Generator, config: SynthConfig) -> tuple[str, float
     return kind, sign * rng.uniform(25.0, 70.0) * config.contrast_scale
 
 
+def _gaps(stroke: np.random.Generator, n: int) -> np.ndarray:
+    """(n,) depth factor of a "broken" stroke: 1-3 interior gaps where it barely touched."""
+    t = np.linspace(0.0, 1.0, n)
+    factor = np.ones(n)
+    for _ in range(int(stroke.integers(1, 4))):
+        start = stroke.uniform(0.15, 0.75)
+        factor[(t >= start) & (t <= start + stroke.uniform(0.04, 0.12))] = 0.05
+    return factor
+
+
 def plan_scratch(
     rng: np.random.Generator,
     geom: TagGeometry,
     holes: tuple[Hole, ...],
     image_width: int,
     config: SynthConfig,
+    stroke: np.random.Generator | None = None,
 ) -> ScratchPlan:
-    """One scratch wholly on the tag, >= 2 % of the tag size from its border, clear of holes."""
+    """One scratch wholly on the tag, >= 2 % of the tag size from its border, clear of holes.
+
+    Beyond data-spec.md (``config.rendering``), ``stroke`` (a stream of its own) picks the stroke
+    profile and the short-scratch boost; with the docs/data-spec.md rendering it is not used.
+    """
+    rendering = config.rendering
     width = rng.uniform(2.0, 5.0) * image_width / REFERENCE_WIDTH * config.width_scale
     diagonal = float(np.hypot(geom.length, geom.height))
     length = rng.uniform(0.04, 0.35) * diagonal
+    profile = "groove"
+    if not rendering.is_domain:
+        if stroke is None:
+            raise ValueError("plan_scratch: this rendering needs the stroke random stream")
+        if stroke.random() < rendering.short_fraction:
+            length = stroke.uniform(0.04, 0.12) * diagonal
+        weights = np.array([w for _, w in rendering.stroke_choices], dtype=np.float64)
+        pick = int(stroke.choice(len(weights), p=weights / weights.sum()))
+        profile = rendering.stroke_choices[pick][0]
     border = 0.02 * max(geom.length, geom.height) + width / 2 + 2.0
     angle = rng.uniform(0.0, np.pi)
     for _ in range(100):
@@ -171,8 +198,24 @@ def plan_scratch(
     }
     edge_level = float(rng.uniform(0.45, 1.0))
     meta["edge_level"] = round(edge_level, 2)
+    soften, companion_px = 0.0, 1.0
+    if not rendering.is_domain:
+        assert stroke is not None
+        meta["profile"] = profile
+        if profile == "soft":  # out of focus or worn: the groove's edges smeared
+            soften = float(stroke.uniform(0.5, 1.2)) * image_width / REFERENCE_WIDTH
+        elif profile == "bipolar":  # lit from the side: one flank bright, the other dark
+            companion = -contrast * float(stroke.uniform(0.6, 1.0))
+            companion_px = max(1.0, width * float(stroke.uniform(0.4, 0.7)))
+        elif profile == "uneven":  # depth dips along the stroke, never to nothing
+            dips = stroke.uniform(0.35, 1.0, size=(1, 10)).astype(np.float32)
+            wobble = wobble * cv2.resize(dips, (len(wobble), 1),
+                                         interpolation=cv2.INTER_LINEAR)[0].astype(np.float64)
+        elif profile == "broken":
+            wobble = wobble * _gaps(stroke, len(wobble))
     return ScratchPlan(
-        image_pts, radius, wobble, float(contrast), float(companion), side, edge_level, meta
+        image_pts, radius, wobble, float(contrast), float(companion), side, edge_level, meta,
+        soften, companion_px,
     )
 
 
@@ -201,6 +244,8 @@ def draw_scratch(plan: ScratchPlan, image_height: int, image_width: int) -> Draw
             cv2.circle(main, (int(cx), int(cy)), int(r), int(v), -1, cv2.LINE_8, _SHIFT)
     depth = cv2.resize(main, (roi_w, roi_h), interpolation=cv2.INTER_AREA)
     alpha = depth.astype(np.float32) * np.float32(1 / 255)
+    if plan.soften_px > 0:
+        alpha = cv2.GaussianBlur(alpha, (0, 0), plan.soften_px)
     delta = alpha * np.float32(plan.contrast)
     # the label follows the stroke's footprint, whatever its depth profile
     footprint = cv2.resize(
@@ -212,13 +257,15 @@ def draw_scratch(plan: ScratchPlan, image_height: int, image_width: int) -> Draw
         tangent = np.gradient(pts, axis=0)
         tangent /= np.linalg.norm(tangent, axis=1, keepdims=True) + 1e-9
         normal = np.stack([-tangent[:, 1], tangent[:, 0]], axis=1)
-        offset = (radius + 0.8)[:, None] * normal * plan.companion_side
+        gap = radius + 0.8 + (plan.companion_px - 1.0) / 2  # 1 px companion: 0.8 px off the edge
+        offset = gap[:, None] * normal * plan.companion_side
         n = len(pts)
         keep = slice(int(0.1 * n), max(int(0.1 * n) + 2, int(0.85 * n)))
         line = (pts[keep] + offset[keep] - np.array([x0, y0]) + 0.5) * scale - (1 << _SHIFT) / 2
         comp = np.zeros_like(main)
+        thickness = max(s, round(plan.companion_px * s))
         cv2.polylines(
-            comp, [np.round(line).astype(np.int32)], False, 255, s, cv2.LINE_8, _SHIFT
+            comp, [np.round(line).astype(np.int32)], False, 255, thickness, cv2.LINE_8, _SHIFT
         )
         comp_alpha = cv2.resize(comp, (roi_w, roi_h), interpolation=cv2.INTER_AREA)
         comp_alpha_f = comp_alpha.astype(np.float32) * np.float32(1 / 255)
