@@ -19,7 +19,6 @@ Not modelled: running as another user (sudo -u), timeouts, the nucleus's own var
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from inspector.testing.simcore import config_text
 
 REPO = Path(__file__).resolve().parents[1]
 SAME_COMPONENT = re.compile(r"\{([.\w-]+):([^:}]*)}")
@@ -63,21 +64,7 @@ class Core:
         return None if found is None else str(found())
 
     def _configuration(self, name: str, pointer: str) -> str | None:
-        node: Any = self.configuration.get(name, {})
-        if pointer:
-            for raw in pointer.lstrip("/").split("/"):
-                part = raw.replace("~1", "/").replace("~0", "~")
-                if isinstance(node, dict) and part in node:
-                    node = node[part]
-                elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                    node = node[int(part)]
-                else:
-                    return None
-        if isinstance(node, (dict, list)):
-            return json.dumps(node, sort_keys=True, separators=(",", ":"))
-        if isinstance(node, bool):
-            return "true" if node else "false"
-        return "null" if node is None else str(node)
+        return config_text(self.configuration.get(name, {}), pointer)
 
     def replace(self, text: str, name: str, dependencies: set[str]) -> str:
         result = text

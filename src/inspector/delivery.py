@@ -327,7 +327,7 @@ class DeliveryDesk:
 
     # --- custody -------------------------------------------------------------------------------
 
-    def _finish(self, path: Path, name: str, sha256: str, *, reason: str = "",
+    def _finish(self, path: Path, name: str, sha256: str | None, *, reason: str = "",
                 retry: bool = False) -> str:
         """THE custody rule, the only place an inspected image goes to done (or is deleted).
 
@@ -337,7 +337,7 @@ class DeliveryDesk:
         delivery thread) retries a failed move with backoff until stopping; otherwise (a sink's
         thread) a failed move is logged once. Either way the journal entry stays open while
         the image is not moved, so seen again it is marked repeat (and a held one is resumed by
-        the next run)."""
+        the next run). ``sha256`` None: an image with no journal entry (nothing to close)."""
         shown_name = shown(name)
 
         def move() -> tuple[str, str]:
@@ -364,7 +364,8 @@ class DeliveryDesk:
         where, state = moved
         if state == "failed":
             self.count("failed")
-        self.journal.end(name, sha256, state)
+        if sha256 is not None:
+            self.journal.end(name, sha256, state)
         return where
 
     def settle_held(self, hold: ImageHold, reason: str) -> str:
@@ -376,10 +377,10 @@ class DeliveryDesk:
         records = {rec.path: rec for rec in self.journal.held()}
         for path in self.disposer.held_files():
             rec = records.get(path)
-            if rec is None:
-                logger.warning("%s: held by an earlier run, no journal entry; settling it",
-                               shown(path.name))
-                self.disposer.done(path)
+            if rec is None:  # held, then the run ended before the journal said so
+                where = self._finish(path, path.name, None)
+                logger.warning("%s: held by an earlier run, no journal entry; settled -> %s",
+                               shown(path.name), where)
                 continue
             hold = ImageHold(self, path, rec.name, rec.sha256, [])
             for sink in self.sinks:

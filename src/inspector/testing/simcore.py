@@ -628,7 +628,7 @@ class SimulatedCore:
         for match in list(_SAME.finditer(text)):
             namespace, key = match.group(1), match.group(2)
             if namespace == "configuration":
-                found = _config_text(configs.get(name) or {}, key)
+                found = config_text(configs.get(name) or {}, key)
             else:
                 found = self._system(name, version, namespace, key)
             if found is not None:
@@ -640,7 +640,7 @@ class SimulatedCore:
                              name, match.group(0), other)
                 continue
             if namespace == "configuration":
-                found = _config_text(configs.get(other) or {}, key)
+                found = config_text(configs.get(other) or {}, key)
             else:
                 found = self._system(other, versions[other], namespace, key)
             if found is not None:
@@ -786,7 +786,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _config_text(config: Mapping[str, Any], pointer: str) -> str | None:
+def config_text(config: Mapping[str, Any], pointer: str) -> str | None:
     """KernelConfigResolver.lookupConfigurationValueForComponent: the value at the JSON pointer
     as text (JSON for an object or a list), None when missing (the placeholder stays)."""
     node: Any = config
