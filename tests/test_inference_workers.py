@@ -84,14 +84,15 @@ def test_one_worker_never_runs_two_images_at_once(tmp_path: Path, model_path: Pa
 
 def test_the_decoded_frame_is_freed_before_inference(tmp_path: Path, model_path: Path):
     """The [prepared] queue carries the tensor and the image's facts: the decoded frame of an
-    image is gone by the time the image is inferred."""
-    frames: dict[str, weakref.ref[np.ndarray]] = {}
-    alive_at_inference: dict[str, bool] = {}
+    image is gone by the time the image is inferred. One decode worker and one inference worker
+    take the images in the same order, so the k-th run is the k-th image read."""
+    frames: list[weakref.ref[np.ndarray]] = []
+    alive_at_inference: list[bool] = []
     detector = Detector.from_path(model_path)
 
     def read(path: Path, fit: Size | None = None) -> Any:
         decoded = read_image(path, fit=fit)
-        frames[path.name] = weakref.ref(decoded.bgr)
+        frames.append(weakref.ref(decoded.bgr))
         return decoded
 
     class Watching:
@@ -100,16 +101,15 @@ def test_the_decoded_frame_is_freed_before_inference(tmp_path: Path, model_path:
 
         def infer(self, tensor: np.ndarray) -> Any:
             gc.collect()
-            for name, ref in list(frames.items()):
-                alive_at_inference.setdefault(name, ref() is not None)
+            alive_at_inference.append(frames[len(alive_at_inference)]() is not None)
             return detector.infer(tensor)
 
     sink = RecordingSink()
-    h = Harness(tmp_path, Watching(), [sink], read=read)
+    h = Harness(tmp_path, Watching(), [sink], read=read, inference_workers=1)
     paths = [h.image(f"f{n}.jpg", seed=n, size=(300, 400)) for n in range(4)]
     h.run(paths)
     assert len(sink.deliveries) == 4
-    assert alive_at_inference and not any(alive_at_inference.values())
+    assert alive_at_inference == [False] * 4
 
 
 def test_the_pipeline_decodes_large_jpegs_reduced_and_reports_original_pixels(
