@@ -309,14 +309,7 @@ def running(work: Path, model: Path, threads: int, first_image: Path, workers: i
     SIGUSR1 to exit, written there)."""
     from inspector.testing.fixtures import running_greengrass
 
-    psutil_module()  # fail early, before starting anything
-    work.mkdir(parents=True, exist_ok=True)
-    watch = work / "watch"
-    watch.mkdir(exist_ok=True)
-    waiting = watch / "startup.jpg"
-    waiting.write_bytes(first_image.read_bytes())
-    old = time.time() - 60
-    os.utime(waiting, (old, old))  # already stable: the start-up scan takes it at once
+    watch = _prepare_watch(work, first_image)
     log = work / "service.log"
     with running_greengrass(work, config=service_config(watch, model, threads, workers),
                             component_name=COMPONENT, thing_name=THING) as gg:
@@ -333,6 +326,20 @@ def running(work: Path, model: Path, threads: int, first_image: Path, workers: i
             yield bench
         finally:
             bench.stop()
+
+
+def _prepare_watch(work: Path, first_image: Path) -> Path:
+    """``work/watch`` with ``first_image`` waiting in it as ``startup.jpg``; psutil checked
+    first, so nothing is started without it."""
+    psutil_module()
+    work.mkdir(parents=True, exist_ok=True)
+    watch = work / "watch"
+    watch.mkdir(exist_ok=True)
+    waiting = watch / "startup.jpg"
+    waiting.write_bytes(first_image.read_bytes())
+    old = time.time() - 60
+    os.utime(waiting, (old, old))  # already stable: the start-up scan takes it at once
+    return watch
 
 
 def publish_ms(inspection: Any, result: dict[str, Any], repeats: int, work: Path
@@ -461,14 +468,7 @@ def running_standalone(work: Path, model: Path, first_image: Path, **settings: A
     housekeeping; ``settings`` override."""
     import yaml
 
-    psutil_module()
-    work.mkdir(parents=True, exist_ok=True)
-    watch = work / "watch"
-    watch.mkdir(exist_ok=True)
-    waiting = watch / "startup.jpg"
-    waiting.write_bytes(first_image.read_bytes())
-    old = time.time() - 60
-    os.utime(waiting, (old, old))
+    watch = _prepare_watch(work, first_image)
     results = work / "results.jsonl"
     config = {"ImageDirectory": str(watch), "ModelPath": str(model),
               "ModelSha256": sha256_file(model), "StableSeconds": 0.2,
