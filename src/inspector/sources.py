@@ -229,6 +229,9 @@ class DirectorySource:
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._check_root_now = threading.Event()
+        # inotify said the folder itself was deleted: a folder created again at once can get the
+        # same inode number, so (st_dev, st_ino) alone cannot tell it from the old one
+        self._root_deleted = False
         self._scan_done = False
         self._observer: BaseObserver | None = None
         self._close_events = False  # whether the back-end reports close-after-write
@@ -408,6 +411,7 @@ class DirectorySource:
 
     def root_event(self) -> None:
         """inotify says the watch folder itself was deleted: check it now."""
+        self._root_deleted = True  # even if a new folder of that name (and inode) is there
         self._check_root_now.set()
         with self._cond:
             self._cond.notify_all()
@@ -426,7 +430,8 @@ class DirectorySource:
                 if self.watch:
                     self._stop_observer()
             return
-        if not self._root_missing and ident == self._root_id:
+        deleted, self._root_deleted = self._root_deleted, False
+        if not self._root_missing and ident == self._root_id and not deleted:
             return
         if not self._root_missing:  # replaced between two checks: gone and back at once
             logger.error("watch folder %s was removed and created again", shown(self.root))
