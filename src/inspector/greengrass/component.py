@@ -111,8 +111,7 @@ class Component:
             target=settings.PublishTarget, iot_topic=settings.PublishResultsOnTopic,
             pubsub_topic=settings.PubSubTopic,
         )
-        uploader = S3Uploader(stream_manager_client, max_retries=settings.UploadMaxRetries,
-                              retry_window_s=settings.UploadRetryHours * 3600.0)
+        uploader = S3Uploader(stream_manager_client)  # its retry limits: set by UploadSink
         upload = UploadSink(uploader, bucket=settings.UploadBucket,
                             key_template=settings.UploadKeyTemplate,
                             max_retries=settings.UploadMaxRetries,
