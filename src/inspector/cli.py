@@ -107,6 +107,13 @@ def configure_logging(level: str) -> None:
     )
 
 
+def logs_to_stderr() -> None:
+    """Keep stdout for a verb's own output: move the root logger's stdout handlers to stderr."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

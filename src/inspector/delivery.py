@@ -92,7 +92,6 @@ class DeliveryDesk:
         self.journal = journal
         self.device = device
         self.stopping = threading.Event()  # set by the pipeline's stop: retries end
-        self._stopping = self.stopping
         self._on_settled = on_settled
         self._on_retry = on_retry
         self._space_check = space_check
@@ -159,7 +158,7 @@ class DeliveryDesk:
         attempt = 0
         while problem is not None:
             attempt += 1
-            if self._stopping.wait(self._backoff(attempt)):
+            if self.stopping.wait(self._backoff(attempt)):
                 self.disk_paused = False
                 return False
             problem = self._space_check()
@@ -279,18 +278,15 @@ class DeliveryDesk:
                              "retried%s", name, causes,
                              f" (failing for {stalled_for:.0f} s)" if stalled_for >= 1 else "")
                 reported, last_report = causes, now
-            if not retry or self._stopping.is_set():
-                if not self._stopping.is_set():
+            if not retry or self.stopping.is_set():
+                if not self.stopping.is_set():
                     self._unstalled()  # given up on (the caller settles the image): no stall
                 return False
             attempt += 1
             self.count("delivery_retries")
-            if self._stopping.wait(self._backoff(attempt)):
-                # stopping: one last try each, then the image is kept
-                pending = [s for s, _ in failed]
-                retry = False
-                continue
             pending = [s for s, _ in failed]
+            if self.stopping.wait(self._backoff(attempt)):
+                retry = False  # stopping: one last try each, then the image is kept
         if attempt:
             logger.warning("%s: result delivered after %d retr%s", name, attempt,
                            "y" if attempt == 1 else "ies")
@@ -313,11 +309,11 @@ class DeliveryDesk:
                     logger.error("%s: %s; the image is kept where it is and this is retried", name,
                                  cause)
                     reported = cause
-                if self._stopping.is_set():
+                if self.stopping.is_set():
                     return None
                 attempt += 1
                 self.count("delivery_retries")
-                self._stopping.wait(self._backoff(attempt))
+                self.stopping.wait(self._backoff(attempt))
                 continue
             if attempt:
                 logger.warning("%s: %s no more: done after %d retr%s", name, what, attempt,

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from inspector.conventions import utc_now
-from inspector.durable import write_atomic
+from inspector.durable import deleted, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ class Journal:
                 self._open.pop(key, None)
             else:
                 self._open.setdefault(key, []).append(line)
-            if self._fh is None or _unlinked(self._fh):
+            if self._fh is None or deleted(self._fh.fileno()):
                 if self._fh is not None:
                     logger.warning(
                         "journal %s was deleted (its folder removed?); writing it again with "
@@ -353,11 +353,3 @@ class Journal:
         self._size = len(data)
         # open entries alone may approach the bound (many held images): never rewrite per record
         self._compact_at = max(self.max_bytes, 2 * len(data))
-
-
-def _unlinked(fh: Any) -> bool:
-    """Whether the open file was deleted (or its folder removed) since it was opened."""
-    try:
-        return os.fstat(fh.fileno()).st_nlink == 0
-    except OSError:
-        return True

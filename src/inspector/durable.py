@@ -38,6 +38,15 @@ def copy_atomic(source: Path, target: Path) -> None:
     fsync_dir(target.parent)
 
 
+def deleted(fd: int) -> bool:
+    """Whether the open file was deleted (or its folder removed) since it was opened: what is
+    appended to it then is lost without a word."""
+    try:
+        return os.fstat(fd).st_nlink == 0
+    except OSError:
+        return True
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename or a new file in ``folder`` survive a power cut."""
     fd = os.open(folder, os.O_RDONLY)

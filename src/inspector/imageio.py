@@ -84,7 +84,7 @@ def reduction_for(stored: Size, fit: Size) -> int:
     from inspector.preprocess import letterbox_geometry  # no cycle: preprocess needs only types
 
     for factor in (8, 4, 2):
-        rows, cols = -(-stored.height // factor), -(-stored.width // factor)
+        rows, cols = _reduced(stored, factor)
         if rows == cols and stored.height != stored.width:
             continue
         fits = True
@@ -175,7 +175,7 @@ def _decode(path: Path, buffer: np.ndarray, kind: str, scale: int) -> np.ndarray
 def _upright(stored: Size, shape: tuple[int, ...], scale: int) -> Size | None:
     """The original upright size of a frame decoded at 1/scale: the stored size, or turned when
     the EXIF orientation swapped the axes; None when the shape fits neither."""
-    rows, cols = -(-stored.height // scale), -(-stored.width // scale)
+    rows, cols = _reduced(stored, scale)
     if (shape[0], shape[1]) == (rows, cols):
         return stored
     if (shape[0], shape[1]) == (cols, rows):
@@ -410,6 +410,11 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _reduced(stored: Size, scale: int) -> tuple[int, int]:
+    """(rows, cols) of a frame stored at ``stored`` decoded at 1/scale (libjpeg rounds up)."""
+    return _ceil_div(stored.height, scale), _ceil_div(stored.width, scale)
+
+
 def jpeg_problem(data: bytes) -> str:
     """Walk a JPEG's markers: "" when it is whole, else why not.
 
@@ -488,7 +493,7 @@ def _walk_scan(data: bytes, start: int, frame: _Frame, scan_ids: list[int]) -> i
             )
         mcus = frame.mcus(scan_ids)
         if frame.restart_interval and mcus:
-            expected = -(-mcus // frame.restart_interval) - 1
+            expected = _ceil_div(mcus, frame.restart_interval) - 1
             if restarts != expected:
                 return (
                     f"corrupt JPEG data: {restarts} restart marker(s) in a scan that needs "

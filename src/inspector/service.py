@@ -227,19 +227,16 @@ class Service:
         s, paths = self.settings, self.paths
         # never removed: undelivered (held) and uninspectable (failed) images, the service's own
         # files, and the watch folder's own images should a retention folder hold it
-        keep = [paths.failed, paths.held, paths.journal, paths.results, paths.state / "spool"]
-        policies = [
-            Retention("done", paths.done, s.DoneRetentionDays * DAY_S,
-                      int(s.DoneMaxMegabytes * MIB)),
-            Retention("outbox", paths.outbox, s.OutboxRetentionDays * DAY_S,
-                      int(s.OutboxMaxMegabytes * MIB)),
-        ]
+        # (``trim`` makes the paths absolute; the folder is here, to compare it with the root)
+        keep = (paths.failed, paths.held, paths.journal, paths.results, paths.state / "spool")
         out = []
-        for policy in policies:
-            folder = Path(os.path.abspath(policy.folder))
-            guard = [*keep, self.root] if folder in self.root.parents else keep
-            out.append(Retention(policy.label, folder, policy.max_age_s, policy.max_bytes,
-                                 tuple(Path(os.path.abspath(p)) for p in guard)))
+        for label, where, days, megabytes in (
+            ("done", paths.done, s.DoneRetentionDays, s.DoneMaxMegabytes),
+            ("outbox", paths.outbox, s.OutboxRetentionDays, s.OutboxMaxMegabytes),
+        ):
+            folder = Path(os.path.abspath(where))
+            guard = (*keep, self.root) if folder in self.root.parents else keep
+            out.append(Retention(label, folder, days * DAY_S, int(megabytes * MIB), guard))
         return out
 
     def skipped(self) -> int:

@@ -89,30 +89,17 @@ class FileFilter:
         self.ignored = tuple(Path(os.path.abspath(p)) for p in ignored)
 
     def accepts(self, path: Path | str) -> bool:
-        path = Path(os.path.abspath(path))
-        try:
-            rel = path.relative_to(self.root)
-        except ValueError:
-            return False
-        parts = rel.parts
-        if not parts or (len(parts) > 1 and not self.recursive):
-            return False
-        if any(part.startswith(".") for part in parts):
-            return False  # hidden files, and everything under hidden folders (.inspector)
-        if any(path == folder or folder in path.parents for folder in self.ignored):
-            return False
-        name = parts[-1]
-        if name.endswith("~"):
-            return False
-        suffix = Path(name).suffix.lower()
-        return suffix in self.extensions and suffix not in TEMP_SUFFIXES
+        return self._judge(path) is None
 
     def refusal(self, path: Path | str) -> str:
         """Why a file the watcher could otherwise take is not an image for it (its extension),
         or "" when it is accepted or is not a candidate at all (hidden, temporary, elsewhere)."""
+        return self._judge(path) or ""
+
+    def _judge(self, path: Path | str) -> str | None:
+        """None: a candidate image; "": not a candidate at all; else why its extension is not
+        taken."""
         path = Path(os.path.abspath(path))
-        if self.accepts(path):
-            return ""
         try:
             rel = path.relative_to(self.root)
         except ValueError:
@@ -120,13 +107,18 @@ class FileFilter:
         parts = rel.parts
         if not parts or (len(parts) > 1 and not self.recursive):
             return ""
-        if any(part.startswith(".") for part in parts) or parts[-1].endswith("~"):
-            return ""
+        if any(part.startswith(".") for part in parts):
+            return ""  # hidden files, and everything under hidden folders (.inspector)
         if any(path == folder or folder in path.parents for folder in self.ignored):
             return ""
-        suffix = Path(parts[-1]).suffix.lower()
+        name = parts[-1]
+        if name.endswith("~"):
+            return ""
+        suffix = Path(name).suffix.lower()
         if suffix in TEMP_SUFFIXES:
             return ""
+        if suffix in self.extensions:
+            return None
         if not suffix:
             return "no file extension, so not an image for Extensions"
         return f"extension {suffix} not in Extensions ({', '.join(sorted(self.extensions))})"

@@ -27,6 +27,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from inspector.cli import logs_to_stderr
+
 HELP = "run a local nucleus IPC + StreamManager emulator and print the environment to use them"
 NEEDS = ("inspector.testing",)  # the emulators: not shipped in the device's code artifact
 EXTRA = "test"
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from inspector.testing.nucleus import NucleusEmulator
     from inspector.testing.streammanager import StreamManagerEmulator
 
-    _logs_to_stderr()  # stdout carries only the export lines
+    logs_to_stderr()  # stdout carries only the export lines
     try:
         config = configuration(args.component, args.config)
     except ConfigError as exc:
@@ -180,9 +182,3 @@ def _redeploy(nucleus: Any, component: str, path: Path) -> None:
     result = nucleus.update_config(component, config)
     logger.info("deployed %s: %s%s", path, result.status,
                 f" ({result.message})" if result.message else "")
-
-
-def _logs_to_stderr() -> None:
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
-            handler.setStream(sys.stderr)

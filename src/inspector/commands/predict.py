@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inspector.cli import logs_to_stderr
 from inspector.commands.argtypes import positive_int, unit_interval
 
 HELP = "inspect images (files or directories) with the model and print one result per image"
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from inspector.models import default_model_path
     from inspector.types import Thresholds
 
-    _logs_to_stderr()
+    logs_to_stderr()
     out = _Output(json_lines=args.json, quiet=args.json and not sys.stdout.isatty())
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     try:
@@ -329,10 +330,3 @@ def _plural(label: str, n: int) -> str:
     if n == 1:
         return label
     return label + ("es" if label.endswith(("s", "x", "z", "ch", "sh")) else "s")
-
-
-def _logs_to_stderr() -> None:
-    """Keep stdout for results: move the root logger's stdout handlers to stderr."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
-            handler.setStream(sys.stderr)

@@ -31,7 +31,7 @@ from inspector.greengrass.metrics import LatencySink, MetricsPublisher, collect_
 from inspector.greengrass.spool import Spool
 from inspector.greengrass.streams import S3Uploader
 from inspector.greengrass.updates import UpdateDeferrer
-from inspector.service import build_service, device_name
+from inspector.service import EXIT_STALLED, build_service, device_name
 from inspector.settings import Settings, resolve_paths
 from inspector.sinks.mqtt import MqttSink, render_topic
 from inspector.sinks.upload import UploadSink
@@ -42,7 +42,6 @@ EXIT_CONFIG = 2
 EXIT_MODEL = 3
 EXIT_NO_NUCLEUS = 5
 EXIT_CRASH = 1
-EXIT_STALLED = 6  # = inspector.service.EXIT_STALLED
 CONNECT_WAIT_S = 30.0
 
 
@@ -112,8 +111,7 @@ class Component:
             target=settings.PublishTarget, iot_topic=settings.PublishResultsOnTopic,
             pubsub_topic=settings.PubSubTopic,
         )
-        uploader = S3Uploader(stream_manager_client, max_retries=settings.UploadMaxRetries,
-                              retry_window_s=settings.UploadRetryHours * 3600.0)
+        uploader = S3Uploader(stream_manager_client)  # its retry limits: set by UploadSink
         upload = UploadSink(uploader, bucket=settings.UploadBucket,
                             key_template=settings.UploadKeyTemplate,
                             max_retries=settings.UploadMaxRetries,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.conventions import shown
-from inspector.durable import copy_atomic, write_atomic
+from inspector.durable import copy_atomic, deleted, write_atomic
 from inspector.errors import ImageError, SinkError
 from inspector.result import to_json
 from inspector.sinks.base import Delivery, Sink
@@ -51,7 +51,7 @@ class JsonlSink(Sink):
                 raise SinkError(f"results file {self.path}: {_reason(exc)}") from exc
 
     def _open(self) -> int:
-        if self._fd is not None and _deleted(self._fd):
+        if self._fd is not None and deleted(self._fd):
             # its folder was removed (the watch folder with the state folder inside): lines
             # appended to a deleted file would be lost without a word
             logger.warning("results file %s was deleted; starting a new one", self.path)
@@ -110,13 +110,6 @@ class JsonlSink(Sink):
 
 def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
-
-
-def _deleted(fd: int) -> bool:
-    try:
-        return os.fstat(fd).st_nlink == 0
-    except OSError:
-        return True
 
 
 class ConsoleSink(Sink):
