@@ -115,6 +115,24 @@ def test_journal_compacts_online_keeping_only_open_entries(tmp_path):
     again.close()
 
 
+def test_a_lower_journal_bound_applies_at_the_next_record(tmp_path):
+    """JournalMaxMegabytes is a live setting: lowering it compacts at the next record, not
+    only after the file next reaches the bound it had when last compacted."""
+    from inspector.disposition import Journal
+
+    journal = Journal(tmp_path / "journal.jsonl", max_bytes=1024 * 1024)
+    journal.open()
+    for n in range(40):  # ~6 KB, far under 1 MiB
+        journal.begin(f"img{n}.jpg", f"{n:064d}")
+        journal.end(f"img{n}.jpg", f"{n:064d}", "done")
+    assert journal.compactions == 0
+    journal.max_bytes = 1024
+    journal.begin("open.jpg", "b" * 64)
+    assert journal.compactions == 1
+    assert [r["name"] for r in read_lines(journal.path)] == ["open.jpg"]
+    journal.close()
+
+
 def test_journal_deleted_with_its_folder_is_written_again(tmp_path, caplog):
     import shutil
 

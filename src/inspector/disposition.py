@@ -196,7 +196,7 @@ class Journal:
         self._open: dict[tuple[str, str], list[str]] = {}  # lines of entries not ended yet
         self._fh: Any = None
         self._size = 0
-        self._compact_at = max_bytes
+        self._rewritten = 0  # bytes of the file as last rewritten (its open entries)
         self._closed = False
         self._lost = False  # the file could not be written again: logged once
         self.compactions = 0
@@ -316,7 +316,7 @@ class Journal:
                              record.get("op"), record.get("name"), exc)
                 return
             self._size += len(line.encode("utf-8"))
-            if self._size > self._compact_at:
+            if self._size > self._compact_at():
                 self._rewrite()
 
     def _rewrite(self) -> None:
@@ -346,10 +346,14 @@ class Journal:
         if self._lost:
             logger.warning("journal %s written again (%d open entries)", self.path, len(lines))
         self._lost = False
-        if self._size > self._compact_at:
+        if self._size > self._compact_at():
             self.compactions += 1
             logger.info("journal %s compacted: %d bytes -> %d bytes (%d open entries)",
                         self.path, self._size, len(data), len(self._open))
         self._size = len(data)
-        # open entries alone may approach the bound (many held images): never rewrite per record
-        self._compact_at = max(self.max_bytes, 2 * len(data))
+        self._rewritten = len(data)
+
+    def _compact_at(self) -> int:
+        # open entries alone may approach the bound (many held images): never rewrite per record.
+        # Read at each record, so a live change of max_bytes applies at once.
+        return max(self.max_bytes, 2 * self._rewritten)
