@@ -72,6 +72,11 @@ def relative_name(root: Path, path: Path) -> str:
         return Path(path).name
 
 
+def suffixes(extensions: Iterable[str]) -> frozenset[str]:
+    """The file suffixes (".jpg") that ``Extensions`` (case-insensitive, dot optional) names."""
+    return frozenset("." + e.lower().lstrip(".") for e in extensions)
+
+
 class FileFilter:
     """Which paths are candidate images, by name and place alone (no I/O)."""
 
@@ -84,7 +89,7 @@ class FileFilter:
         ignored: Sequence[Path] = (),
     ) -> None:
         self.root = Path(os.path.abspath(root))
-        self.extensions = frozenset("." + e.lower().lstrip(".") for e in extensions)
+        self.extensions = suffixes(extensions)
         self.recursive = recursive
         self.ignored = tuple(Path(os.path.abspath(p)) for p in ignored)
 

@@ -305,7 +305,9 @@ def _explicit(path: Path, allowed: frozenset[str]) -> _Input:
 
 
 def _allowed_suffixes() -> frozenset[str]:
-    return frozenset("." + e for e in _default_setting("Extensions"))
+    from inspector.sources import suffixes
+
+    return suffixes(_default_setting("Extensions"))
 
 
 def _default_setting(key: str) -> Any:
