@@ -48,6 +48,8 @@ WORKERS=${WORKERS:-2}
 DEVICE=${DEVICE:-cpu}
 IMGSZ=${IMGSZ:-640}
 EVAL_COUNT=${EVAL_COUNT:-300}
+LR_A=${LR_A:-}                  # stage A learning rate (default 0.0007 from base weights, else 0.001)
+WARMUP_A=${WARMUP_A:-1}        # stage A warm-up epochs (0 keeps a fine-tune from jolting good weights)
 PUBLISH=${PUBLISH:-0}
 RECOVER=${RECOVER:-1}          # no BASE_WEIGHTS: rebuild them from $MODELS/scratch-yolov8n.onnx
 export ORT_DISABLE_TELEMETRY=1
@@ -96,18 +98,18 @@ if [[ ! -f "$BASE_WEIGHTS" && "$RECOVER" == 1 && -f "$MODELS/scratch-yolov8n.onn
 fi
 if [[ -f "$BASE_WEIGHTS" ]]; then
   weights=$BASE_WEIGHTS
-  lr_a=0.0007
+  lr_a=${LR_A:-0.0007}
 else
   echo "train_robust: no $BASE_WEIGHTS: training from yolov8n.yaml (crops stage first)"
   "$PY" scripts/make_crops.py "$DATA/robust640" "$DATA/domain640" --out "$DATA/robust-crops320" \
     --size 320 --per-image 3
   stage robust-crops320 "$DATA/robust-crops320/data.yaml" 320 "$CROPS_EPOCHS" "$BATCH" \
     --close-mosaic 2
-  lr_a=0.001
+  lr_a=${LR_A:-0.001}
 fi
 if (( EPOCHS_A > 0 )); then
   stage robust-a "$mix" "$IMGSZ" "$EPOCHS_A" "$BATCH" "${robust[@]}" --lr0 "$lr_a" \
-    --warmup-epochs 1 --cos-lr
+    --warmup-epochs "$WARMUP_A" --cos-lr
 fi
 if (( EPOCHS_B > 0 )); then
   stage robust-b "$mix" "$IMGSZ" "$EPOCHS_B" "$BATCH" "${robust[@]}" --lr0 0.0003 \
