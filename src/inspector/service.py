@@ -112,10 +112,12 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
 
 def standalone_sinks(settings: Settings, paths: ServicePaths) -> list[Sink]:
     from inspector.sinks.local import ConsoleSink, JsonlSink, OutboxSink
+    from inspector.sinks.review import ReviewSink
 
     return [
         JsonlSink(paths.results),
         OutboxSink(paths.outbox, annotate=settings.AnnotateOutbox),
+        ReviewSink(paths.review, settings),  # UncertainUpload: kept in ReviewDirectory
         ConsoleSink(),
     ]
 
@@ -233,6 +235,7 @@ class Service:
         for label, where, days, megabytes in (
             ("done", paths.done, s.DoneRetentionDays, s.DoneMaxMegabytes),
             ("outbox", paths.outbox, s.OutboxRetentionDays, s.OutboxMaxMegabytes),
+            ("review", paths.review, s.ReviewRetentionDays, s.ReviewMaxMegabytes),
         ):
             folder = Path(os.path.abspath(where))
             guard = (*keep, self.root) if folder in self.root.parents else keep

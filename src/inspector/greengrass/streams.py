@@ -64,6 +64,7 @@ class UploadTask:
     sequences: list[int] = field(default_factory=list)  # every append, superseded ones included
     appended_at: float = 0.0
     history: list[str] = field(default_factory=list)
+    accept_by: float | None = None  # time.monotonic(): given up when not appended by then
 
 
 class S3Uploader:
@@ -81,8 +82,14 @@ class S3Uploader:
         status_timeout_s: float = 300.0,
         data_stream: str = DATA_STREAM,
         status_stream: str = STATUS_STREAM,
+        accept_within_s: float = 0.0,
+        log_failures: bool = True,
     ) -> None:
         self._connect = connect
+        # > 0: best effort (review uploads): a task StreamManager has not accepted within this
+        # long (down, or never deployed) is given up, on_done(False, ...), not kept forever
+        self.accept_within_s = accept_within_s
+        self.log_failures = log_failures  # False: the owner reports failures (rate-limited)
         self.max_retries = max_retries
         self.retry_window_s = retry_window_s
         self.retry_base_s = retry_base_s
@@ -122,6 +129,8 @@ class S3Uploader:
         """Queue one upload of ``path`` (absolute; it must stay until ``on_done(ok, reason)``);
         a failure is final after ``deadline`` (time.time()), else after ``retry_window_s``."""
         task = UploadTask(path, bucket, key, metadata, on_done, deadline=deadline)
+        if self.accept_within_s > 0:
+            task.accept_by = time.monotonic() + self.accept_within_s
         with self._lock:
             self._queue.append(task)
         self._wake.set()
@@ -147,6 +156,7 @@ class S3Uploader:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self._expire_unaccepted()
                 if self._client is None and not self._open():
                     continue
                 self._append_due()
@@ -163,6 +173,15 @@ class S3Uploader:
                 logger.exception("uploader: unexpected error")
                 self._drop_client()
                 self._pause(1.0)
+
+    def _expire_unaccepted(self) -> None:
+        """Give up the tasks with an ``accept_by`` that StreamManager has not accepted by then."""
+        now = time.monotonic()
+        with self._lock:
+            expired = [t for t in self._queue if t.accept_by is not None and now >= t.accept_by]
+        for task in expired:
+            self._finish(task, False, "StreamManager did not accept it within "
+                         f"{self.accept_within_s:g} s (down or not deployed)")
 
     def _pause(self, seconds: float) -> None:
         self._stop.wait(seconds)
@@ -429,8 +448,9 @@ class S3Uploader:
             logger.info("%s: uploaded to s3://%s/%s", task.path.name, task.bucket, task.key)
         else:
             self.failed += 1
-            logger.error("%s: upload to s3://%s/%s abandoned: %s", task.path.name, task.bucket,
-                         task.key, reason)
+            log = logger.error if self.log_failures else logger.debug
+            log("%s: upload to s3://%s/%s abandoned: %s", task.path.name, task.bucket, task.key,
+                reason)
         try:
             task.on_done(ok, reason)
         except Exception:
