@@ -64,7 +64,7 @@ class UploadTask:
     sequences: list[int] = field(default_factory=list)  # every append, superseded ones included
     appended_at: float = 0.0
     history: list[str] = field(default_factory=list)
-    accept_by: float | None = None  # time.monotonic(): given up when not appended by then
+    submitted: float = field(default_factory=time.monotonic)  # for ``accept_within_s``
 
 
 class S3Uploader:
@@ -129,8 +129,6 @@ class S3Uploader:
         """Queue one upload of ``path`` (absolute; it must stay until ``on_done(ok, reason)``);
         a failure is final after ``deadline`` (time.time()), else after ``retry_window_s``."""
         task = UploadTask(path, bucket, key, metadata, on_done, deadline=deadline)
-        if self.accept_within_s > 0:
-            task.accept_by = time.monotonic() + self.accept_within_s
         with self._lock:
             self._queue.append(task)
         self._wake.set()
@@ -175,10 +173,13 @@ class S3Uploader:
                 self._pause(1.0)
 
     def _expire_unaccepted(self) -> None:
-        """Give up the tasks with an ``accept_by`` that StreamManager has not accepted by then."""
+        """``accept_within_s`` > 0: give up the tasks StreamManager has not accepted within it."""
+        limit = self.accept_within_s
+        if limit <= 0:
+            return
         now = time.monotonic()
         with self._lock:
-            expired = [t for t in self._queue if t.accept_by is not None and now >= t.accept_by]
+            expired = [t for t in self._queue if now - t.submitted >= limit]
         for task in expired:
             self._finish(task, False, "StreamManager did not accept it within "
                          f"{self.accept_within_s:g} s (down or not deployed)")
