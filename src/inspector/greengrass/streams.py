@@ -19,6 +19,11 @@ appended after a reconnect (backoff capped at ``reconnect_max_s``). If the strea
 created again after a reconnect (a StreamManager that lost them), tasks that were in flight are
 appended again; so are tasks with no final status within ``status_timeout_s``. The same key is
 written again in that case (the object is the same file).
+
+Best-effort uploads (review images: ``inspector.sinks.review``) use an uploader of their own
+streams with ``accept_within_s`` > 0: a task StreamManager has not accepted (appended) within
+that long after ``submit`` (down, never deployed) is given up with ``on_done(False, ...)``
+instead of waiting for a reconnect, and ``log_failures=False`` leaves the reporting to the owner.
 """
 
 from __future__ import annotations
