@@ -311,3 +311,25 @@ def test_no_upload_bucket_drops_counted_and_warned_once(
     assert len([r for r in caplog.records if "UploadBucket is empty" in r.getMessage()]) == 1
     assert files_under(paths.review) == [] and stream_manager.requests == []
     assert len(os.listdir(paths.done)) == 2
+
+
+def test_the_review_folder_feeds_retrain_from_review(tmp_path: Path, model_path: Path) -> None:
+    """The loop's hand-over: the review layout (nested folders, a .json beside each image) with
+    the YOLO labels a labelling tool exports beside the images is what the retrain script reads."""
+    from script_loader import load_script
+
+    retrain = load_script("scripts/retrain_from_review.py")
+    settings = settings_for(tmp_path, model_path, AuditSampleRate=1.0)
+    paths = resolve_paths(settings)
+    write_png(paths.watch, "mid.png", UNCERTAIN)
+    write_png(paths.watch, "dark.png", PASS)
+    drain(settings, None)
+    images = [p for p in files_under(paths.review) if p.suffix == ".png"]
+    assert {p.relative_to(paths.review).parts[0] for p in images} == {"uncertain", "audit"}
+    for image in images:  # the reviewer's verdict: a scratch on the uncertain one
+        label = "0 0.5 0.5 0.2 0.1\n" if "uncertain" in image.parts else ""
+        image.with_suffix(".txt").write_text(label)
+    good, problems = retrain.collect(paths.review)
+    assert problems == []
+    assert sorted(item.image for item in good) == sorted(images)
+    assert {len(item.boxes) for item in good} == {0, 1}
