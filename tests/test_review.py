@@ -333,3 +333,20 @@ def test_the_review_folder_feeds_retrain_from_review(tmp_path: Path, model_path:
     assert problems == []
     assert sorted(item.image for item in good) == sorted(images)
     assert {len(item.boxes) for item in good} == {0, 1}
+
+
+def test_review_settings_apply_live(tmp_path: Path, model_path: Path) -> None:
+    settings = settings_for(tmp_path, model_path)
+    paths = resolve_paths(settings)
+    review = ReviewSink(paths.review, settings, thing=THING)
+    service = build_service(settings, sinks=[JsonlSink(paths.results), review], drain=True)
+    assert service.apply_settings(settings.replace(
+        UncertainUpload=False, UncertainBand=0.3, AuditSampleRate=0.5, ReviewPrefix="r/",
+        ReviewMaxPerHour=5, ReviewMaxMegabytesPerHour=2.0, UploadBucket="b")) == frozenset()
+    assert (review.enabled, review.band, review.audit_rate, review.prefix, review.bucket) == (
+        False, 0.3, 0.5, "r/", "b")
+    write_png(paths.watch, "mid.png", UNCERTAIN)
+    service.run()
+    assert files_under(paths.review) == [] and review.status() == {}  # switched off: nothing
+    assert service.apply_settings(settings.replace(ReviewDirectory="elsewhere")) == {
+        "ReviewDirectory"}  # the folder needs a restart
