@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,36 @@ def test_drift_interval_summary_and_reset() -> None:
     empty = sink.take()  # the next interval starts empty
     assert empty["images"] == 0 and empty["defect_rate"] is None
     assert empty["brightness"] is None and sum(empty["confidence_histogram"]) == 0
+
+
+def test_standalone_logs_the_drift_signals(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                           ) -> None:
+    """No metrics topic standalone: the interval's drift object is logged instead (here the
+    last, partial interval, at the stop)."""
+    import json
+
+    import cv2
+
+    from inspector.service import build_service
+    from inspector.settings import Settings
+    from onnx_factory import max_pixel_model, write_model
+
+    size = Size(64, 96)
+    model = write_model(tmp_path / "max.onnx", max_pixel_model(size))
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    for name, level in (("a.png", 40), ("b.png", 140), ("c.png", 255)):
+        ok, data = cv2.imencode(".png", np.full((size.height, size.width, 3), level, np.uint8))
+        assert ok
+        (watch / name).write_bytes(data.tobytes())
+    settings = Settings.from_mapping({"ImageDirectory": str(watch), "ModelPath": str(model),
+                                      "AllowUnverifiedModel": True, "ConfidenceThreshold": 0.6,
+                                      "StableSeconds": 0.0})
+    caplog.set_level(logging.INFO, "inspector.service")
+    build_service(settings, drain=True).run()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("drift")]
+    assert len(lines) == 1
+    drift = json.loads(lines[0].split(": ", 1)[1])
+    assert drift["images"] == 3 and drift["defects"] == 1 and drift["uncertain"] == 1
+    assert drift["confidence_histogram"] == [0, 1, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert drift["brightness"]["p50"] == 140.0 and drift["contrast"]["p90"] == 0.0

@@ -331,7 +331,8 @@ class Settings(BaseModel):
     )
     MetricsIntervalSeconds: float = Field(
         json_schema_extra=LIVE,
-        default=60.0, ge=0.0, description="Seconds between metrics messages; 0 = none."
+        default=60.0, ge=0.0, description="Seconds between metrics messages (standalone: between "
+        "the log lines of the drift signals); 0 = none."
     )
     UploadBucket: str = Field(
         json_schema_extra=LIVE,
