@@ -88,16 +88,21 @@ class _Warnings:
         self._clock = clock
         self._last: dict[str, float] = {}
         self._quiet: dict[str, int] = {}
+        self._lock = threading.Lock()  # the delivery thread and the uploader's both warn
 
     def warn(self, cause: str, message: str, *args: Any) -> None:
         now = self._clock()
-        last = self._last.get(cause)
-        if last is not None and now - last < HOUR_S:
-            self._quiet[cause] = self._quiet.get(cause, 0) + 1
+        with self._lock:
+            last = self._last.get(cause)
+            loud = last is None or now - last >= HOUR_S
+            if loud:
+                self._last[cause] = now
+                quiet = self._quiet.pop(cause, 0)
+            else:
+                self._quiet[cause] = self._quiet.get(cause, 0) + 1
+        if not loud:
             logger.debug(message, *args)
             return
-        self._last[cause] = now
-        quiet = self._quiet.pop(cause, 0)
         logger.warning(message + ("" if not quiet else
                                   f" ({quiet} more since the last such warning)"), *args)
 
