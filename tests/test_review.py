@@ -350,3 +350,21 @@ def test_review_settings_apply_live(tmp_path: Path, model_path: Path) -> None:
     assert files_under(paths.review) == [] and review.status() == {}  # switched off: nothing
     assert service.apply_settings(settings.replace(ReviewDirectory="elsewhere")) == {
         "ReviewDirectory"}  # the folder needs a restart
+
+
+def test_a_cause_warns_once_an_hour_with_the_count_in_between(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    from inspector.sinks.review import _Warnings
+
+    now = [0.0]
+    warnings = _Warnings(lambda: now[0])
+    caplog.set_level(logging.DEBUG, "inspector.sinks.review")
+    for t in (0.0, 10.0, 20.0, 3600.0, 3700.0):
+        now[0] = t
+        warnings.warn("limit", "%s skipped", f"img{t:.0f}")
+    warnings.warn("bucket", "other cause")
+    loud = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert loud == ["img0 skipped", "img3600 skipped (2 more since the last such warning)",
+                    "other cause"]
+    assert len([r for r in caplog.records if r.levelno == logging.DEBUG]) == 3
