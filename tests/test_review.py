@@ -368,3 +368,26 @@ def test_a_cause_warns_once_an_hour_with_the_count_in_between(
     assert loud == ["img0 skipped", "img3600 skipped (2 more since the last such warning)",
                     "other cause"]
     assert len([r for r in caplog.records if r.levelno == logging.DEBUG]) == 3
+
+
+def test_housekeeping_bounds_the_review_folder(tmp_path: Path, model_path: Path) -> None:
+    from inspector.housekeeping import trim
+
+    settings = settings_for(tmp_path, model_path, ReviewRetentionDays=1.0,
+                            ReviewMaxMegabytes=0.01)
+    paths = resolve_paths(settings)
+    service = build_service(settings, sinks=[JsonlSink(paths.results)], drain=True)
+    (retention,) = [r for r in service.retention() if r.label == "review"]
+    assert retention.folder == paths.review.absolute()
+    old = paths.review / "uncertain" / THING / "2026-11-01" / "old.png"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"x" * 100)
+    os.utime(old, (time.time() - 2 * 86_400,) * 2)
+    big = [paths.review / "audit" / THING / "2026-12-01" / f"b{n}.png" for n in range(3)]
+    big[0].parent.mkdir(parents=True)
+    for n, path in enumerate(big):
+        path.write_bytes(b"y" * 4096)
+        os.utime(path, (time.time() - 100 + n,) * 2)
+    done = trim(retention)
+    assert not old.exists() and done.by_age == 1
+    assert [p.exists() for p in big] == [False, True, True]  # 10 KiB cap: the oldest goes
