@@ -285,3 +285,32 @@ def fake_model_folder(folder: Path, precisions: Sequence[str] = ("fp32", "int8")
     manifest = {"default": "scratch-fp32.onnx", "models": entries}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return folder
+
+
+def max_pixel_model(input_size: Size, *, name: str = "maxpixel", version: str = "1"
+                    ) -> onnx.ModelProto:
+    """One box at the input's centre whose score is the input's brightest value (0..1): a grey
+    image of level v scores exactly v / 255 (fill the whole input: letterbox padding is 114)."""
+    h, w = input_size.height, input_size.width
+    head = np.zeros((1, 5, 1), np.float32)
+    head[0, :4, 0] = (w / 2, h / 2, w / 4, h / 4)
+    mask = np.zeros((1, 5, 1), np.float32)
+    mask[0, 4, 0] = 1.0
+    nodes = [
+        helper.make_node("ReduceMax", [INPUT_NAME], ["image_max"], keepdims=0),
+        helper.make_node("Mul", ["mask", "image_max"], ["score"]),
+        helper.make_node("Add", ["head", "score"], [OUTPUT_NAME]),
+    ]
+    graph = helper.make_graph(
+        nodes, "max_pixel",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [1, 3, h, w])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [1, 5, 1])],
+        initializer=[numpy_helper.from_array(head, "head"), numpy_helper.from_array(mask, "mask")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    for key, value in ultralytics_metadata(input_size=input_size, name=name,
+                                           version=version).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    return model

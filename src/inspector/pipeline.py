@@ -32,9 +32,18 @@ import numpy as np
 
 from inspector.conventions import shown, utc_now
 from inspector.delivery import DeliveryDesk, Outcome, PipelineStats
+from inspector.drift import grey_stats
 from inspector.errors import ImageDecodeError, ImageError, ImageUnavailableError
 from inspector.sources import admit
-from inspector.types import Detections, ImageInfo, Inspection, Letterbox, ModelInfo, Size
+from inspector.types import (
+    Detections,
+    ImageInfo,
+    ImageStats,
+    Inspection,
+    Letterbox,
+    ModelInfo,
+    Size,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +102,7 @@ class _Prepared:  # what inference needs of one image: the model input, not the 
     letterbox: Letterbox
     detector: DetectorLike
     preprocess_ms: float
+    image_stats: ImageStats | None = None  # brightness/contrast of the decoded frame (drift)
 
 
 _STOP = object()
@@ -275,8 +285,14 @@ class Pipeline:
         except Exception as exc:
             logger.exception("%s: preprocessing failed", shown(path.name))
             return Outcome(path, reason=f"preprocessing failed: {exc!r}")
+        preprocess_ms = (time.perf_counter() - t0) * 1000.0
+        try:  # the drift signals' brightness and contrast (about 0.1 ms on the reduced frame)
+            stats: ImageStats | None = grey_stats(decoded.bgr)
+        except Exception:
+            logger.exception("%s: brightness statistics failed", shown(path.name))
+            stats = None
         return _Prepared(path, decoded.info, float(decoded.decode_ms), tensor, letterbox,
-                         detector, (time.perf_counter() - t0) * 1000.0)
+                         detector, preprocess_ms, stats)
 
     def _drain_abandoned(self, q: queue.Queue[Any]) -> None:
         while True:
@@ -326,7 +342,7 @@ class Pipeline:
         timings["total"] = sum(timings.values())
         inspection = Inspection(image=item.info, model=detector.model, detections=detections,
                                 conf_threshold=detector.conf_threshold, timings_ms=timings,
-                                time_utc=utc_now())
+                                time_utc=utc_now(), image_stats=item.image_stats)
         return Outcome(item.path, inspection=inspection)
 
     # --- delivery ------------------------------------------------------------------------------

@@ -63,11 +63,13 @@ def decode(
     scores = pred[4:]
     if scores.shape[0] == 1:
         confidence = scores[0]
+        best_score = _best(confidence)
         mask = confident(confidence, conf_threshold)
         class_id = np.zeros(int(mask.sum()), dtype=np.int64)
         confidence = confidence[mask]
     else:
         best = scores.max(axis=0)
+        best_score = _best(best)
         mask = confident(best, conf_threshold)
         confidence = best[mask]
         class_id = scores[:, mask].argmax(axis=0)
@@ -80,7 +82,15 @@ def decode(
     finite = np.isfinite(xyxy).all(axis=1)
     if not finite.all():  # a broken model must not put NaN into results (JSON forbids it)
         xyxy, confidence, class_id = xyxy[finite], confidence[finite], class_id[finite]
-    return Detections(xyxy=xyxy, confidence=confidence, class_id=class_id)
+    return Detections(xyxy=xyxy, confidence=confidence, class_id=class_id, best_score=best_score)
+
+
+def _best(scores: np.ndarray) -> float:
+    """The highest finite score (0 when there is none): the image's best confidence, kept even
+    when no box passes the threshold (uncertain-band uploads, the drift histogram)."""
+    if not scores.size:
+        return 0.0
+    return float(np.max(scores, initial=0.0, where=np.isfinite(scores)))
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -136,6 +146,7 @@ def postprocess(
 ) -> Detections:
     """Decode, NMS, cap at ``max_det``, map to source pixels: the detections of one image."""
     candidates = decode(raw, conf_threshold=thresholds.conf, num_classes=num_classes)
+    best_score = candidates.best_score  # a selection below does not keep it
     if len(candidates) > MAX_NMS_CANDIDATES:
         top = np.argsort(-candidates.confidence, kind="stable")[:MAX_NMS_CANDIDATES]
         candidates = candidates[top]
@@ -148,5 +159,6 @@ def postprocess(
     )
     kept = candidates[keep]
     return Detections(
-        xyxy=letterbox.to_source(kept.xyxy), confidence=kept.confidence, class_id=kept.class_id
+        xyxy=letterbox.to_source(kept.xyxy), confidence=kept.confidence, class_id=kept.class_id,
+        best_score=best_score,
     )

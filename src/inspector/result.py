@@ -56,6 +56,8 @@ def to_result(inspection: Inspection, *, device: str | None = None, **extra: Any
         "verdict": inspection.verdict,
         "detections": detections,
         "timings_ms": {k: round(float(v), 2) for k, v in inspection.timings_ms.items()},
+        # optional in the schema (added later): the best score even when no box passed
+        "best_confidence": round(inspection.best_confidence, 4),
     }
     if device is not None:
         result["device"] = device

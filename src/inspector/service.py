@@ -11,6 +11,7 @@ when the configuration changes; thresholds, topics and the model are applied bet
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -111,11 +112,15 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
 
 
 def standalone_sinks(settings: Settings, paths: ServicePaths) -> list[Sink]:
+    from inspector.drift import DriftSink
     from inspector.sinks.local import ConsoleSink, JsonlSink, OutboxSink
+    from inspector.sinks.review import ReviewSink
 
     return [
         JsonlSink(paths.results),
         OutboxSink(paths.outbox, annotate=settings.AnnotateOutbox),
+        ReviewSink(paths.review, settings),  # UncertainUpload: kept in ReviewDirectory
+        DriftSink(settings.UncertainBand),  # logged every MetricsIntervalSeconds (log_drift)
         ConsoleSink(),
     ]
 
@@ -159,6 +164,10 @@ class Service:
         self.paths = paths or resolve_paths(settings)
         self.drain = drain
         self.sinks = list(sinks)
+        # standalone: the drift signals (a DriftSink among the sinks) are logged every
+        # MetricsIntervalSeconds; under Greengrass the metrics message takes them instead
+        self.log_drift = False
+        self._drift_due = 0.0
         self._detector_factory = detector_factory
         self._stop = threading.Event()
         self._stopped_by = "request"
@@ -233,6 +242,7 @@ class Service:
         for label, where, days, megabytes in (
             ("done", paths.done, s.DoneRetentionDays, s.DoneMaxMegabytes),
             ("outbox", paths.outbox, s.OutboxRetentionDays, s.OutboxMaxMegabytes),
+            ("review", paths.review, s.ReviewRetentionDays, s.ReviewMaxMegabytes),
         ):
             folder = Path(os.path.abspath(where))
             guard = (*keep, self.root) if folder in self.root.parents else keep
@@ -339,6 +349,7 @@ class Service:
                 if self.drain and self.source.idle() and self.pipeline.idle():
                     self._stopped_by = "drained"
                     break
+                self._maybe_log_drift()
                 stalled_s, what = self.pipeline.stall()
                 if stalled_s >= self.settings.SinkStallSeconds:
                     self._stopped_by, self._stall = "stalled", what
@@ -350,6 +361,27 @@ class Service:
             self._shutdown()
         seconds = time.monotonic() - started
         return RunReport(self.pipeline.stats, seconds, self._stopped_by, self._stall)
+
+    def _maybe_log_drift(self, *, final: bool = False) -> None:
+        """Standalone: one INFO line with the drift signals of the interval (when it saw
+        images), the metrics message's ``drift`` object, every MetricsIntervalSeconds."""
+        interval = self.settings.MetricsIntervalSeconds
+        if not self.log_drift or interval <= 0:
+            return
+        now = time.monotonic()
+        if not self._drift_due:
+            self._drift_due = now + interval
+        if now < self._drift_due and not final:
+            return
+        self._drift_due = now + interval
+        from inspector.drift import DriftSink
+
+        for sink in self.sinks:
+            if isinstance(sink, DriftSink):
+                summary = sink.take()
+                if summary["images"]:
+                    logger.info("drift signals since the last line: %s",
+                                json.dumps(summary, separators=(",", ":")))
 
     def preflight(self) -> None:
         """Before any image is touched: every sink can deliver at all (ConfigError, naming the
@@ -369,6 +401,7 @@ class Service:
         budget = self.settings.ShutdownSeconds
         t0 = time.monotonic()
         self.pipeline.stop(timeout=budget * 0.8)
+        self._maybe_log_drift(final=True)
         self.source.stop()
         self.housekeeper.stop(timeout=1.0)
         self.journal.close()
@@ -443,6 +476,7 @@ def build_service(
     factory = detector_factory or (lambda s: load_detector(s, env))
     detector = factory(settings)
     paths = paths or resolve_paths(settings)
+    standalone = sinks is None
     if sinks is None:
         if is_greengrass(env):
             logger.warning("Greengrass environment found but no Greengrass sinks were given; "
@@ -456,7 +490,7 @@ def build_service(
         # mode), so same-named files in two subfolders stay two images (journal, outbox too)
         return read_image(path, max_pixels=max_pixels, name=relative_name(root, path), fit=fit)
 
-    return Service(
+    service = Service(
         settings,
         detector=detector,
         sinks=sinks,
@@ -467,3 +501,5 @@ def build_service(
         device=device_name(settings, env),
         paths=paths,
     )
+    service.log_drift = standalone  # the Greengrass metrics message takes them otherwise
+    return service

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,6 +59,9 @@ TOPIC_FIELDS = frozenset({"thingName"})
 MAX_TOPIC_BYTES = 256
 MAX_TOPIC_SLASHES = 7
 THING_NAME_ROOM = 128  # a thing name is at most 128 bytes: {thingName} must still fit
+
+# ReviewPrefix: the characters the S3 keys of uploads may hold (as inspector.sinks.upload keeps)
+REVIEW_PREFIX_UNSAFE = re.compile(r"[^A-Za-z0-9._\-/=+!*()]")
 
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff")
 
@@ -327,7 +331,8 @@ class Settings(BaseModel):
     )
     MetricsIntervalSeconds: float = Field(
         json_schema_extra=LIVE,
-        default=60.0, ge=0.0, description="Seconds between metrics messages; 0 = none."
+        default=60.0, ge=0.0, description="Seconds between metrics messages (standalone: between "
+        "the log lines of the drift signals); 0 = none."
     )
     UploadBucket: str = Field(
         json_schema_extra=LIVE,
@@ -355,6 +360,81 @@ class Settings(BaseModel):
         description="A failed upload is retried with backoff for this long after the image was "
         "inspected (across restarts); only then is the image moved to FailedDirectory.",
     )
+    # --- review uploads (the data loop) and drift signals --------------------------------
+    UncertainUpload: bool = Field(
+        json_schema_extra=LIVE,
+        default=False,
+        description="Review uploads: passing images whose best confidence lies in the "
+        "UncertainBand just below ConfidenceThreshold, and an AuditSampleRate share of the "
+        "other passes, are copied with their result JSON for labelling: uploaded to UploadBucket "
+        "under ReviewPrefix through StreamManager (Greengrass) or kept in ReviewDirectory "
+        "(standalone). Best effort: never delays an image or holds it.",
+    )
+    UncertainBand: float = Field(
+        json_schema_extra=LIVE,
+        default=0.15,
+        ge=0.0,
+        le=1.0,
+        description="A passing image is 'uncertain' when its best confidence (also when no box "
+        "passed) is at least ConfidenceThreshold minus this; also the band of the metrics' "
+        "uncertain_share.",
+    )
+    AuditSampleRate: float = Field(
+        json_schema_extra=LIVE,
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="With UncertainUpload: this fraction of the other passing images (chosen at "
+        "random) is sent for review as an audit sample (e.g. 0.01); 0 = none.",
+    )
+    ReviewPrefix: str = Field(
+        json_schema_extra=LIVE,
+        default="review/",
+        max_length=256,
+        description="S3 key prefix of review uploads; the key is <prefix><reason>/<thing>/"
+        "<date>/<stem>-<sha256><suffix>, reason 'uncertain' or 'audit', the result JSON beside "
+        "it as <key>.json.",
+    )
+    ReviewMaxPerHour: int = Field(
+        json_schema_extra=LIVE,
+        default=60,
+        ge=1,
+        le=100_000,
+        description="At most this many review images per hour (a sliding hour); beyond it an "
+        "image is skipped (counted; one WARNING per hour).",
+    )
+    ReviewMaxMegabytesPerHour: float = Field(
+        json_schema_extra=LIVE,
+        default=100.0,
+        gt=0.0,
+        le=100_000.0,
+        description="At most this many MiB of review images (and their JSON) per sliding hour; "
+        "beyond it an image is skipped (counted; one WARNING per hour).",
+    )
+    ReviewDirectory: str = Field(
+        json_schema_extra=RESTART,
+        default="",
+        description="Standalone mode: review images and their result JSON are kept here "
+        "(<reason>/<date>/...). Greengrass: their copies wait here until StreamManager reports "
+        "the upload's final status. Empty = StateDirectory/review. Never watched.",
+    )
+    ReviewRetentionDays: float = Field(
+        json_schema_extra=LIVE,
+        default=14.0,
+        ge=0.0,
+        le=36_500.0,
+        description="Files in ReviewDirectory older than this are deleted by housekeeping "
+        "(an upload still waiting for them is then dropped, counted as failed); 0 = no age "
+        "limit.",
+    )
+    ReviewMaxMegabytes: float = Field(
+        json_schema_extra=LIVE,
+        default=512.0,
+        ge=0.0,
+        description="ReviewDirectory is trimmed to this total size (MiB), oldest files first, "
+        "so a StreamManager that never answers cannot fill the disk; 0 = no size limit.",
+    )
+
     SpoolMaxMessages: int = Field(
         json_schema_extra=RESTART,
         default=10_000,
@@ -448,6 +528,17 @@ class Settings(BaseModel):
                     "ModelPath is set without ModelSha256: set ModelSha256 to the file's "
                     "sha256 (sha256sum FILE), or AllowUnverifiedModel: true to load it unchecked")
         return self
+
+    @field_validator("ReviewPrefix", mode="after")
+    @classmethod
+    def _check_review_prefix(cls, value: str) -> str:
+        bad = sorted(set(REVIEW_PREFIX_UNSAFE.findall(value)))
+        if bad:
+            raise ValueError(f"characters not allowed in an S3 key prefix here: {bad}; "
+                             "allowed: letters, digits and . _ - / = + ! * ( )")
+        if value.startswith("/") or ".." in value or "//" in value:
+            raise ValueError("an S3 key prefix must not start with '/', nor hold '..' or '//'")
+        return value
 
     @field_validator("UploadKeyTemplate", mode="after")
     @classmethod
@@ -643,10 +734,11 @@ class ServicePaths:
     held: Path
     outbox: Path
     results: Path
+    review: Path
 
     def own_folders(self) -> tuple[Path, ...]:
         """Folders the watcher must ignore even when they sit inside the watch directory."""
-        return (self.state, self.done, self.failed, self.held, self.outbox)
+        return (self.state, self.done, self.failed, self.held, self.outbox, self.review)
 
 
 def resolve_paths(settings: Settings) -> ServicePaths:
@@ -667,6 +759,7 @@ def resolve_paths(settings: Settings) -> ServicePaths:
         held=pick(settings.HeldDirectory, state / "held"),
         outbox=pick(settings.OutboxDirectory, state / "outbox"),
         results=pick(settings.ResultsFile, state / "results.jsonl"),
+        review=pick(settings.ReviewDirectory, state / "review"),
     )
 
 

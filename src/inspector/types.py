@@ -91,6 +91,9 @@ class Detections:
     xyxy: np.ndarray = field(default_factory=_empty_boxes)  # (n, 4) float32, x1 y1 x2 y2
     confidence: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))  # (n,)
     class_id: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))  # (n,)
+    # the best raw score of any candidate box, kept even when none passes the confidence
+    # threshold (``postprocess.decode`` sets it; None when not known, e.g. a selection)
+    best_score: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         xyxy = np.asarray(self.xyxy, dtype=np.float32)
@@ -158,6 +161,15 @@ class ImageInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageStats:
+    """Grey-level summary of one decoded image (the drift signals): mean and standard deviation
+    (contrast) of the grey level, 0..255; see ``inspector.drift.grey_stats``."""
+
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True, slots=True)
 class ModelInfo:
     name: str
     version: str
@@ -176,6 +188,17 @@ class Inspection:
     conf_threshold: float
     timings_ms: dict[str, float]  # decode, preprocess, inference, postprocess, total
     time_utc: str  # ISO-8601, UTC, e.g. 2026-11-25T19:22:48.123Z
+    image_stats: ImageStats | None = None  # computed by the decode worker (drift signals)
+
+    @property
+    def best_confidence(self) -> float:
+        """The best score of the image, 0..1: the highest raw candidate score even when no box
+        passes ``conf_threshold`` (``Detections.best_score``), else the best detection's."""
+        best = self.detections.best_score
+        if best is None:
+            conf = self.detections.confidence
+            best = float(conf.max()) if conf.size else 0.0
+        return min(1.0, max(0.0, float(best)))
 
     @property
     def verdict(self) -> Verdict:

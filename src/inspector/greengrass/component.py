@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from inspector.diskspace import MIB
+from inspector.drift import DriftSink
 from inspector.errors import ConfigError, IpcError, IpcUnavailable, ModelError
 from inspector.greengrass.config import ConfigSource, access_problems, read_access_control
 from inspector.greengrass.ipc import IpcClient
@@ -34,6 +35,12 @@ from inspector.greengrass.updates import UpdateDeferrer
 from inspector.service import EXIT_STALLED, build_service, device_name
 from inspector.settings import Settings, resolve_paths
 from inspector.sinks.mqtt import MqttSink, render_topic
+from inspector.sinks.review import (
+    ACCEPT_WITHIN_S,
+    REVIEW_DATA_STREAM,
+    REVIEW_STATUS_STREAM,
+    ReviewSink,
+)
 from inspector.sinks.upload import UploadSink
 
 logger = logging.getLogger(__name__)
@@ -117,8 +124,17 @@ class Component:
                             max_retries=settings.UploadMaxRetries,
                             retry_hours=settings.UploadRetryHours)
         latency = LatencySink()
+        # review uploads (UncertainUpload): best effort, their own streams, no retries, dropped
+        # when StreamManager has not taken them within ACCEPT_WITHIN_S
+        review_uploader = S3Uploader(stream_manager_client, max_retries=0, retry_window_s=0.0,
+                                     data_stream=REVIEW_DATA_STREAM,
+                                     status_stream=REVIEW_STATUS_STREAM,
+                                     accept_within_s=ACCEPT_WITHIN_S, log_failures=False)
+        review = ReviewSink(paths.review, settings, uploader=review_uploader, thing=self.thing)
+        drift = DriftSink(settings.UncertainBand)
         try:
-            self.service = build_service(settings, sinks=[mqtt, upload, latency],
+            self.service = build_service(settings,
+                                         sinks=[mqtt, upload, review, latency, drift],
                                          drain=self.drain, environ=self.environ, paths=paths)
         except ModelError as exc:
             return self._fatal(EXIT_MODEL, f"cannot load the model: {exc}")
@@ -132,6 +148,7 @@ class Component:
         mqtt.start()
         self.ipc.on_reconnect(mqtt.wake)
         uploader.start()
+        review_uploader.start()
 
         # deployments wait until the images in flight are delivered (greengrass/updates.py)
         updates = self.updates = UpdateDeferrer(self.ipc, self.service.pipeline.active)
@@ -147,7 +164,8 @@ class Component:
             }
 
         self.metrics = MetricsPublisher(
-            self.ipc, lambda: collect_metrics(self.service, latency, extra=extra),
+            self.ipc, lambda: collect_metrics(self.service, latency, extra=extra, drift=drift,
+                                              review=review),
             topic=self._metrics_topic(settings), interval_s=settings.MetricsIntervalSeconds,
         ).start()
         self.config.start()  # a subscription the nucleus does not answer yet is retried
@@ -165,6 +183,7 @@ class Component:
             self.metrics.close()
             self.config.close()
             uploader.close()
+            review_uploader.close()
         if report.stopped_by == "stalled":
             return self._fatal(EXIT_STALLED, report.exit_message(self.service.paths.watch))
         return 0

@@ -8,7 +8,12 @@
      "delivery_retries", "stalled_s", "stall", "disk_paused", "disk_pauses", "sinks",
      "queue_depth", "sink_errors",
      "latency_ms": {"decode": {"p50", "p95"}, ..., "total": {...}}, "latency_samples",
-     "model": {"name", "version", "sha256"}, "results_spooled", "dead_letters", "uploads": {...}}
+     "model": {"name", "version", "sha256"}, "results_spooled", "dead_letters", "uploads": {...},
+     "drift": {...}, "review": {...}}
+
+``drift`` (``inspector.drift.DriftSink.take``) and ``review`` (``ReviewSink.take``) cover the
+interval since the previous message only (they start empty after each message); every other
+count runs since the start. docs/greengrass.md "Review uploads and drift signals" lists them.
 
 Metrics are best effort: one IPC attempt per interval with a timeout, never spooled (the next
 message carries the running totals anyway).
@@ -147,6 +152,8 @@ def collect_metrics(
     latency: LatencySink,
     *,
     extra: Callable[[], dict[str, Any]] | None = None,
+    drift: Any = None,  # an inspector.drift.DriftSink
+    review: Any = None,  # an inspector.sinks.review.ReviewSink
 ) -> dict[str, Any]:
     """The metrics message of a running ``inspector.service.Service``."""
     base = service.metrics()
@@ -178,6 +185,10 @@ def collect_metrics(
         "latency_samples": samples,
         "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
     }
+    if drift is not None:
+        message["drift"] = drift.take()
+    if review is not None:
+        message["review"] = review.take()
     if extra is not None:
         message.update(extra())
     return message

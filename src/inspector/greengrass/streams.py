@@ -19,6 +19,11 @@ appended after a reconnect (backoff capped at ``reconnect_max_s``). If the strea
 created again after a reconnect (a StreamManager that lost them), tasks that were in flight are
 appended again; so are tasks with no final status within ``status_timeout_s``. The same key is
 written again in that case (the object is the same file).
+
+Best-effort uploads (review images: ``inspector.sinks.review``) use an uploader of their own
+streams with ``accept_within_s`` > 0: a task StreamManager has not accepted (appended) within
+that long after ``submit`` (down, never deployed) is given up with ``on_done(False, ...)``
+instead of waiting for a reconnect, and ``log_failures=False`` leaves the reporting to the owner.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class UploadTask:
     sequences: list[int] = field(default_factory=list)  # every append, superseded ones included
     appended_at: float = 0.0
     history: list[str] = field(default_factory=list)
+    submitted: float = field(default_factory=time.monotonic)  # for ``accept_within_s``
 
 
 class S3Uploader:
@@ -81,8 +87,14 @@ class S3Uploader:
         status_timeout_s: float = 300.0,
         data_stream: str = DATA_STREAM,
         status_stream: str = STATUS_STREAM,
+        accept_within_s: float = 0.0,
+        log_failures: bool = True,
     ) -> None:
         self._connect = connect
+        # > 0: best effort (review uploads): a task StreamManager has not accepted within this
+        # long (down, or never deployed) is given up, on_done(False, ...), not kept forever
+        self.accept_within_s = accept_within_s
+        self.log_failures = log_failures  # False: the owner reports failures (rate-limited)
         self.max_retries = max_retries
         self.retry_window_s = retry_window_s
         self.retry_base_s = retry_base_s
@@ -147,6 +159,7 @@ class S3Uploader:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self._expire_unaccepted()
                 if self._client is None and not self._open():
                     continue
                 self._append_due()
@@ -163,6 +176,18 @@ class S3Uploader:
                 logger.exception("uploader: unexpected error")
                 self._drop_client()
                 self._pause(1.0)
+
+    def _expire_unaccepted(self) -> None:
+        """``accept_within_s`` > 0: give up the tasks StreamManager has not accepted within it."""
+        limit = self.accept_within_s
+        if limit <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            expired = [t for t in self._queue if now - t.submitted >= limit]
+        for task in expired:
+            self._finish(task, False, "StreamManager did not accept it within "
+                         f"{self.accept_within_s:g} s (down or not deployed)")
 
     def _pause(self, seconds: float) -> None:
         self._stop.wait(seconds)
@@ -429,8 +454,9 @@ class S3Uploader:
             logger.info("%s: uploaded to s3://%s/%s", task.path.name, task.bucket, task.key)
         else:
             self.failed += 1
-            logger.error("%s: upload to s3://%s/%s abandoned: %s", task.path.name, task.bucket,
-                         task.key, reason)
+            log = logger.error if self.log_failures else logger.debug
+            log("%s: upload to s3://%s/%s abandoned: %s", task.path.name, task.bucket, task.key,
+                reason)
         try:
             task.on_done(ok, reason)
         except Exception:
