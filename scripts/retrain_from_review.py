@@ -229,8 +229,11 @@ def train_candidate(data_yaml: Path, work: Path, args: argparse.Namespace) -> Pa
         commands = []
         if weights is None:  # rebuild the current model's weights from its ONNX export
             weights = work / "current-from-onnx.pt"
+            import yaml
+
+            train_dirs = yaml.safe_load(data_yaml.read_text())["train"]
             commands.append([py, str(SCRIPTS / "onnx_to_weights.py"), str(args.current),
-                             str(weights)])
+                             str(weights), "--calibrate", *train_dirs])
         commands += [
             [py, str(SCRIPTS / "train.py"), "--data", str(data_yaml), "--weights",
              str(weights), "--imgsz", "640", "--epochs", str(args.epochs),

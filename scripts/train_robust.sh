@@ -92,8 +92,10 @@ robust=(--box 9.0 --hsv-s 0.5 --hsv-v 0.4 --degrees 10 --shear 2.0 --perspective
         --scale 0.3 --close-mosaic 3 --optimizer AdamW)
 if [[ ! -f "$BASE_WEIGHTS" && "$RECOVER" == 1 && -f "$MODELS/scratch-yolov8n.onnx" ]]; then
   # the current model's .pt was not kept: rebuild it from its ONNX export (checked to compute
-  # the same outputs before it is written)
-  "$PY" scripts/onnx_to_weights.py "$MODELS/scratch-yolov8n.onnx" "$OUT/base-from-onnx.pt"
+  # the same outputs before it is written), its BatchNorms calibrated on the training images so
+  # that training mode starts from the same function
+  "$PY" scripts/onnx_to_weights.py "$MODELS/scratch-yolov8n.onnx" "$OUT/base-from-onnx.pt" \
+    --calibrate "$DATA/domain640/images/train" "$DATA/robust640/images/train"
   BASE_WEIGHTS="$OUT/base-from-onnx.pt"
 fi
 if [[ -f "$BASE_WEIGHTS" ]]; then

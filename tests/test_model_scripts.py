@@ -177,3 +177,27 @@ def test_weights_rebuilt_from_the_bundled_onnx_compute_the_same_outputs(tmp_path
     onnx.save(broken, str(tmp_path / "broken.onnx"))
     with pytest.raises(ValueError, match=r"model\.9\.cv2"):
         onnx_to_weights.rebuild(tmp_path / "broken.onnx")
+
+
+def test_calibrated_batchnorms_keep_the_function_and_follow_training_statistics(tmp_path: Path):
+    """Needs the ``train`` extra (skipped in CI). Calibration must leave the eval-mode function
+    as the ONNX file computes it, and bring training mode (batch statistics) much closer to it."""
+    pytest.importorskip("torch")
+    pytest.importorskip("ultralytics")
+    import cv2
+
+    onnx_to_weights = load_script("scripts/onnx_to_weights.py")
+    onnx_path = Path(__file__).resolve().parents[1] / "models" / "scratch-yolov8n.onnx"
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(8):  # textured grey frames: real convolution statistics, any content
+        image = (rng.random((480, 640, 3)) * 60 + 90 + 40 * (i % 3)).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{i}.jpg"), image)
+    model, _ = onnx_to_weights.rebuild(onnx_path)
+    images = onnx_to_weights.calibration_images([folder], count=8)
+    before = onnx_to_weights.train_mode_difference(model, images)
+    assert onnx_to_weights.calibrate(model, images) == 57
+    after = onnx_to_weights.train_mode_difference(model, images)
+    assert onnx_to_weights.check(model, onnx_path, seed=1) < onnx_to_weights.MAX_ABS_DIFF
+    assert after[0] < before[0] / 3  # mean score difference, training vs eval mode

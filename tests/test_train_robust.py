@@ -155,8 +155,10 @@ def test_without_weights_the_current_model_is_rebuilt_from_its_onnx(setup, tmp_p
     assert "accepted in" in done.stdout and "PUBLISH=1" in done.stdout
     calls = _calls(env)
     rebuilt = str(tmp_path / "out" / "base-from-onnx.pt")
+    data = tmp_path / "data"
     assert calls[0] == ["onnx_to_weights.py", str(tmp_path / "models" / "scratch-yolov8n.onnx"),
-                        rebuilt]
+                        rebuilt, "--calibrate", str(data / "domain640" / "images" / "train"),
+                        str(data / "robust640" / "images" / "train")]
     assert [c[c.index("--name") + 1] for c in calls[1:]] == ["robust-a"]
     assert calls[1][calls[1].index("--weights") + 1] == rebuilt
     assert not (tmp_path / "models" / "manifest.json").exists()  # not published without PUBLISH
