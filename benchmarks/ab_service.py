@@ -34,6 +34,9 @@ def one_run(src: str, work: Path, model: Path, threads: int, workers: int, pool,
             out["single_ms"] = statistics.median(x for x, _, _ in lat)
             out["single_outside_ms"] = statistics.median(x - own for x, own, _ in lat)
             out["single_own_ms"] = statistics.median(own for _, own, _ in lat)
+            timings = [r["timings_ms"] for _, r in svc.results()[-singles:]]
+            out["single_stages_ms"] = {k: statistics.median(t[k] for t in timings)
+                                       for k in ("decode", "preprocess", "inference")}
         if burst:
             b = svc.burst(pool, work / "staging", burst, "burst")
             out["burst_img_s"] = b["images_per_s"]
@@ -51,6 +54,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--workers-b", type=int, default=None,
+                        help="InferenceWorkers of B, when it differs from --workers")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--singles", type=int, default=15)
     parser.add_argument("--burst", type=int, default=60)
@@ -65,22 +70,23 @@ def main() -> None:
         pool = make_pool(work / "pool", args.pool)
         runs: dict[str, list[dict]] = {"A": [], "B": []}
         for r in range(args.rounds):
-            order = [("A", args.a), ("B", args.b)]
+            workers_b = args.workers if args.workers_b is None else args.workers_b
+            order = [("A", args.a, args.workers), ("B", args.b, workers_b)]
             if r % 2:
                 order.reverse()
-            for name, src in order:
+            for name, src, workers in order:
                 got = one_run(src, work / f"{name}-{r}", args.model, args.threads,
-                              args.workers, pool, args.singles, args.burst)
+                              workers, pool, args.singles, args.burst)
                 runs[name].append(got)
                 print(name, r, json.dumps(got), flush=True)
                 time.sleep(0.5)
         for name in ("A", "B"):
             keys = [k for k in runs[name][0] if not isinstance(runs[name][0][k], dict)]
             med = {k: round(statistics.median(r[k] for r in runs[name]), 2) for k in keys}
-            if "burst_stages_ms" in runs[name][0]:
-                med["burst_stages_ms"] = {
-                    k: round(statistics.median(r["burst_stages_ms"][k] for r in runs[name]), 2)
-                    for k in runs[name][0]["burst_stages_ms"]}
+            for part in ("single_stages_ms", "burst_stages_ms"):
+                if part in runs[name][0]:
+                    med[part] = {k: round(statistics.median(r[part][k] for r in runs[name]), 2)
+                                 for k in runs[name][0][part]}
             print(f"median {name} ({args.a if name == 'A' else args.b}):", json.dumps(med))
 
 
