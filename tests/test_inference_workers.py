@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from inspector.detector import Detector
 from inspector.imageio import read_image
 from inspector.runtime import OnnxRuntime
+from inspector.sources import ListSource
 from inspector.types import Size
 from onnx_factory import constant_head_model, head_tensor, write_model
 from test_pipeline import Harness, RecordingSink
@@ -251,3 +253,44 @@ def test_each_run_shrinks_the_arena_and_still_runs(model_path: Path):
     assert entry == "cpu:0"
     out = runtime.run(np.full((1, 3, 64, 96), 0.5, np.float32))
     assert out.shape[0] == 1
+
+
+def test_queued_images_wait_as_uint8_content_not_float_tensors(tmp_path: Path, model_path: Path):
+    """While inference is busy, what waits between decode and inference is the letterbox
+    content (uint8, at most the model input's H x W x 3), never the 4 x larger float tensor."""
+    detector = Detector.from_path(model_path)
+    release = threading.Event()
+
+    class Held:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(detector, name)
+
+        def infer(self, tensor: np.ndarray) -> Any:
+            assert tensor.dtype == np.float32 and tensor.shape == (1, 3, 64, 96)
+            assert release.wait(10)
+            return detector.infer(tensor)
+
+    sink = RecordingSink()
+    h = Harness(tmp_path, Held(), [sink], inference_workers=1)
+    paths = [h.image(f"img_{n:02d}.jpg", seed=n) for n in range(5)]
+    source = ListSource(paths)
+    h.pipeline.start()
+    source.start(h.pipeline.submit)
+    try:
+        queued = h.pipeline._prepared  # the [prepared] queue: full while inference is held
+        deadline = time.monotonic() + 10
+        while not queued.full():
+            assert time.monotonic() < deadline, "the prepared queue never filled"
+            time.sleep(0.01)
+        items = list(queued.queue)
+        assert items and all(i.content.dtype == np.uint8 for i in items)
+        assert all(i.content.nbytes <= 64 * 96 * 3 for i in items)
+        assert not any(isinstance(v, np.ndarray) and v.dtype == np.float32
+                       for i in items for v in vars(i).values())
+    finally:
+        release.set()
+    deadline = time.monotonic() + 20
+    while len(h.settled) < len(paths) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    h.pipeline.stop()
+    assert sorted(d.inspection.image.name for d in sink.deliveries) == [p.name for p in paths]
