@@ -309,6 +309,48 @@ def test_nucleus_restart_mid_burst_loses_no_result(
     assert not list(spool.glob("*.json"))
 
 
+def test_kill_9_as_soon_as_a_result_reaches_the_nucleus_loses_nothing(
+    greengrass: tuple[Greengrass, Path], tmp_path: Path
+) -> None:
+    """The MQTT sink publishes from memory while it spools (express publish), so the nucleus
+    can have a result before it is durable on the device. A kill -9 at that moment, whichever
+    step the service is in: nothing is lost and every second copy is either the same message
+    sent again from the spool or a new inspection marked ``repeat: true``."""
+    gg, watch = greengrass
+    gg.nucleus.config[COMPONENT]["UploadBucket"] = ""
+    names = [f"k{i}.png" for i in range(3)]
+    comps = []
+    try:
+        for name in names:
+            comp = Component(gg, tmp_path)
+            comps.append(comp)
+            comp.start()
+            write_image(watch, name, DARK)
+            wait_until(lambda n=name: n in result_names(gg), 30, f"{name} published")
+            comp.kill()  # SIGKILL the moment its result reached the nucleus
+        last = Component(gg, tmp_path)
+        comps.append(last)
+        last.start()
+        spool = watch / ".inspector" / "spool"
+        wait_until(lambda: not any(watch.glob("k*.png")) and not list(spool.glob("*.json")),
+                   30, "every image settled, the spool empty")
+        assert last.stop() == 0
+    finally:
+        for comp in comps:
+            comp.kill()
+    sent = [m for m in list(gg.nucleus.published) if m.topic == f"factory/{THING}/results"]
+    by_name: dict[str, list[Any]] = {}
+    for message in sent:
+        by_name.setdefault(message.json()["image"]["name"], []).append(message)
+    assert sorted(by_name) == names
+    for copies in by_name.values():
+        first = copies[0].json()
+        assert first["repeat"] is False
+        for again in copies[1:]:
+            result = again.json()
+            assert result == first or result["repeat"] is True, (first, result)
+
+
 def test_stream_manager_down_then_back_every_defect_uploaded(
     greengrass: tuple[Greengrass, Path], component: Component
 ) -> None:
