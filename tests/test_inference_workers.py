@@ -294,3 +294,35 @@ def test_queued_images_wait_as_uint8_content_not_float_tensors(tmp_path: Path, m
         time.sleep(0.01)
     h.pipeline.stop()
     assert sorted(d.inspection.image.name for d in sink.deliveries) == [p.name for p in paths]
+
+
+def test_one_image_gets_every_intra_op_thread_when_the_session_is_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """InferenceWorkers > 1 must not cost a single image its threads: on the shared session
+    (``concurrent_runs=2``, ``IntraOpThreads`` 2) one run alone still hands work to the pool's
+    second thread. Told by ONNX Runtime's own profile (per node: the pool threads that ran
+    parts of it), not by timing; the bundled YOLOv8n, whose convolutions are split."""
+    import json
+
+    from inspector import runtime
+    from inspector.models import default_model_path
+
+    real = runtime.ort.SessionOptions
+
+    def profiled() -> Any:
+        options = real()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(tmp_path / "ort")
+        return options
+
+    monkeypatch.setattr(runtime.ort, "SessionOptions", profiled)
+    shared = OnnxRuntime.from_path(default_model_path(precision="fp32"), intra_op_threads=2,
+                                   concurrent_runs=2)  # its warm-up is one run, alone
+    events = json.loads(Path(shared.session.end_profiling()).read_text())
+    stats = [e["args"]["thread_scheduling_stats"] for e in events
+             if e.get("cat") == "Node" and "thread_scheduling_stats" in e.get("args", {})]
+    helpers = {tid for s in stats for tid, sub in s.get("sub_threads", {}).items()
+               if sub.get("num_run", 0) > 0}
+    assert len(helpers) == 1  # the pool's one thread besides the caller: 2 in all
+    assert sum(1 for s in stats if s.get("sub_threads")) > len(stats) // 4
