@@ -41,6 +41,7 @@ def one_run(src: str, work: Path, model: Path, threads: int, workers: int, pool,
             b = svc.burst(pool, work / "staging", burst, "burst")
             out["burst_img_s"] = b["images_per_s"]
             out["burst_rss_peak_mb"] = b["rss_peak_mb"]
+            out["burst_cpu_ms_per_image"] = round(1000 * b["service_cpu_s"] / burst, 2)
             out["burst_stages_ms"] = {k: v.get("median_ms") for k, v in b["stages_ms"].items()
                                       if isinstance(v, dict)}
         out["rss_peak_mb"] = service.mb(svc.rss.peak())
