@@ -218,6 +218,10 @@ class DirectorySource:
         self._root_missing = False
         self._pending: dict[Path, _Pending] = {}
         self._in_flight: set[Path] = set()
+        # what each path was when it was handed on, (size, mtime_ns, inode): an event that
+        # arrives after that about a write already seen (the watcher judges the file as it is,
+        # which can be ahead of the events still queued) must not hand the same file on again
+        self._handed: dict[Path, tuple[int, int, int]] = {}
         self._refused: set[Path] = set()
         self._skipped = 0
         self.rescans = 0  # periodic rescans done (what a rescan did not find twice is settled)
@@ -263,6 +267,7 @@ class DirectorySource:
         """The pipeline found the file still being written: watch it again."""
         with self._cond:
             self._in_flight.discard(path)
+            self._handed.pop(path, None)
             self._pending.pop(path, None)
             self._pending[path] = _Pending(writing=True)
             self._cond.notify_all()
@@ -400,6 +405,7 @@ class DirectorySource:
     def forget(self, path: Path) -> None:
         with self._cond:
             self._refused.discard(path)
+            self._handed.pop(path, None)
             if self._pending.pop(path, None) is not None and path not in self._in_flight:
                 logger.info("%s: removed before it could be read; skipped",
                             shown(relative_name(self.root, path)))
@@ -432,6 +438,8 @@ class DirectorySource:
             logger.error("watch folder %s was removed and created again", shown(self.root))
         self._root_missing = False
         self._root_id = ident
+        with self._cond:
+            self._handed.clear()  # another folder (or the same one back): judge every file anew
         if self.watch:
             self._stop_observer()
             try:
@@ -479,8 +487,15 @@ class DirectorySource:
                 if path in self._in_flight:
                     continue
                 verdict = self._readiness(path, entry, now)
+                if verdict == "seen":  # late events about the file already handed on
+                    del self._pending[path]
+                    logger.debug("%s: events about a write already seen; not again",
+                                 shown(relative_name(self.root, path)))
+                    self._cond.notify_all()
+                    continue
                 if verdict == "gone":
                     del self._pending[path]
+                    self._handed.pop(path, None)
                     log = logger.debug if entry.rescanned else logger.info
                     log("%s: vanished before it could be read; skipped",
                         shown(relative_name(self.root, path)))
@@ -489,6 +504,10 @@ class DirectorySource:
                 if verdict == "ready":
                     del self._pending[path]
                     self._in_flight.add(path)
+                    if entry.key is not None:
+                        if len(self._handed) >= _REFUSED_MEMORY:
+                            self._handed.clear()
+                        self._handed[path] = entry.key
                     return path
                 if entry.due_s > 0:
                     soonest = min(soonest, entry.due_s)
@@ -509,6 +528,10 @@ class DirectorySource:
         key = (st.st_size, st.st_mtime_ns, st.st_ino)
         if key != entry.key:
             entry.key, entry.unchanged_since, entry.ends_checked = key, now, False
+        if not entry.rescanned and self._handed.get(path) == key:
+            # an event about this path after it was handed on, the file unchanged since: the
+            # write it reports was already read. (A rescan still finds a kept image again.)
+            return "seen"
         quiet_s = max(now - entry.unchanged_since, time.time() - st.st_mtime)
         if entry.renamed:
             needed = 0.0
@@ -526,8 +549,10 @@ class DirectorySource:
             # seen as "no marker" and waits. Whatever is written after this check (a maker
             # trailer appended, the file rewritten) changes size or mtime: the reader
             # compares them before and after and reads a changed file again (``retry``).
-            # (It was a 30 ms settle; measured: the settle was 30 of the 33 ms a single
-            # image spent outside its own stages.)
+            # The events of the writes already read may still be queued (the file can be
+            # ahead of them): ``_handed`` keeps them from handing the same file on twice.
+            # (It was a 30 ms settle, which let those events arrive first; measured: it was
+            # 30 of the 33 ms a single image spent outside its own stages.)
             needed = 0.0
         else:
             needed = self.stable_s
