@@ -376,8 +376,9 @@ class MqttSink(Sink):
                          "the dead-letter file: %s; kept in the spool", image, error, write_error)
             self._stop.wait(self.backoff_max_s)
             return False
-        self.rejected += 1
-        self.dead_letters += 1
+        with self._lock:  # the publisher and (an express refusal) the delivery thread
+            self.rejected += 1
+            self.dead_letters += 1
         topic = entry.record.get("topic", "?") if isinstance(entry.record, dict) else "?"
         logger.error("%s: result NOT published to %s: %s; kept in %s", image, topic, error,
                      where)
