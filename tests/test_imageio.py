@@ -330,3 +330,22 @@ def test_truncated_png_is_incomplete_never_judged(tmp_path: Path):
 def test_name_is_what_the_caller_says(tmp_path: Path):
     path = write(tmp_path, "a.jpg", encode_with(noisy(30, 40)))
     assert read_image(path, name="line2/a.jpg").info.name == "line2/a.jpg"
+
+
+def test_marker_search_finds_what_the_marker_grammar_defines():
+    """The vectorised search finds exactly the marker bytes that the pattern FF+ [^00 FF]
+    defines (runs of fill bytes, stuffed FF 00, restart markers, EOI), from any start."""
+    import re
+
+    from inspector.imageio import _marker_bytes
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (96, 128, 3), np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_RST_INTERVAL, 2])
+    assert ok
+    samples = [jpeg.tobytes(), bytes(rng.integers(0, 256, 5000, np.uint8)),
+               b"\xff\xff\xff\xd0\x00\xff\x00\xff\xff", b"\xff", b"", b"\x00\xff\xd9"]
+    for data in samples:
+        for start in (0, 1, len(data) // 2):
+            expected = [m.end() - 1 for m in re.finditer(rb"\xff+[^\x00\xff]", data[start:])]
+            assert (_marker_bytes(data, start) - start).tolist() == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from inspector.detector import Detector
 from inspector.imageio import read_image
 from inspector.runtime import OnnxRuntime
+from inspector.sources import ListSource
 from inspector.types import Size
 from onnx_factory import constant_head_model, head_tensor, write_model
 from test_pipeline import Harness, RecordingSink
@@ -251,3 +253,76 @@ def test_each_run_shrinks_the_arena_and_still_runs(model_path: Path):
     assert entry == "cpu:0"
     out = runtime.run(np.full((1, 3, 64, 96), 0.5, np.float32))
     assert out.shape[0] == 1
+
+
+def test_queued_images_wait_as_uint8_content_not_float_tensors(tmp_path: Path, model_path: Path):
+    """While inference is busy, what waits between decode and inference is the letterbox
+    content (uint8, at most the model input's H x W x 3), never the 4 x larger float tensor."""
+    detector = Detector.from_path(model_path)
+    release = threading.Event()
+
+    class Held:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(detector, name)
+
+        def infer(self, tensor: np.ndarray) -> Any:
+            assert tensor.dtype == np.float32 and tensor.shape == (1, 3, 64, 96)
+            assert release.wait(10)
+            return detector.infer(tensor)
+
+    sink = RecordingSink()
+    h = Harness(tmp_path, Held(), [sink], inference_workers=1)
+    paths = [h.image(f"img_{n:02d}.jpg", seed=n) for n in range(5)]
+    source = ListSource(paths)
+    h.pipeline.start()
+    source.start(h.pipeline.submit)
+    try:
+        queued = h.pipeline._prepared  # the [prepared] queue: full while inference is held
+        deadline = time.monotonic() + 10
+        while not queued.full():
+            assert time.monotonic() < deadline, "the prepared queue never filled"
+            time.sleep(0.01)
+        items = list(queued.queue)
+        assert items and all(i.content.dtype == np.uint8 for i in items)
+        assert all(i.content.nbytes <= 64 * 96 * 3 for i in items)
+        assert not any(isinstance(v, np.ndarray) and v.dtype == np.float32
+                       for i in items for v in vars(i).values())
+    finally:
+        release.set()
+    deadline = time.monotonic() + 20
+    while len(h.settled) < len(paths) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    h.pipeline.stop()
+    assert sorted(d.inspection.image.name for d in sink.deliveries) == [p.name for p in paths]
+
+
+def test_one_image_gets_every_intra_op_thread_when_the_session_is_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """InferenceWorkers > 1 must not cost a single image its threads: on the shared session
+    (``concurrent_runs=2``, ``IntraOpThreads`` 2) one run alone still hands work to the pool's
+    second thread. Told by ONNX Runtime's own profile (per node: the pool threads that ran
+    parts of it), not by timing; the bundled YOLOv8n, whose convolutions are split."""
+    import json
+
+    from inspector import runtime
+    from inspector.models import default_model_path
+
+    real = runtime.ort.SessionOptions
+
+    def profiled() -> Any:
+        options = real()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(tmp_path / "ort")
+        return options
+
+    monkeypatch.setattr(runtime.ort, "SessionOptions", profiled)
+    shared = OnnxRuntime.from_path(default_model_path(precision="fp32"), intra_op_threads=2,
+                                   concurrent_runs=2)  # its warm-up is one run, alone
+    events = json.loads(Path(shared.session.end_profiling()).read_text())
+    stats = [e["args"]["thread_scheduling_stats"] for e in events
+             if e.get("cat") == "Node" and "thread_scheduling_stats" in e.get("args", {})]
+    helpers = {tid for s in stats for tid, sub in s.get("sub_threads", {}).items()
+               if sub.get("num_run", 0) > 0}
+    assert len(helpers) == 1  # the pool's one thread besides the caller: 2 in all
+    assert sum(1 for s in stats if s.get("sub_threads")) > len(stats) // 4

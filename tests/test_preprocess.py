@@ -140,3 +140,20 @@ def test_shrinking_keeps_a_thin_line_at_every_phase(x0):
     tensor, box = preprocess(image, Size(640, 640))
     content = tensor[0, 0, box.pad_top : box.pad_top + box.resized.height, :]
     assert content.max(axis=1).min() >= 0.2  # bilinear: 0.0 at x0 = 1001 and 1005
+
+
+@pytest.mark.parametrize("source,target", [(s, t) for s, t, *_ in GEOMETRY])
+def test_the_two_halves_make_the_same_tensor(source: Size, target: Size):
+    """The pipeline runs ``fit_content`` (decode worker) and ``content_tensor`` (inference
+    worker) apart; together they are ``preprocess``, bit for bit; the half in between is the
+    uint8 content at its letterbox size."""
+    from inspector.preprocess import content_tensor, fit_content
+
+    image = np.random.default_rng(1).integers(0, 256, (source.height, source.width, 3),
+                                                np.uint8)
+    content, box = fit_content(image, target)
+    assert content.dtype == np.uint8 and content.shape[:2] == (box.resized.height,
+                                                                 box.resized.width)
+    whole, whole_box = preprocess(image, target)
+    assert box == whole_box
+    np.testing.assert_array_equal(content_tensor(content, box), whole)

@@ -526,3 +526,23 @@ def test_live_settings_apply_between_images(tmp_path: Path, model_path: Path):
         runner.join(timeout=15)
     assert not runner.is_alive()
     assert all(r["device"] == "gg-thing" for r in sink.results)
+
+
+def test_the_service_shortens_the_gil_switch_interval(tmp_path: Path, model_path: Path):
+    """The pipeline's threads hand the GIL over every GIL_SWITCH_INTERVAL_S at most, not the
+    interpreter's 5 ms (inference workers waiting for it leave their cores idle)."""
+    import sys
+
+    from inspector.service import GIL_SWITCH_INTERVAL_S
+
+    (tmp_path / "in").mkdir()
+    settings = Settings.from_mapping({"ImageDirectory": str(tmp_path / "in"),
+                                      "ModelPath": str(model_path), "AllowUnverifiedModel": True})
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        build_service(settings, sinks=[RecordingSink()])
+        assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_INTERVAL_S)
+        assert GIL_SWITCH_INTERVAL_S < 0.005
+    finally:
+        sys.setswitchinterval(before)

@@ -123,3 +123,39 @@ def test_outbox_names_keep_subfolders_apart(tmp_path: Path):
     sha = f"{3:064x}"[:12]
     assert names == [f"line1__a-{sha}.jpg", f"line1__a-{sha}.json",
                      f"line2__a-{sha}.jpg", f"line2__a-{sha}.json"]
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_outbox_annotated_copy_of_a_large_image_is_capped_with_its_box_scaled(
+    tmp_path: Path, suffix: str
+):
+    """A 2448x2048 frame: the annotated copy has its longer side between ANNOTATED_SIDE and
+    twice that (a JPEG decoded at 1/2, a PNG shrunk), and the red box is drawn where the
+    detection is, in the copy's pixels; the original is copied whole."""
+    import cv2
+
+    from inspector.sinks.local import ANNOTATED_SIDE
+
+    height, width = 2048, 2448
+    path = tmp_path / f"big{suffix}"
+    path.write_bytes(encode(np.full((height, width, 3), 40, np.uint8), suffix))
+    box = np.array([[800, 600, 1600, 1400]], np.float32)
+    detections = Detections(box, np.array([0.9], np.float32), np.zeros(1, np.int64))
+    inspection = Inspection(
+        image=ImageInfo(path.name, Size(height, width), "b" * 64), model=MODEL,
+        detections=detections, conf_threshold=0.25, timings_ms={"total": 1.0},
+        time_utc="2026-11-25T19:00:00.000Z")
+    sink = OutboxSink(tmp_path / "outbox")
+    sink.send(Delivery(to_result(inspection, device="d"), inspection, path))
+    [copy] = (tmp_path / "outbox").glob("*.annotated.jpg")
+    drawn = cv2.imread(str(copy))
+    h, w = drawn.shape[:2]
+    assert ANNOTATED_SIDE <= max(h, w) <= 2 * ANNOTATED_SIDE and abs(w / h - width / height) < 0.01
+    sx, sy = w / width, h / height
+    red = (drawn[:, :, 2] > 150) & (drawn[:, :, 1] < 100)
+    ys, xs = np.nonzero(red)
+    # the box's outline (the label sits above it) spans the scaled detection
+    assert abs(xs.min() - 800 * sx) <= 4 and abs(xs.max() - 1600 * sx) <= 4
+    assert abs(ys.max() - 1400 * sy) <= 4
+    original = tmp_path / "outbox" / f"big-{'b' * 12}{suffix}"
+    assert original.read_bytes() == path.read_bytes()

@@ -4,6 +4,7 @@ with the real awsiotsdk client (in-process)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import jsonschema
 import numpy as np
 import pytest
 
+from inspector.errors import SinkError
 from inspector.greengrass.clients import connect_ipc
 from inspector.greengrass.ipc import IpcClient
 from inspector.greengrass.spool import Spool
@@ -259,3 +261,72 @@ def test_an_unexpected_error_is_retried_never_dropped(tmp_path: Path) -> None:
     wait_until(lambda: sink.pending() == 0)
     assert len(ipc.sent) == 1 and b"kept.jpg" in ipc.sent[0]
     sink.close(1.0)
+
+
+# --- express publish: from memory, while the spool entry is written ---------------------------
+
+class GatedSpool(Spool):
+    """The real spool, whose writes wait for ``gate``: the fsyncs that take that long."""
+
+    def __init__(self, folder: Path, **kwargs: Any) -> None:
+        super().__init__(folder, **kwargs)
+        self.gate = threading.Event()
+        self.writing = threading.Event()
+
+    def put(self, record: dict[str, Any]) -> Any:
+        self.writing.set()
+        assert self.gate.wait(15), "gate never opened"
+        return super().put(record)
+
+
+def test_express_publish_runs_while_the_spool_is_written_and_send_waits_for_it(
+    ipc: IpcClient, nucleus: NucleusEmulator, tmp_path: Path
+) -> None:
+    spool = GatedSpool(tmp_path / "spool")
+    sink = MqttSink(ipc, spool, thing_name="thing-1", iot_topic="r/{thingName}").start()
+    sender = threading.Thread(target=sink.send, args=(delivery("fast.jpg"),))
+    sender.start()
+    # the nucleus has the result although its spool entry is not written yet ...
+    assert nucleus.wait_for_published(1)[0].json()["image"]["name"] == "fast.jpg"
+    assert spool.writing.is_set() and not spool.gate.is_set()
+    # ... and send (custody: the image may go to done) has not returned: not durable on disk,
+    # and an acknowledgement alone counts only when the spool cannot take the message
+    assert sender.is_alive()
+    spool.gate.set()
+    sender.join(10)
+    assert not sender.is_alive()
+    wait_until(lambda: sink.pending() == 0)  # the acknowledgement removed the entry
+    assert len(nucleus.published) == 1 and sink.express == 1  # not sent again from the spool
+    assert not list((tmp_path / "spool").glob("*.json"))
+    sink.close(1.0)
+
+
+def test_a_failed_express_publish_is_sent_from_the_spool_in_order(
+    ipc: IpcClient, nucleus: NucleusEmulator, tmp_path: Path
+) -> None:
+    nucleus.fail_next("PublishToIoTCore", "ServiceError")  # the first publish fails
+    sink = make_sink(ipc, tmp_path)
+    for n in range(4):
+        sink.send(delivery(f"img{n}.jpg"))
+    wait_until(lambda: sink.pending() == 0)
+    names = [m.json()["image"]["name"] for m in nucleus.published]
+    first_seen = list(dict.fromkeys(names))
+    assert first_seen == [f"img{n}.jpg" for n in range(4)], names  # nothing overtook img0
+    assert sink.dead_letters == 0
+    sink.close(1.0)
+
+
+def test_a_full_spool_is_no_loss_when_the_nucleus_acknowledged_else_send_fails(
+    ipc: IpcClient, nucleus: NucleusEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(tmp_path / "spool", max_items=0)  # refuses every message
+    sink = MqttSink(ipc, spool, thing_name="thing-1", iot_topic="r/{thingName}",
+                    express_wait_s=5.0).start()
+    sink.send(delivery("acked.jpg"))  # durable by the acknowledgement: no SinkError
+    assert [m.json()["image"]["name"] for m in nucleus.published] == ["acked.jpg"]
+    assert "acked.jpg: result not spooled, but the nucleus acknowledged it" in caplog.text
+    nucleus.stop()
+    wait_until(lambda: not ipc.connected)
+    with pytest.raises(SinkError, match="is full"):  # neither spooled nor acknowledged
+        sink.send(delivery("lost.jpg"))
+    sink.close(0.5)

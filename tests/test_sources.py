@@ -309,6 +309,35 @@ def test_camera_reopening_its_file_per_chunk_is_handed_on_once_whole(tmp_path: P
         source.stop()
 
 
+def test_late_events_of_a_write_already_read_do_not_hand_the_file_on_again(tmp_path: Path):
+    """The watcher judges a file as it is now, which can be ahead of the events still queued
+    (a loaded machine): the last chunk is read complete on the previous chunk's close, and its
+    own events arrive afterwards. They must not hand the same file on a second time; a new
+    write to that name is a new image."""
+    data = jpeg_bytes()
+    source = make_source(tmp_path, watch=False, stable_s=30.0)  # events injected in order
+    got = Collector(source)
+    source.start(got)
+    try:
+        path = tmp_path / "cam.jpg"
+        path.write_bytes(data[: len(data) // 2])
+        source.note(path, writing=True)
+        source.note(path, writing=False)  # the first chunk's write and close
+        with open(path, "ab") as fh:  # the last chunk, its events not delivered yet
+            fh.write(data[len(data) // 2:])
+        assert got.wait_for(1) == [path] and got.sizes[path] == len(data)
+        source.note(path, writing=True)
+        source.note(path, writing=False)  # now they arrive
+        assert wait_until(source.idle)
+        assert got.paths == [path]
+        other = jpeg_bytes(100, 140)
+        path.write_bytes(other)  # the camera writes the next frame under the same name
+        source.note(path, writing=False)
+        assert got.wait_for(2) == [path, path] and got.sizes[path] == len(other)
+    finally:
+        source.stop()
+
+
 def test_a_closed_file_with_its_end_marker_needs_no_quiet_period(tmp_path: Path):
     """The usual camera write (open, write, close) costs no StableSeconds of latency; the same
     bytes without their end marker still wait for the quiet period."""

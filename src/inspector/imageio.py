@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import stat
 import struct
 import time
@@ -382,7 +381,6 @@ def _first_scan(head: bytes) -> int | None:
 _AFTER_SCAN = frozenset({0xC4, 0xCC, 0xDB, 0xDD, 0xDA, 0xDC, 0xD9, 0xFE, *range(0xE0, 0xF0)})
 # Frame headers (SOF0..SOF15 except DHT C4, JPG C8 and DAC CC).
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_SCAN_MARKER = re.compile(rb"\xff+[^\x00\xff]")  # a marker inside scan data (FF 00 is a byte)
 
 
 @dataclass
@@ -426,6 +424,7 @@ def jpeg_problem(data: bytes) -> str:
     frame = _Frame()
     pos = 2  # after SOI
     n = len(data)
+    markers: np.ndarray | None = None
     while True:
         if pos + 1 >= n:
             return INCOMPLETE_JPEG
@@ -462,34 +461,53 @@ def jpeg_problem(data: bytes) -> str:
             pos = end
             continue
         scan_ids = [segment[1 + 2 * i] for i in range(segment[0])] if segment else []
-        result = _walk_scan(data, end, frame, scan_ids)
+        if markers is None:  # found once, for all the scans after this point
+            markers = _marker_bytes(data, end)
+        result = _walk_scan(data, end, frame, scan_ids, markers)
         if isinstance(result, str):
             return result
         pos = result
 
 
-def _walk_scan(data: bytes, start: int, frame: _Frame, scan_ids: list[int]) -> int | str:
-    """Through one scan's entropy-coded data: the position of the marker after it, or why not."""
+def _marker_bytes(data: bytes, start: int) -> np.ndarray:
+    """Positions (from ``start`` on) of every byte that makes a marker with the FF before it:
+    an FF followed by neither 00 (a stuffed data byte) nor FF (a fill byte). Vectorised: the
+    regular expression it replaces (``\\xff+[^\\x00\\xff]``) cost ~1.4 ms a camera JPEG, a
+    fifth of the whole read."""
+    body = np.frombuffer(data, dtype=np.uint8)[start:]
+    if body.size < 2:
+        return np.empty(0, np.intp)
+    ff = np.flatnonzero(body[:-1] == 0xFF)  # ~1 byte in 256 of entropy-coded data
+    after = body[ff + 1]
+    return ff[(after != 0x00) & (after != 0xFF)] + (start + 1)
+
+
+def _walk_scan(data: bytes, start: int, frame: _Frame, scan_ids: list[int],
+               markers: np.ndarray) -> int | str:
+    """Through one scan's entropy-coded data: the position of the marker after it, or why not.
+    ``markers``: ``_marker_bytes`` of the data from this scan's start or before."""
     restarts = 0
     pos = start
+    i = int(np.searchsorted(markers, pos + 1))
     while True:
-        found = _SCAN_MARKER.search(data, pos)
-        if found is None:
+        if i >= markers.size:
             return INCOMPLETE_JPEG
-        marker = data[found.end() - 1]
+        at = int(markers[i])  # the marker byte; its FF (run) just before
+        i += 1
+        marker = data[at]
         if 0xD0 <= marker <= 0xD7:
             if marker - 0xD0 != restarts % 8:
                 return (
                     f"corrupt JPEG data: restart marker RST{marker - 0xD0} out of sequence "
-                    f"(byte {found.start()})"
+                    f"(byte {_run_start(data, at, pos)})"
                 )
             restarts += 1
-            pos = found.end()
+            pos = at + 1
             continue
         if marker not in _AFTER_SCAN:
             return (
                 f"corrupt JPEG data: marker 0x{marker:02X} inside the image data "
-                f"(byte {found.start()})"
+                f"(byte {_run_start(data, at, pos)})"
             )
         mcus = frame.mcus(scan_ids)
         if frame.restart_interval and mcus:
@@ -499,7 +517,16 @@ def _walk_scan(data: bytes, start: int, frame: _Frame, scan_ids: list[int]) -> i
                     f"corrupt JPEG data: {restarts} restart marker(s) in a scan that needs "
                     f"{expected} (the scan data was cut or damaged)"
                 )
-        return found.end() - 2
+        return at - 1
+
+
+def _run_start(data: bytes, at: int, floor: int) -> int:
+    """Where the run of FF bytes before the marker byte at ``at`` starts (not before
+    ``floor``): the byte an error message names."""
+    start = at - 1
+    while start > floor and data[start - 1] == 0xFF:
+        start -= 1
+    return start
 
 
 def _grey_filled(bgr: np.ndarray, block: int = 8) -> bool:

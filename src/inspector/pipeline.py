@@ -8,8 +8,10 @@ Three kinds of threads, joined by bounded queues so a full stage makes the previ
 
 Inference workers share ONE detector (one session, weights loaded once): on a burst each runs its
 own image, a single image gets every intra-op thread; results are handed on in the order the
-images were taken (a worker done early waits for its turn). [prepared] holds the model input, not
-the decoded frame (the outbox re-reads the file): the memory bound is in docs/performance.md.
+images were taken (a worker done early waits for its turn). [prepared] holds the letterbox
+content (uint8, at most 1.2 MiB at 640x640), neither the decoded frame (the outbox re-reads the
+file) nor the 4.7 MiB float model input, which each inference worker makes right before its run
+(``preprocess.content_tensor``): the memory bound is in docs/performance.md.
 
 On ``stop`` the image being inferred and every inspected image are delivered; an image whose
 result cannot be made durable during the stop is kept (left in the watch directory, or held),
@@ -34,6 +36,7 @@ from inspector.conventions import shown, utc_now
 from inspector.delivery import DeliveryDesk, Outcome, PipelineStats
 from inspector.drift import grey_stats
 from inspector.errors import ImageDecodeError, ImageError, ImageUnavailableError
+from inspector.preprocess import content_tensor, fit_content
 from inspector.sources import admit
 from inspector.types import (
     Detections,
@@ -55,9 +58,6 @@ class DetectorLike(Protocol):
     def model(self) -> ModelInfo: ...
     @property
     def conf_threshold(self) -> float: ...
-    def preprocess(
-        self, bgr: np.ndarray, source: Size | None = None
-    ) -> tuple[np.ndarray, Letterbox]: ...
     def infer(self, tensor: np.ndarray) -> Any: ...
     def postprocess(self, raw: Any, letterbox: Letterbox) -> Detections: ...
 
@@ -94,18 +94,19 @@ class _Stat:
 
 
 @dataclass
-class _Prepared:  # what inference needs of one image: the model input, not the decoded frame
+class _Prepared:  # what inference needs of one image: the letterbox content, not the frame
     path: Path
     info: ImageInfo
     decode_ms: float
-    tensor: np.ndarray
+    content: np.ndarray  # (h, w, 3) uint8 at the letterbox size: <= 1.2 MiB at 640x640
     letterbox: Letterbox
     detector: DetectorLike
-    preprocess_ms: float
+    preprocess_ms: float  # the content's part; the tensor's is added by the inference worker
     image_stats: ImageStats | None = None  # brightness/contrast of the decoded frame (drift)
 
 
 _STOP = object()
+_EMPTY = np.zeros((0, 0, 3), np.uint8)
 
 
 class Pipeline:
@@ -281,7 +282,8 @@ class Pipeline:
             return Outcome(path, reason=f"unexpected error while reading: {exc!r}")
         t0 = time.perf_counter()
         try:
-            tensor, letterbox = detector.preprocess(decoded.bgr, decoded.info.size)
+            content, letterbox = fit_content(decoded.bgr, detector.model.input_size,
+                                             decoded.info.size)
         except Exception as exc:
             logger.exception("%s: preprocessing failed", shown(path.name))
             return Outcome(path, reason=f"preprocessing failed: {exc!r}")
@@ -291,7 +293,7 @@ class Pipeline:
         except Exception:
             logger.exception("%s: brightness statistics failed", shown(path.name))
             stats = None
-        return _Prepared(path, decoded.info, float(decoded.decode_ms), tensor, letterbox,
+        return _Prepared(path, decoded.info, float(decoded.decode_ms), content, letterbox,
                          detector, preprocess_ms, stats)
 
     def _drain_abandoned(self, q: queue.Queue[Any]) -> None:
@@ -329,15 +331,20 @@ class Pipeline:
             item = again
             detector = item.detector
         try:
+            tp = time.perf_counter()
+            tensor = content_tensor(item.content, item.letterbox)  # the float input, made here
+            item.content = _EMPTY  # the queue's copy is not needed any more
             t0 = time.perf_counter()
-            raw = detector.infer(item.tensor)
+            raw = detector.infer(tensor)
+            del tensor
             t1 = time.perf_counter()
             detections = detector.postprocess(raw, item.letterbox)
             t2 = time.perf_counter()
         except Exception as exc:
             logger.exception("%s: inference failed", shown(item.path.name))
             return Outcome(item.path, reason=f"inference failed: {exc!r}")
-        timings = {"decode": item.decode_ms, "preprocess": item.preprocess_ms,
+        timings = {"decode": item.decode_ms,
+                   "preprocess": item.preprocess_ms + (t0 - tp) * 1000.0,
                    "inference": (t1 - t0) * 1000.0, "postprocess": (t2 - t1) * 1000.0}
         timings["total"] = sum(timings.values())
         inspection = Inspection(image=item.info, model=detector.model, detections=detections,

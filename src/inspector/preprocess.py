@@ -106,13 +106,32 @@ def preprocess(
 
     Equal to ``to_tensor(letterbox(image, target)[0])`` but without the padded uint8
     intermediate: the resized content is scaled straight into the tensor and only the padding
-    bands are filled, so every output element is written once.
+    bands are filled, so every output element is written once. ``fit_content`` and
+    ``content_tensor`` are its two halves, which the pipeline runs on two threads (its queue
+    then holds the small uint8 content, not the float tensor).
     """
+    content, box = fit_content(image_bgr, target, source)
+    return content_tensor(content, box), box
+
+
+def fit_content(
+    image_bgr: np.ndarray, target: Size, source: Size | None = None
+) -> tuple[np.ndarray, Letterbox]:
+    """The first half of ``preprocess``: the (h, w, 3) uint8 content at its letterbox size
+    (``image_bgr`` itself when it has that size already) and the geometry."""
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ValueError(f"image: expected (H, W, 3), got {image_bgr.shape}")
     source = source or Size(height=image_bgr.shape[0], width=image_bgr.shape[1])
     box = letterbox_geometry(source, target)
-    content = _resize(image_bgr, box)
+    return _resize(image_bgr, box), box
+
+
+def content_tensor(content: np.ndarray, box: Letterbox) -> np.ndarray:
+    """The second half of ``preprocess``: ``fit_content``'s content, padded and scaled into the
+    (1, 3, H, W) float32 RGB model input."""
+    target = box.target
+    if content.shape[:2] != (box.resized.height, box.resized.width):
+        raise ValueError(f"content: expected {box.resized}, got {content.shape[:2]}")
     tensor = np.empty((1, 3, target.height, target.width), dtype=np.float32)
     top, left = box.pad_top, box.pad_left
     bottom, right = top + box.resized.height, left + box.resized.width
@@ -129,4 +148,4 @@ def preprocess(
             out=planes[plane, top:bottom, left:right],
             casting="unsafe",
         )
-    return tensor, box
+    return tensor
