@@ -116,7 +116,9 @@ class Run:
     def lines(self) -> list[dict[str, Any]]:
         if not self.results.is_file():
             return []
-        return [json.loads(x) for x in self.results.read_text("utf-8").splitlines() if x]
+        text = self.results.read_text("utf-8")
+        text = text[:text.rfind("\n") + 1]  # polled while appended: whole lines only
+        return [json.loads(x) for x in text.splitlines() if x]
 
     def left(self) -> list[str]:
         return sorted(p.name for p in self.watch.iterdir() if not p.name.startswith("."))

@@ -99,6 +99,9 @@ class ServiceProcess:
         if not self.results.exists():
             return []
         text = self.results.read_text(encoding="utf-8")
+        # polled while the service appends: a line still being written (a read can see part of
+        # another process's write) is left for the next look; only whole lines count
+        text = text[:text.rfind("\n") + 1]
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def names(self) -> Counter[str]:
