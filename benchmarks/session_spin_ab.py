@@ -16,6 +16,7 @@ import argparse
 import statistics
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -66,7 +67,7 @@ def main() -> None:
     p.add_argument("model", nargs="?", default="models/scratch-yolov8n.onnx")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
-    data = open(args.model, "rb").read()
+    data = Path(args.model).read_bytes()
     sessions = {"spin": session(data, True), "nospin": session(data, False)}
     name = sessions["spin"].get_inputs()[0].name
     feed = {name: np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)}
