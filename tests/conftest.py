@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from inspector.testing.fixtures import running_stream_manager
+from inspector.testing.streammanager import StreamManagerEmulator
 from inspector.types import Size
 from onnx_factory import constant_head_model, head_tensor, write_model
 
@@ -31,3 +34,14 @@ def tiny_model_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def stream_manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                   ) -> Iterator[StreamManagerEmulator]:
+    """A StreamManager emulator whose address and token the stream_manager client finds in
+    the environment, as a Greengrass component's process does."""
+    with running_stream_manager(tmp_path / "s3", auth_token="token") as emulator:
+        for key, value in emulator.env.items():
+            monkeypatch.setenv(key, value)
+        yield emulator

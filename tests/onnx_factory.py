@@ -287,13 +287,14 @@ def fake_model_folder(folder: Path, precisions: Sequence[str] = ("fp32", "int8")
     return folder
 
 
-def max_pixel_model(input_size: Size, *, name: str = "maxpixel", version: str = "1"
-                    ) -> onnx.ModelProto:
-    """One box at the input's centre whose score is the input's brightest value (0..1): a grey
-    image of level v scores exactly v / 255 (fill the whole input: letterbox padding is 114)."""
+def max_pixel_model(input_size: Size, *, name: str = "maxpixel", version: str = "1",
+                    box: tuple[float, float, float, float] | None = None) -> onnx.ModelProto:
+    """One box (cx, cy, w, h in input pixels; default: a quarter of the input at its centre)
+    whose score is the input's brightest value (0..1): a grey image of level v scores exactly
+    v / 255 (fill the whole input: letterbox padding is 114)."""
     h, w = input_size.height, input_size.width
     head = np.zeros((1, 5, 1), np.float32)
-    head[0, :4, 0] = (w / 2, h / 2, w / 4, h / 4)
+    head[0, :4, 0] = box if box is not None else (w / 2, h / 2, w / 4, h / 4)
     mask = np.zeros((1, 5, 1), np.float32)
     mask[0, 4, 0] = 1.0
     nodes = [

@@ -23,19 +23,14 @@ import numpy as np
 import onnx
 import pytest
 from jsonschema import Draft202012Validator
-from onnx import TensorProto, helper, numpy_helper
 
 from inspector.result import load_schema
 from inspector.testing.fixtures import Greengrass, running_greengrass
 from inspector.types import Size
 from onnx_factory import (
-    INPUT_NAME,
-    IR_VERSION,
-    OPSET,
-    OUTPUT_NAME,
     constant_head_model,
     head_tensor,
-    ultralytics_metadata,
+    max_pixel_model,
     write_model,
 )
 
@@ -49,28 +44,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def brightness_model(name: str = "bright", version: str = "7") -> onnx.ModelProto:
     """One box (cx 48, cy 32, w 20, h 10) whose score is the input's maximum (0..1)."""
-    head = np.zeros((1, 5, 1), np.float32)
-    head[0, :4, 0] = (48.0, 32.0, 20.0, 10.0)
-    mask = np.zeros((1, 5, 1), np.float32)
-    mask[0, 4, 0] = 1.0
-    nodes = [
-        helper.make_node("ReduceMax", [INPUT_NAME], ["image_max"], keepdims=0),
-        helper.make_node("Mul", ["mask", "image_max"], ["score"]),
-        helper.make_node("Add", ["head", "score"], [OUTPUT_NAME]),
-    ]
-    graph = helper.make_graph(
-        nodes, "brightness",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
-                                       [1, 3, INPUT.height, INPUT.width])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [1, 5, 1])],
-        initializer=[numpy_helper.from_array(head, "head"), numpy_helper.from_array(mask, "mask")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = IR_VERSION
-    for key, value in ultralytics_metadata(input_size=INPUT, name=name, version=version).items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(model)
-    return model
+    return max_pixel_model(INPUT, name=name, version=version, box=(48.0, 32.0, 20.0, 10.0))
 
 
 @pytest.fixture(scope="module")

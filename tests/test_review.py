@@ -9,7 +9,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from inspector.sinks.review import (
     ReviewSink,
     select,
 )
-from inspector.testing.fixtures import running_stream_manager
 from inspector.testing.streammanager import StreamManagerEmulator
 from inspector.types import Detections, ImageInfo, Inspection, ModelInfo, Size
 from onnx_factory import max_pixel_model, write_model
@@ -207,15 +206,6 @@ def test_the_megabytes_limit_counts_image_and_json_bytes(tmp_path: Path, model_p
 
 
 # --- Greengrass: through StreamManager -----------------------------------------------------
-
-@pytest.fixture
-def stream_manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                   ) -> Iterator[StreamManagerEmulator]:
-    with running_stream_manager(tmp_path / "s3", auth_token="token") as emulator:
-        for key, value in emulator.env.items():
-            monkeypatch.setenv(key, value)
-        yield emulator
-
 
 def review_uploader(**kwargs: Any) -> S3Uploader:
     """As the component builds it (inspector.greengrass.component), with short waits."""

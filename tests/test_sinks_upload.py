@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ import pytest
 from inspector.greengrass.clients import stream_manager_client
 from inspector.greengrass.streams import S3Uploader, UploadTask
 from inspector.sinks.upload import UploadSink, object_key, user_metadata
-from inspector.testing.fixtures import running_stream_manager
 from inspector.testing.streammanager import StreamManagerEmulator
 
 pytestmark = pytest.mark.timeout(60)
@@ -115,15 +114,6 @@ def test_sink_releases_the_hold_with_the_outcome(tmp_path: Path) -> None:
 
 
 # --- the uploader against the StreamManager emulator -----------------------------------------
-
-@pytest.fixture
-def stream_manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                   ) -> Iterator[StreamManagerEmulator]:
-    with running_stream_manager(tmp_path / "s3", auth_token="token") as emulator:
-        for key, value in emulator.env.items():
-            monkeypatch.setenv(key, value)
-        yield emulator
-
 
 class Outcomes:
     def __init__(self) -> None:
