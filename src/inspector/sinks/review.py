@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.conventions import shown
+from inspector.diskspace import MIB
 from inspector.durable import copy_atomic, write_atomic
 from inspector.sinks.base import Delivery, Sink
 from inspector.sinks.upload import Uploader, object_key, user_metadata
@@ -48,7 +49,6 @@ from inspector.types import Inspection
 logger = logging.getLogger(__name__)
 
 HOUR_S = 3600.0
-MIB = 1 << 20
 COUNTS = ("uncertain", "audit", "skipped_limit", "failed", "uploaded", "saved")
 REVIEW_DATA_STREAM = "InspectorReviewImages"
 REVIEW_STATUS_STREAM = "InspectorReviewImagesStatus"
