@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from inspector.sinks.base import Delivery, Sink
-from inspector.types import ImageStats
+from inspector.types import ImageStats, Inspection
 
 BINS = 10  # the best-confidence histogram: bin i holds [i/10, (i+1)/10), the last also 1.0
 SAMPLE_SIDE = 256  # the long side of the sample the statistics are computed on
@@ -42,6 +42,13 @@ def grey_stats(bgr: np.ndarray) -> ImageStats:
     grey = sample if sample.ndim == 2 else cv2.cvtColor(sample, cv2.COLOR_BGR2GRAY)
     mean, std = cv2.meanStdDev(grey)
     return ImageStats(mean=float(mean[0, 0]), std=float(std[0, 0]))
+
+
+def uncertain(inspection: Inspection, band: float) -> bool:
+    """A pass whose best confidence lies within ``band`` below the threshold: the model nearly
+    called it a defect (counted here, uploaded for review by ``UncertainUpload``)."""
+    return (inspection.verdict == "pass"
+            and inspection.best_confidence >= inspection.conf_threshold - band)
 
 
 def confidence_bin(confidence: float) -> int:
@@ -83,12 +90,12 @@ class DriftSink(Sink):
         inspection = delivery.inspection
         best = inspection.best_confidence
         defect = inspection.verdict == "defect"
-        uncertain = not defect and best >= inspection.conf_threshold - self.uncertain_band
+        near = uncertain(inspection, self.uncertain_band)
         stats = inspection.image_stats
         with self._lock:
             self._images += 1
             self._defects += defect
-            self._uncertain += uncertain
+            self._uncertain += near
             self._histogram[confidence_bin(best)] += 1
             if stats is not None and len(self._brightness) < MAX_INTERVAL_SAMPLES:
                 self._brightness.append(stats.mean)

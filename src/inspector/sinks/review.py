@@ -41,6 +41,7 @@ from typing import Any
 
 from inspector.conventions import shown
 from inspector.diskspace import MIB
+from inspector.drift import uncertain
 from inspector.durable import copy_atomic, write_atomic
 from inspector.sinks.base import Delivery, Sink
 from inspector.sinks.upload import Uploader, object_key, user_metadata
@@ -112,7 +113,7 @@ def select(inspection: Inspection, *, band: float, audit_rate: float,
     """``"uncertain"``, ``"audit"`` or None (see the module docstring)."""
     if inspection.verdict != "pass":
         return None
-    if inspection.best_confidence >= inspection.conf_threshold - band:
+    if uncertain(inspection, band):
         return "uncertain"
     if audit_rate > 0 and rng.random() < audit_rate:
         return "audit"
