@@ -57,7 +57,6 @@ from tenacity import (
 
 from inspector.conventions import utc_now
 from inspector.errors import IpcRejected, SinkError
-from inspector.greengrass.spool import SpoolEntry
 from inspector.result import to_json
 from inspector.settings import topic_problems  # the settings model's rules, the only ones
 from inspector.sinks.base import Delivery, Sink
@@ -324,7 +323,7 @@ class MqttSink(Sink):
                 express.refusal = exc if refused else None
                 entry_id = self._settle_express(express, "refused" if refused else "failed")
             if refused and entry_id is not None:  # else ``send`` dead-letters it once spooled
-                self._dead_letter(SpoolEntry(entry_id, express.record),
+                self._dead_letter(_Entry(entry_id, express.record),
                                   _image_of(express.record), exc)
             return True
         self.express += 1
@@ -436,6 +435,12 @@ def _check_writable_dir(folder: Path) -> None:
         raise SinkError(f"{folder}: not writable: {reason}") from exc
     if not os.access(folder, os.W_OK):
         raise SinkError(f"{folder}: not writable")
+
+
+@dataclass(frozen=True)
+class _Entry:  # a spool entry, as ``SpoolLike.dead_letter`` takes it
+    id: int
+    record: dict[str, Any]
 
 
 @dataclass(eq=False)
