@@ -438,7 +438,7 @@ def _check_writable_dir(folder: Path) -> None:
 
 
 @dataclass(frozen=True)
-class _Entry:  # a spool entry, as ``SpoolLike.dead_letter`` takes it
+class _Entry:  # a spool entry for ``SpoolLike.dead_letter`` (sinks never import greengrass/)
     id: int
     record: dict[str, Any]
 
