@@ -22,9 +22,9 @@ from inspector.bench import service
 from inspector.bench.images import make_pool
 
 
-def one_run(src: str, work: Path, model: Path, threads: int, workers: int, pool, singles: int,
-            burst: int) -> dict:
-    env = {"PYTHONPATH": str(Path(src).resolve())}
+def one_run(src: str, work: Path, model: Path, threads: int, workers: int | None, pool,
+            singles: int, burst: int, env_extra: dict[str, str] | None = None) -> dict:
+    env = {"PYTHONPATH": str(Path(src).resolve()), **(env_extra or {})}
     with service.running(work, model, threads, pool.path(0), workers=workers,
                          extra_env=env) as svc:
         svc.startup()
@@ -54,9 +54,12 @@ def main() -> None:
     parser.add_argument("--b", required=True)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="InferenceWorkers (0 = one per core); default: the component's")
     parser.add_argument("--workers-b", type=int, default=None,
                         help="InferenceWorkers of B, when it differs from --workers")
+    parser.add_argument("--b-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for B's service (repeatable)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--singles", type=int, default=15)
     parser.add_argument("--burst", type=int, default=60)
@@ -72,12 +75,13 @@ def main() -> None:
         runs: dict[str, list[dict]] = {"A": [], "B": []}
         for r in range(args.rounds):
             workers_b = args.workers if args.workers_b is None else args.workers_b
-            order = [("A", args.a, args.workers), ("B", args.b, workers_b)]
+            b_env = dict(item.split("=", 1) for item in args.b_env)
+            order = [("A", args.a, args.workers, {}), ("B", args.b, workers_b, b_env)]
             if r % 2:
                 order.reverse()
-            for name, src, workers in order:
+            for name, src, workers, env in order:
                 got = one_run(src, work / f"{name}-{r}", args.model, args.threads,
-                              workers, pool, args.singles, args.burst)
+                              workers, pool, args.singles, args.burst, env)
                 runs[name].append(got)
                 print(name, r, json.dumps(got), flush=True)
                 time.sleep(0.5)

@@ -5,6 +5,7 @@ r"""Deploy the inspector components to a thing group (greengrassv2 create_deploy
         --thing-group-arn arn:aws:iot:eu-west-1:123456789012:thinggroup/line-1 \
         [--inference-version 1.0.0] [--model-version 1.2.0] [--stream-manager-version 2.3.0]
         [--config-merge '{"ImageDirectory": "/data/camera"}' | --config-merge @settings.json]
+        [--config-reset /InferenceWorkers ...]
         [--precision fp32|int8] [--deployment-name NAME] [--region REGION] [--dry-run]
 
 The document is deployments/fleet-deployment.json with its placeholders filled in: both
@@ -17,8 +18,11 @@ StreamManager's to a pinned, known version (STREAM_MANAGER_VERSION), or
 `--stream-manager-version latest` asks the service for its newest (not with --dry-run).
 
 configurationUpdate carries only the user's settings for com.inspector.Inference
-(--config-merge, --precision); the model component has no configuration: which file and
-digest a model version has travels with that version (its model.json and recipe).
+(--config-merge, --precision) and the keys to reset to the recipe's defaults first
+(--config-reset: a new component version never changes a value a device already has, so a new
+default reaches a device only through a reset); the model component has no configuration:
+which file and digest a model version has travels with that version (its model.json and
+recipe).
 --precision int8 merges {"ModelPrecision": "int8"}: the devices load the INT8 file of the same
 model version (switch back with --precision fp32).
 
@@ -133,6 +137,7 @@ def build_document(
     stream_manager_version: str,
     deployment_name: str | None = None,
     config_merge: str | None = None,
+    config_reset: list[str] | None = None,
 ) -> dict[str, Any]:
     parse_thing_group_arn(thing_group_arn)
     for label, version in (("inference", inference_version), ("model", model_version),
@@ -162,12 +167,42 @@ def build_document(
             raise DeployError(f"{TEMPLATE.name} does not deploy {name}")
     if deployment_name:
         document["deploymentName"] = deployment_name
+    update: dict[str, Any] = {}
+    if config_reset:  # the nucleus applies reset before merge (docs/greengrass.md)
+        update["reset"] = list(config_reset)
     if config_merge:
-        document["components"][INFERENCE]["configurationUpdate"] = {"merge": config_merge}
+        update["merge"] = config_merge
+    if update:
+        document["components"][INFERENCE]["configurationUpdate"] = update
     left = [p for p in PLACEHOLDERS if p in json.dumps(document)]
     if left:
         raise DeployError(f"placeholders left in the deployment document: {left}")
     return document
+
+
+def read_config_reset(pointers: list[str]) -> list[str]:
+    """--config-reset JSON pointers, each checked to name a setting of the inference component
+    (``""`` resets the whole configuration to the recipe's defaults)."""
+    known = {name.lower(): name for name in _setting_names()}
+    for pointer in pointers:
+        if pointer == "":
+            continue
+        key = pointer[1:].split("/", 1)[0] if pointer.startswith("/") else None
+        if key is None:
+            raise DeployError(f"--config-reset {pointer!r} is not a JSON pointer (e.g. "
+                              "/InferenceWorkers; \"\" resets everything)")
+        if known and key.lower() not in known:  # keys are case-insensitive in the nucleus
+            raise DeployError(f"--config-reset {pointer!r}: no setting {key!r}")
+    return pointers
+
+
+def _setting_names() -> list[str]:
+    try:
+        from inspector.settings import Settings
+    except ImportError:
+        logger.warning("inspector is not importable: --config-reset is not validated locally")
+        return []
+    return [*Settings.model_fields, "accessControl"]
 
 
 def check_model_version(version: str, registry: Path = REGISTRY) -> None:
@@ -245,6 +280,9 @@ def main(argv: list[str] | None = None, client: Any = None) -> int:
                         "the service for its newest; not with --dry-run)")
     parser.add_argument("--config-merge", default=None, metavar="JSON|@FILE",
                         help="settings merged into com.inspector.Inference's configuration")
+    parser.add_argument("--config-reset", action="append", default=[], metavar="POINTER",
+                        help="a JSON pointer reset to the recipe's default before the merge "
+                        "(e.g. /InferenceWorkers; repeatable)")
     parser.add_argument("--precision", choices=("fp32", "int8"), default=None,
                         help="merge ModelPrecision: which file of the model version the devices "
                         "load")
@@ -277,6 +315,7 @@ def main(argv: list[str] | None = None, client: Any = None) -> int:
             stream_manager,
             args.deployment_name,
             read_config_merge(args.config_merge, args.precision),
+            read_config_reset(args.config_reset),
         )
         if args.dry_run:
             print(json.dumps(document, indent=2))

@@ -58,9 +58,13 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path, proxy_models: 
         assert service["startup"]["to_first_result_s"] > 0
         assert service["rss_peak_mb"] > 0
         assert config["burst_over_raw"] > 0
-        if config["threads"] == 2:  # the highest setting: also a burst with one worker
-            assert config["one_worker_burst"]["images"] == 12
-            assert config["workers_over_one"] > 0
+        if config["threads"] == 2:  # the highest setting: one worker per core, the ceiling
+            per_core = config["per_core_workers"]
+            assert "error" not in per_core, per_core.get("error")
+            assert per_core["images_per_s"] > 0 and per_core["single_latency_ms"]["n"] == 2
+            assert config["per_core_over_default"] > 0
+            assert config["frames_in_parallel"]["workers"] == 2
+            assert config["frames_in_parallel_over_raw"] > 0
         assert config["where_time_goes"]["stage_share"]
     assert [(r["boxes"], r["candidates"]) for r in doc["nms"]] == [
         (kind, n) for kind in ("clustered", "scattered") for n in (10, 100, 1000)]

@@ -139,6 +139,7 @@ def _expected_document(**overrides: Any) -> dict[str, Any]:
     return deploy_fleet.build_document(
         template, GROUP_ARN, overrides.get("inference", "1.0.0"), overrides.get("model", "1.2.0"),
         overrides.get("stream_manager", "2.3.0"), None, overrides.get("merge"),
+        overrides.get("reset"),
     )
 
 
@@ -254,6 +255,24 @@ def test_deploy_fleet_model_only_update_keeps_the_inference_version(client: Any)
     assert rc == 0
 
 
+def test_deploy_fleet_resets_keys_before_its_merge(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = deploy_fleet.main(
+        ["--thing-group-arn", GROUP_ARN, "--inference-version", "1.0.0", "--model-version",
+         "1.2.0", "--config-reset", "/InferenceWorkers", "--config-reset", "/uploadbucket",
+         "--config-merge", '{"ImageDirectory": "/data/camera"}', "--dry-run"])
+    assert rc == 0
+    update = json.loads(capsys.readouterr().out)["components"]["com.inspector.Inference"][
+        "configurationUpdate"]
+    assert update == {"reset": ["/InferenceWorkers", "/uploadbucket"],
+                      "merge": json.dumps({"ImageDirectory": "/data/camera"})}
+
+
+@pytest.mark.parametrize("pointer", ["InferenceWorkers", "/NoSuchKey"])
+def test_deploy_fleet_refuses_a_reset_of_no_setting(pointer: str) -> None:
+    assert deploy_fleet.main(["--thing-group-arn", GROUP_ARN, "--config-reset", pointer,
+                              "--dry-run"]) == 2
+
+
 def test_deploy_fleet_reports_a_service_error(client: Any) -> None:
     from botocore.stub import Stubber
 
@@ -294,3 +313,27 @@ def test_deploy_fleet_dry_run_prints_the_document_without_calling(
 )
 def test_deploy_fleet_refuses_bad_input_before_calling(argv: list[str]) -> None:
     assert deploy_fleet.main([*argv, "--stream-manager-version", "2.3.0", "--dry-run"]) == 2
+
+
+def test_a_new_default_reaches_an_updated_device_only_through_the_reset() -> None:
+    """The recipe's InferenceWorkers default went from 0 to 1. Under the nucleus's rules
+    (``ipcrules.resolve_configuration``: reset, then the new version's defaults only where a key
+    is missing, then merge), a device that ran the old default keeps 0 after the update, and
+    the document ``deploy_fleet --config-reset /InferenceWorkers`` builds gives it 1."""
+    import yaml
+
+    from inspector.testing.ipcrules import resolve_configuration
+
+    recipe = yaml.safe_load((REPO / "recipes" / "inference" / "recipe.yaml").read_text())
+    defaults = recipe["ComponentConfiguration"]["DefaultConfiguration"]
+    assert defaults["InferenceWorkers"] == 1
+    running = {**defaults, "InferenceWorkers": 0}  # as a device of the earlier version runs
+    kept, _ = resolve_configuration(running, defaults)
+    assert kept["InferenceWorkers"] == 0
+    document = _expected_document(reset=deploy_fleet.read_config_reset(["/InferenceWorkers"]))
+    update = document["components"]["com.inspector.Inference"]["configurationUpdate"]
+    updated, problems = resolve_configuration(running, defaults, reset=update["reset"],
+                                              merge=json.loads(update.get("merge", "{}")))
+    assert not problems and updated["InferenceWorkers"] == 1
+    assert {k: v for k, v in updated.items() if k != "InferenceWorkers"} == {
+        k: v for k, v in running.items() if k != "InferenceWorkers"}

@@ -247,12 +247,23 @@ def test_annotate_in_place_draws_on_the_frame_itself():
     assert drawn is image and np.array_equal(drawn, copy)
 
 
-def test_each_run_shrinks_the_arena_and_still_runs(model_path: Path):
-    runtime = OnnxRuntime.from_path(model_path, concurrent_runs=2)
-    entry = runtime.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage")
-    assert entry == "cpu:0"
-    out = runtime.run(np.full((1, 3, 64, 96), 0.5, np.float32))
-    assert out.shape[0] == 1
+def test_spinning_follows_the_number_of_concurrent_runs(model_path: Path):
+    """One run at a time: the intra-op threads spin during a run and stop when it returns;
+    runs at once: they never spin. No arena shrinkage per run (it
+    cost every run its page faults again)."""
+    alone = OnnxRuntime.from_path(model_path, intra_op_threads=2, concurrent_runs=1)
+    shared = OnnxRuntime.from_path(model_path, intra_op_threads=2, concurrent_runs=2)
+    a, s = alone.session.get_session_options(), shared.session.get_session_options()
+    assert a.get_session_config_entry("session.force_spinning_stop") == "1"
+    with pytest.raises(RuntimeError, match="does not have"):  # not set: ONNX Runtime spins
+        a.get_session_config_entry("session.intra_op.allow_spinning")
+    assert a.enable_mem_pattern
+    assert s.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert not s.enable_mem_pattern
+    for runtime in (alone, shared):
+        with pytest.raises(RuntimeError, match="does not have"):
+            runtime.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage")
+        assert runtime.run(np.full((1, 3, 64, 96), 0.5, np.float32)).shape[0] == 1
 
 
 def test_queued_images_wait_as_uint8_content_not_float_tensors(tmp_path: Path, model_path: Path):

@@ -66,12 +66,11 @@ class OnnxRuntime:
         self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
         self.providers: tuple[str, ...] = tuple(session.get_providers())
         self.input_size = _input_size(self.input_shape, self.metadata, default_input_size)
-        # each run hands the arena memory it no longer uses back at its end (~16 MB for fp32
-        # YOLOv8n at 640): an idle service does not keep the activations of its last image.
-        # Measured no slower (28.0 vs 28.5 ms a run, alternated blocks): the blocks are mmapped
-        # (``inspector.malloc``) and cost a few page faults to take again.
+        # No arena shrinkage after each run: with glibc's mmap threshold fixed
+        # (``inspector.malloc``) every run then faults its activations in again, 4,000-6,000
+        # page faults and +6-8 ms a run for fp32 YOLOv8n at 640 on 2 vCPUs (22 -> 30 ms);
+        # the ~16 MB it gave back between images is not worth a quarter of the session's time.
         self.run_options = ort.RunOptions()
-        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     @classmethod
     def from_path(
@@ -95,10 +94,18 @@ class OnnxRuntime:
         YOLOv8 detection head, fails to run).
 
         ``concurrent_runs``: how many ``run`` calls the caller keeps in flight at once (the
-        pipeline's inference workers). Above 1, the intra-op threads do not spin waiting for
-        work (two runs' threads would otherwise burn each other's cores) and the memory pattern
-        is off (it plans one block of every intermediate tensor per concurrent run: about
-        +30 MB per extra run for YOLOv8n at 640, for ~1% speed; measured in benchmarks/).
+        pipeline's inference workers).
+
+        - 1: the intra-op threads spin while a run is under way (ONNX Runtime's default) and
+          stop spinning as soon as it returns (``session.force_spinning_stop``), so an idle
+          service burns no CPU between images. A run after an idle pause then takes as long as
+          one back to back (fp32 YOLOv8n, 2 threads, 2 vCPUs: 22.8 ms after 0.25 s idle).
+        - above 1: the intra-op threads never spin (two runs' spinning threads would burn each
+          other's cores: two at once 37 img/s spinning vs 45 not) and the memory pattern is
+          off (it plans one block of every intermediate tensor per concurrent run: about
+          +30 MB per extra run for YOLOv8n at 640, for ~1% speed). The price is a single
+          image's run: sleeping pool threads are woken for every parallel section, 40.7 ms
+          after 0.25 s idle, no faster than one thread (``benchmarks/session_spin_ab.py``).
         """
         path = Path(path)
         data = _read_model_bytes(path)
@@ -123,6 +130,8 @@ class OnnxRuntime:
         if concurrent_runs > 1:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.enable_mem_pattern = False
+        else:
+            options.add_session_config_entry("session.force_spinning_stop", "1")
         try:
             session = _session(data, options, list(providers))
         except Exception as exc:  # onnxruntime raises its own pybind types; translate them all

@@ -55,22 +55,73 @@ def stage_latencies(
     return {stage: summarize(values) for stage, values in samples.items()}
 
 
-def raw_session(detector: Any, pool: ImagePool, runs: int, warmup: int = 3) -> dict[str, Any]:
-    """The session alone, back to back on one prepared tensor: images per second."""
+def raw_session(model_path: Path, threads: int, detector: Any, pool: ImagePool, runs: int,
+                warmup: int = 3) -> dict[str, Any]:
+    """The raw session loop as a user writes it: ``onnxruntime.InferenceSession(path)`` with
+    only ``intra_op_num_threads`` set (ONNX Runtime's defaults otherwise: spinning threads,
+    memory pattern, arena), run back to back on one letterboxed image: images per second.
+    The goals' reference, so it does not depend on how the service sets up its own session
+    (``detector`` only prepares the input)."""
     from inspector.imageio import read_image
 
+    session = _plain_session(model_path, threads)
     tensor, _ = detector.preprocess(read_image(pool.path(0)).bgr)
+    feed = {session.get_inputs()[0].name: tensor}
     for _ in range(warmup):
-        detector.infer(tensor)
+        session.run(None, feed)
     times = []
     start = time.perf_counter()
     for _ in range(runs):
         t0 = time.perf_counter()
-        detector.infer(tensor)
+        session.run(None, feed)
         times.append((time.perf_counter() - t0) * 1000)
     seconds = time.perf_counter() - start
     return {"runs": runs, "seconds": round(seconds, 3),
             "images_per_s": round(runs / seconds, 3), "session_ms": summarize(times)}
+
+
+def frames_in_parallel(model_path: Path, workers: int, detector: Any, pool: ImagePool,
+                       runs: int, warmup: int = 2) -> dict[str, Any]:
+    """The most any frames-in-parallel design can get from the session on this machine:
+    ``workers`` threads running whole frames at once on ONE plain session with one intra-op
+    thread each, with nothing else to do (no decoding, no sinks): images per second."""
+    import threading
+
+    from inspector.imageio import read_image
+
+    session = _plain_session(model_path, 1)
+    tensor, _ = detector.preprocess(read_image(pool.path(0)).bgr)
+    feed = {session.get_inputs()[0].name: tensor}
+    for _ in range(warmup):
+        session.run(None, feed)
+    left = [runs]
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if left[0] <= 0:
+                    return
+                left[0] -= 1
+            session.run(None, feed)
+
+    threads = [threading.Thread(target=work, name=f"frames-{n}") for n in range(workers)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    return {"workers": workers, "runs": runs, "seconds": round(seconds, 3),
+            "images_per_s": round(runs / seconds, 3)}
+
+
+def _plain_session(model_path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
 def detector_loop(detector: Any, paths: Sequence[Path], warmup: int = 3) -> dict[str, Any]:

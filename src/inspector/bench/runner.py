@@ -223,7 +223,13 @@ def _bench_config(model: ModelUnderTest, threads: int, pool: ImagePool, options:
     config["stages_ms"] = inprocess.stage_latencies(detector, pool, options.stage_repeats)
     tick(1)
     phase(f"{name}: raw session")
-    config["raw_session"] = inprocess.raw_session(detector, pool, options.session_runs)
+    config["raw_session"] = inprocess.raw_session(model.path, threads, detector, pool,
+                                                  options.session_runs)
+    if threads == max(options.threads) and threads > 1:
+        config["frames_in_parallel"] = inprocess.frames_in_parallel(
+            model.path, threads, detector, pool, options.session_runs)
+        config["frames_in_parallel_over_raw"] = ratio(
+            config["frames_in_parallel"]["images_per_s"], config["raw_session"]["images_per_s"])
     tick(1)
     phase(f"{name}: detector loop")
     loop_paths = [pool.path(i) for i in range(max(options.compare_images // 2, 3))]
@@ -238,13 +244,14 @@ def _bench_config(model: ModelUnderTest, threads: int, pool: ImagePool, options:
         config["burst_over_raw"] = ratio(burst.get("images_per_s"),
                                          config["raw_session"]["images_per_s"])
         if threads == max(options.threads) and burst:
-            # the same burst with one inference worker (the design before InferenceWorkers)
-            phase(f"{name}: burst, one inference worker")
-            one = _one_worker_burst(model, threads, pool, options, work / f"svc-{model.label}-"
-                                    f"{threads}t-1w", notes)
-            config["one_worker_burst"] = one
-            config["workers_over_one"] = ratio(burst.get("images_per_s"),
-                                               (one or {}).get("images_per_s"))
+            # the other choice of InferenceWorkers: one worker per core sharing the session
+            # (more images per second on a burst, slower single images)
+            phase(f"{name}: one inference worker per core")
+            per_core = _per_core_workers(model, threads, pool, options, work / f"svc-"
+                                         f"{model.label}-{threads}t-per-core", notes)
+            config["per_core_workers"] = per_core
+            config["per_core_over_default"] = ratio((per_core or {}).get("images_per_s"),
+                                                    burst.get("images_per_s"))
     return config
 
 
@@ -278,17 +285,22 @@ def _service_run(model: ModelUnderTest, threads: int, pool: ImagePool, options: 
         return {"error": str(exc)}
 
 
-def _one_worker_burst(model: ModelUnderTest, threads: int, pool: ImagePool,
+def _per_core_workers(model: ModelUnderTest, threads: int, pool: ImagePool,
                       options: BenchOptions, work: Path, notes: list[str]
                       ) -> dict[str, Any] | None:
+    """A burst and single images with ``InferenceWorkers: 0`` (one per core)."""
     from inspector.bench import service
 
     try:
-        with service.running(work, model.path, threads, pool.path(0), workers=1) as svc:
+        with service.running(work, model.path, threads, pool.path(0), workers=0) as svc:
             svc.startup()
-            return svc.burst(pool, work / "staging", options.burst, "one")
+            singles = svc.single_latency(pool, options.singles)
+            burst = svc.burst(pool, work / "staging", options.burst, "per-core")
+            return {"workers": os.cpu_count() or 1, "images_per_s": burst.get("images_per_s"),
+                    "rss_peak_mb": service.mb(svc.rss.peak()),
+                    "single_latency_ms": summarize([latency for latency, _, _ in singles])}
     except service.ServiceBenchError as exc:
-        notes.append(f"{model.label}: one-worker burst failed: {exc}")
+        notes.append(f"{model.label}: one-worker-per-core run failed: {exc}")
         return {"error": str(exc)}
 
 

@@ -94,20 +94,24 @@ class RssSampler:
         return max((rss for _, rss in list(self.samples)), default=0)
 
 
-def service_config(watch: Path, model: Path, threads: int, workers: int = 0) -> dict[str, Any]:
-    """The component configuration the nucleus emulator serves (uploads of defects included)."""
-    return {
+def service_config(watch: Path, model: Path, threads: int, workers: int | None = None
+                   ) -> dict[str, Any]:
+    """The component configuration the nucleus emulator serves (uploads of defects included).
+    ``workers``: InferenceWorkers; None leaves the component's default."""
+    config: dict[str, Any] = {
         "ImageDirectory": str(watch),
         "ModelPath": str(model),
         "ModelSha256": sha256_file(model),
         "IntraOpThreads": threads,
-        "InferenceWorkers": workers,  # 0, the default: one per core, sharing the session
         "StableSeconds": 0.2,
         "ProcessedAction": "delete",
         "PublishResultsOnTopic": RESULTS_TOPIC,
         "UploadBucket": "bench-defects",
         "MetricsIntervalSeconds": 0,
     }
+    if workers is not None:
+        config["InferenceWorkers"] = workers  # 0: one per core, sharing the session
+    return config
 
 
 class ServiceBench:
@@ -300,7 +304,8 @@ class ServiceBench:
 
 
 @contextmanager
-def running(work: Path, model: Path, threads: int, first_image: Path, workers: int = 0,
+def running(work: Path, model: Path, threads: int, first_image: Path,
+            workers: int | None = None,
             extra_env: dict[str, str] | None = None, profile_to: Path | None = None
             ) -> Iterator[ServiceBench]:
     """The emulators and a service process on ``work/watch``, with ``first_image`` waiting.
