@@ -273,3 +273,31 @@ def test_bundled_model_path_is_verified_against_its_manifest(tmp_path: Path) -> 
     assert entry is not None
     detector = load_detector(_settings(tmp_path, ModelPath=str(bundled)), {})
     assert detector.model.sha256 == entry.sha256
+
+
+def test_bundled_default_is_verified_against_its_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With neither ModelPath nor a model component, the service runs the bundled default of
+    ModelPrecision: it is checked against the sha256 the models' manifest declares."""
+    import shutil
+
+    from inspector.models import MODELS_DIR_ENV, default_model_path, load_manifest
+
+    try:
+        bundled = default_model_path()
+    except ModelError:
+        pytest.skip("no bundled models in this checkout")
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy2(bundled.parent / "manifest.json", models / "manifest.json")
+    shutil.copy2(bundled, models / bundled.name)
+    monkeypatch.setenv(MODELS_DIR_ENV, str(models))
+    entry = load_manifest(models).entry(bundled.name)
+    assert entry is not None
+    assert load_detector(_settings(tmp_path), {}).model.sha256 == entry.sha256
+    data = bytearray((models / bundled.name).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit in the weights: still a loadable model
+    (models / bundled.name).write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="sha256 mismatch"):
+        load_detector(_settings(tmp_path), {})

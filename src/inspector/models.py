@@ -34,6 +34,7 @@ __all__ = [
     "MODELS_DIR_ENV",
     "Manifest",
     "ManifestModel",
+    "default_model",
     "default_model_path",
     "load_manifest",
     "resolve_models_dir",
@@ -155,6 +156,11 @@ def default_model_path(models_dir: Path | None = None, precision: str = "fp32") 
     precision with the default's name (else the first of that precision). Raises
     ModelNotFoundError, saying what to do, when there is none or its file is missing.
     """
+    return default_model(models_dir, precision)[0]
+
+
+def default_model(models_dir: Path | None = None, precision: str = "fp32") -> tuple[Path, str]:
+    """``default_model_path`` and the sha256 the manifest declares for that file (one read)."""
     manifest = load_manifest(models_dir)
     manifest_path = manifest.directory / MANIFEST_NAME
     default = manifest.entry(manifest.default)
@@ -182,7 +188,7 @@ def default_model_path(models_dir: Path | None = None, precision: str = "fp32") 
         raise ModelNotFoundError(
             path, f"listed in {manifest_path} but the file is missing; pass --model PATH"
         )
-    return path
+    return path, chosen.sha256
 
 
 def manifest_sha256(path: Path) -> str:

@@ -69,7 +69,7 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
     """The detector the settings name: ModelPath (checked against ModelSha256, or refused without
     one unless AllowUnverifiedModel), else the model component's file of ModelPrecision
     (``$INSPECTOR_MODEL_DIR/model.json``, checked against its sha256; results name the component
-    version), else the bundled default of ModelPrecision."""
+    version), else the bundled default of ModelPrecision (checked against its manifest)."""
     from inspector.detector import Detector
     from inspector.integrity import model_from_environment
 
@@ -102,10 +102,11 @@ def load_detector(settings: Settings, environ: Mapping[str, str] | None = None) 
             name, version = ref.name or None, ref.version
             logger.info("model component %s %s: %s file %s", ref.component or "?", ref.version,
                         ref.precision, ref.path.name)
-    else:
-        from inspector.models import default_model_path
+    else:  # the bundled default: checked against the sha256 its manifest declares
+        from inspector.models import default_model
 
-        path = default_model_path(precision=settings.ModelPrecision)
+        path, declared = default_model(precision=settings.ModelPrecision)
+        expected = expected or declared
     detector: DetectorLike = Detector.from_path(
         path,
         providers=settings.ExecutionProviders,

@@ -561,10 +561,10 @@ class Settings(BaseModel):
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Settings:
         """Build from recipe-style keys; raise ``ConfigError`` listing every problem by key."""
-        problems = validate_mapping(data)
-        if problems:
+        settings, problems = validated(data)
+        if settings is None:
             raise ConfigError(_summary(problems), problems)
-        return cls.model_validate(settings_only(data))
+        return settings
 
     def to_mapping(self) -> dict[str, Any]:
         """The recipe-style dict (JSON types only): ``from_mapping(s.to_mapping()) == s``."""
@@ -621,19 +621,24 @@ def topic_problems(template: str) -> list[str]:
     return problems
 
 
+def validated(data: Mapping[str, Any]) -> tuple[Settings | None, list[tuple[str, str]]]:
+    """The settings a proposed configuration describes and no problems, or None and every
+    problem as (key path, message): one validation for both."""
+    if not isinstance(data, Mapping):
+        return None, [("", f"expected a mapping of settings, got {type(data).__name__}")]
+    try:
+        return Settings.model_validate(settings_only(data)), []
+    except ValidationError as exc:
+        return None, [("ModelSha256" if err["type"] == "model_unverified"
+                       else _key_path(err["loc"]), _message(err)) for err in exc.errors()]
+
+
 def validate_mapping(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Every problem of a proposed configuration as (key path, message); empty when valid.
 
     This is what a Greengrass configuration-validation hook answers with.
     """
-    if not isinstance(data, Mapping):
-        return [("", f"expected a mapping of settings, got {type(data).__name__}")]
-    try:
-        Settings.model_validate(settings_only(data))
-    except ValidationError as exc:
-        return [("ModelSha256" if err["type"] == "model_unverified" else _key_path(err["loc"]),
-                 _message(err)) for err in exc.errors()]
-    return []
+    return validated(data)[1]
 
 
 def closest_key(name: str) -> str | None:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from inspector.errors import ConfigError, IpcError, IpcRejected
 from inspector.greengrass.access import allowed
-from inspector.settings import RESERVED_KEYS, Settings, settings_only, validate_mapping
+from inspector.settings import RESERVED_KEYS, Settings, settings_only, validate_mapping, validated
 from inspector.sinks.mqtt import render_topic
 
 logger = logging.getLogger(__name__)
@@ -115,12 +115,12 @@ def settings_from_configuration(
     configuration: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
 ) -> Settings:
     """The settings a component configuration describes; ConfigError naming every bad key."""
-    problems = proposal_problems(configuration, overrides)
-    if problems:
+    settings, problems = validated({**settings_only(configuration), **(overrides or {})})
+    if settings is None:
         raise ConfigError(
             f"invalid component configuration: {describe_problems(problems)}", problems
         )
-    return Settings.from_mapping({**settings_only(configuration), **(overrides or {})})
+    return settings
 
 
 class ConfigSource:
@@ -165,9 +165,9 @@ class ConfigSource:
 
     def _validate(self, deployment_id: str, configuration: dict[str, Any]) -> None:
 
-        problems = proposal_problems(configuration, self.overrides)
-        if not problems:
-            problems = self._access_problems(configuration)
+        settings, problems = validated({**settings_only(configuration), **self.overrides})
+        if settings is not None:
+            problems = self._access_problems(configuration, settings)
         if problems:
             self.rejected += 1
             message = f"inspector rejects this configuration: {describe_problems(problems)}"
@@ -181,7 +181,8 @@ class ConfigSource:
         except IpcError as exc:
             logger.error("cannot answer the validation of deployment %s: %s", deployment_id, exc)
 
-    def _access_problems(self, configuration: Mapping[str, Any]) -> list[tuple[str, str]]:
+    def _access_problems(self, configuration: Mapping[str, Any], settings: Settings
+                         ) -> list[tuple[str, str]]:
         access = next((v for k, v in configuration.items() if k.lower() in RESERVED_KEYS), None)
         if access is None:
             try:
@@ -190,8 +191,7 @@ class ConfigSource:
                 logger.warning("cannot read this component's accessControl; topics not checked "
                                "against it: %s", exc)
                 return []
-        data = {**settings_only(configuration), **self.overrides}
-        return access_problems(Settings.from_mapping(data), access, self.thing_name)
+        return access_problems(settings, access, self.thing_name)
 
     def _changed(self, key_path: list[str]) -> None:
         logger.debug("configuration changed: %s", "/".join(key_path) or "<root>")
