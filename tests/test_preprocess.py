@@ -157,3 +157,8 @@ def test_the_two_halves_make_the_same_tensor(source: Size, target: Size):
     whole, whole_box = preprocess(image, target)
     assert box == whole_box
     np.testing.assert_array_equal(content_tensor(content, box), whole)
+    # filled into a tensor that held another image (other padding, other content): the same
+    other, other_box = fit_content(255 - image[: source.height // 2], target)
+    reused = content_tensor(other, other_box)
+    assert content_tensor(content, box, out=reused) is reused
+    np.testing.assert_array_equal(reused, whole)

@@ -10,8 +10,9 @@ Inference workers share ONE detector (one session, weights loaded once): on a bu
 own image, a single image gets every intra-op thread; results are handed on in the order the
 images were taken (a worker done early waits for its turn). [prepared] holds the letterbox
 content (uint8, at most 1.2 MiB at 640x640), neither the decoded frame (the outbox re-reads the
-file) nor the 4.7 MiB float model input, which each inference worker makes right before its run
-(``preprocess.content_tensor``): the memory bound is in docs/performance.md.
+file) nor the 4.7 MiB float model input, which each inference worker fills right before its run
+(``preprocess.content_tensor``) in a tensor of its own that it keeps from image to image (a new
+one each time cost ~1,150 page faults): the memory bound is in docs/performance.md.
 
 On ``stop`` the image being inferred and every inspected image are delivered; an image whose
 result cannot be made durable during the stop is kept (left in the watch directory, or held),
@@ -143,6 +144,7 @@ class Pipeline:
         self._active_lock = threading.Condition()
         self._detector_lock = threading.Lock()
         self._take_lock, self._turn, self._tickets = threading.Lock(), threading.Condition(), [0, 0]
+        self._worker = threading.local()  # each inference worker's model input, reused
 
     # --- control -------------------------------------------------------------------------------
 
@@ -332,11 +334,12 @@ class Pipeline:
             detector = item.detector
         try:
             tp = time.perf_counter()
-            tensor = content_tensor(item.content, item.letterbox)  # the float input, made here
+            tensor = content_tensor(item.content, item.letterbox,  # the float input, filled here
+                                    out=getattr(self._worker, "tensor", None))
+            self._worker.tensor = tensor
             item.content = _EMPTY  # the queue's copy is not needed any more
             t0 = time.perf_counter()
             raw = detector.infer(tensor)
-            del tensor
             t1 = time.perf_counter()
             detections = detector.postprocess(raw, item.letterbox)
             t2 = time.perf_counter()
