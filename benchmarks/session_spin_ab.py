@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from inspector.bench.inprocess import run_concurrently
 from inspector.malloc import tune
 
 CONFIGS = {  # name -> (intra-op threads, session config entries, memory pattern, shrink)
@@ -63,24 +63,7 @@ def after_pause_ms(run, gap_s: float, n: int = 12) -> float:
 
 
 def images_per_s(run, workers: int, n: int = 30) -> float:
-    left = [n]
-    lock = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                if left[0] <= 0:
-                    return
-                left[0] -= 1
-            run()
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=work) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return n / (time.perf_counter() - t0)
+    return n / run_concurrently(run, workers, n)
 
 
 def main() -> None:

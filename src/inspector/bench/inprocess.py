@@ -85,8 +85,6 @@ def frames_in_parallel(model_path: Path, workers: int, detector: Any, pool: Imag
     """The most any frames-in-parallel design can get from the session on this machine:
     ``workers`` threads running whole frames at once on ONE plain session with one intra-op
     thread each, with nothing else to do (no decoding, no sinks): images per second."""
-    import threading
-
     from inspector.imageio import read_image
 
     session = _plain_session(model_path, 1)
@@ -94,6 +92,15 @@ def frames_in_parallel(model_path: Path, workers: int, detector: Any, pool: Imag
     feed = {session.get_inputs()[0].name: tensor}
     for _ in range(warmup):
         session.run(None, feed)
+    seconds = run_concurrently(lambda: session.run(None, feed), workers, runs)
+    return {"workers": workers, "runs": runs, "seconds": round(seconds, 3),
+            "images_per_s": round(runs / seconds, 3)}
+
+
+def run_concurrently(run: Callable[[], Any], workers: int, runs: int) -> float:
+    """Seconds for ``runs`` calls of ``run`` made by ``workers`` threads at once."""
+    import threading
+
     left = [runs]
     lock = threading.Lock()
 
@@ -103,17 +110,15 @@ def frames_in_parallel(model_path: Path, workers: int, detector: Any, pool: Imag
                 if left[0] <= 0:
                     return
                 left[0] -= 1
-            session.run(None, feed)
+            run()
 
-    threads = [threading.Thread(target=work, name=f"frames-{n}") for n in range(workers)]
+    threads = [threading.Thread(target=work, name=f"run-{n}") for n in range(workers)]
     start = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    seconds = time.perf_counter() - start
-    return {"workers": workers, "runs": runs, "seconds": round(seconds, 3),
-            "images_per_s": round(runs / seconds, 3)}
+    return time.perf_counter() - start
 
 
 def _plain_session(model_path: Path, threads: int) -> Any:
