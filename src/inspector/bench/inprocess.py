@@ -62,13 +62,7 @@ def raw_session(model_path: Path, threads: int, detector: Any, pool: ImagePool, 
     memory pattern, arena), run back to back on one letterboxed image: images per second.
     The goals' reference, so it does not depend on how the service sets up its own session
     (``detector`` only prepares the input)."""
-    from inspector.imageio import read_image
-
-    session = _plain_session(model_path, threads)
-    tensor, _ = detector.preprocess(read_image(pool.path(0)).bgr)
-    feed = {session.get_inputs()[0].name: tensor}
-    for _ in range(warmup):
-        session.run(None, feed)
+    session, feed = _plain_session(model_path, threads, detector, pool, warmup)
     times = []
     start = time.perf_counter()
     for _ in range(runs):
@@ -85,13 +79,7 @@ def frames_in_parallel(model_path: Path, workers: int, detector: Any, pool: Imag
     """The most any frames-in-parallel design can get from the session on this machine:
     ``workers`` threads running whole frames at once on ONE plain session with one intra-op
     thread each, with nothing else to do (no decoding, no sinks): images per second."""
-    from inspector.imageio import read_image
-
-    session = _plain_session(model_path, 1)
-    tensor, _ = detector.preprocess(read_image(pool.path(0)).bgr)
-    feed = {session.get_inputs()[0].name: tensor}
-    for _ in range(warmup):
-        session.run(None, feed)
+    session, feed = _plain_session(model_path, 1, detector, pool, warmup)
     seconds = run_concurrently(lambda: session.run(None, feed), workers, runs)
     return {"workers": workers, "runs": runs, "seconds": round(seconds, 3),
             "images_per_s": round(runs / seconds, 3)}
@@ -121,12 +109,22 @@ def run_concurrently(run: Callable[[], Any], workers: int, runs: int) -> float:
     return time.perf_counter() - start
 
 
-def _plain_session(model_path: Path, threads: int) -> Any:
+def _plain_session(model_path: Path, threads: int, detector: Any, pool: ImagePool, warmup: int
+                   ) -> tuple[Any, dict[str, Any]]:
+    """A session with ONNX Runtime's defaults but ``threads``, warmed up, and its input feed:
+    the pool's first image letterboxed by ``detector``."""
     import onnxruntime as ort
+
+    from inspector.imageio import read_image
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    tensor, _ = detector.preprocess(read_image(pool.path(0)).bgr)
+    feed = {session.get_inputs()[0].name: tensor}
+    for _ in range(warmup):
+        session.run(None, feed)
+    return session, feed
 
 
 def detector_loop(detector: Any, paths: Sequence[Path], warmup: int = 3) -> dict[str, Any]:

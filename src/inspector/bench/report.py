@@ -166,7 +166,7 @@ def render_markdown(doc: dict[str, Any], goals: list[dict[str, Any]], plots: lis
     if not goals:
         out.append("| (nothing graded) | | | | | |")
     out += ["", "## Throughput and latency per configuration", "",
-            "Raw session: the session alone on one tensor, back to back. Loop: file -> detections "
+            "Loop: file -> detections "
             "one after another in one thread. Burst: the service (subprocess, Greengrass "
             "emulators) from the first file renamed into its folder to the last result "
             "acknowledged by the nucleus. Single: file closed -> result acknowledged, one image "
