@@ -283,6 +283,21 @@ def test_nucleus_restart_mid_burst_loses_no_result(
     assert not list(spool.glob("*.json"))
 
 
+def test_sigterm_while_reporting_running_stops_gracefully(
+    greengrass: tuple[Greengrass, Path], tmp_path: Path
+) -> None:
+    """The nucleus may stop a component the moment it reports RUNNING. The UpdateState answer is
+    held back, so SIGTERM arrives while the service waits for it: the service stops cleanly
+    (exit 0, the stop logged), it is not killed by the signal (-15)."""
+    gg, _ = greengrass
+    gg.nucleus.delay_s["UpdateState"] = 1.0
+    comp = Component(gg, tmp_path).start(wait_running=False)
+    wait_until(lambda: any(c.operation.endswith("UpdateState") for c in gg.nucleus.calls), 60,
+               "UpdateState asked")
+    assert comp.stop() == 0, comp.log_text()
+    assert "SIGTERM received" in comp.log_text()
+
+
 def test_kill_9_as_soon_as_a_result_reaches_the_nucleus_loses_nothing(
     greengrass: tuple[Greengrass, Path], tmp_path: Path
 ) -> None:

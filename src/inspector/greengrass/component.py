@@ -140,6 +140,9 @@ class Component:
             return self._fatal(EXIT_MODEL, f"cannot load the model: {exc}")
         except ConfigError as exc:
             return self._fatal(EXIT_CONFIG, str(exc))
+        # from here on SIGTERM stops gracefully: the nucleus may stop the component at any
+        # moment once it exists, e.g. right as it reports RUNNING (run() then returns at once)
+        self.service.install_signal_handlers()
         try:
             self.service.check_watch()  # before the sinks' threads start
         except ConfigError as exc:
@@ -171,7 +174,6 @@ class Component:
         self.config.start()  # a subscription the nucleus does not answer yet is retried
         updates.start()
         self._report("RUNNING")
-        self.service.install_signal_handlers()
         try:
             report = self.service.run()
         except ConfigError as exc:
