@@ -255,16 +255,25 @@ def test_deploy_fleet_model_only_update_keeps_the_inference_version(client: Any)
     assert rc == 0
 
 
-def test_deploy_fleet_resets_keys_before_its_merge(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = deploy_fleet.main(
-        ["--thing-group-arn", GROUP_ARN, "--inference-version", "1.0.0", "--model-version",
-         "1.2.0", "--config-reset", "/InferenceWorkers", "--config-reset", "/uploadbucket",
-         "--config-merge", '{"ImageDirectory": "/data/camera"}', "--dry-run"])
+def test_deploy_fleet_resets_keys_before_its_merge(client: Any) -> None:
+    """--config-reset goes into configurationUpdate.reset beside the merge; the Stubber checks
+    the request against greengrassv2's own API model."""
+    from botocore.stub import Stubber
+
+    merge = json.dumps({"ImageDirectory": "/data/camera"})
+    expected = _expected_document(merge=merge, reset=["/InferenceWorkers", "/uploadbucket"])
+    update = expected["components"]["com.inspector.Inference"]["configurationUpdate"]
+    assert update == {"reset": ["/InferenceWorkers", "/uploadbucket"], "merge": merge}
+    with Stubber(client) as stub:
+        stub.add_response("create_deployment", {"deploymentId": "d-3"}, expected)
+        rc = deploy_fleet.main(
+            ["--thing-group-arn", GROUP_ARN, "--inference-version", "1.0.0", "--model-version",
+             "1.2.0", "--config-reset", "/InferenceWorkers", "--config-reset", "/uploadbucket",
+             "--config-merge", '{"ImageDirectory": "/data/camera"}'],
+            client=client,
+        )
+        stub.assert_no_pending_responses()
     assert rc == 0
-    update = json.loads(capsys.readouterr().out)["components"]["com.inspector.Inference"][
-        "configurationUpdate"]
-    assert update == {"reset": ["/InferenceWorkers", "/uploadbucket"],
-                      "merge": json.dumps({"ImageDirectory": "/data/camera"})}
 
 
 @pytest.mark.parametrize("pointer", ["InferenceWorkers", "/NoSuchKey"])
