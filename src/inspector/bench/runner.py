@@ -56,7 +56,7 @@ class BenchOptions:
     stage_repeats: int = 30
     session_runs: int = 50
     burst: int = 200
-    singles: int = 10
+    singles: int = 20  # single-image medians: 10 were at the mercy of a noisy neighbour
     nms_repeats: int = 50
     compare_images: int = 40
     profile_images: int = 20

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images dropped at once into the watched folder (default 200; "
                         "quick 12)")
     parser.add_argument("--singles", type=positive_int, metavar="N",
-                        help="single images timed file-closed -> result (default 10)")
+                        help="single images timed file-closed -> result (default 20)")
     parser.add_argument("--soak", type=non_negative_int, default=0, metavar="N",
                         help="also feed N images to one service and follow its RSS "
                         "(e.g. 2000; default 0 = no soak)")
