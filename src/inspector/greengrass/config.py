@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from inspector.errors import ConfigError, IpcError, IpcRejected
 from inspector.greengrass.access import allowed
-from inspector.settings import RESERVED_KEYS, Settings, settings_only, validate_mapping, validated
+from inspector.settings import RESERVED_KEYS, Settings, settings_only, validated
 from inspector.sinks.mqtt import render_topic
 
 logger = logging.getLogger(__name__)
@@ -47,15 +47,21 @@ class ConfigIpc(Protocol):
         self, deployment_id: str, *, accepted: bool, message: str = "") -> None: ...
 
 
+def proposed_settings(
+    configuration: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> tuple[Settings | None, list[tuple[str, str]]]:
+    """The settings a component configuration describes (the command line's ``overrides`` laid
+    over it), or None and every problem as (key, message). The settings model's own validation
+    (``settings.validated``), the same as check-config and ``inspector run --config``: one set of
+    rules, one wording."""
+    return validated({**settings_only(configuration), **(overrides or {})})
+
+
 def proposal_problems(
     configuration: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
 ) -> list[tuple[str, str]]:
-    """Every problem of a component configuration as (key, message); empty when it is valid.
-
-    The settings model's own validation (``validate_mapping``), the same as check-config and
-    ``inspector run --config``: one set of rules, one wording.
-    """
-    return validate_mapping({**settings_only(configuration), **(overrides or {})})
+    """Every problem of a component configuration as (key, message); empty when it is valid."""
+    return proposed_settings(configuration, overrides)[1]
 
 
 def read_access_control(ipc: ConfigIpc) -> Any:
@@ -115,7 +121,7 @@ def settings_from_configuration(
     configuration: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
 ) -> Settings:
     """The settings a component configuration describes; ConfigError naming every bad key."""
-    settings, problems = validated({**settings_only(configuration), **(overrides or {})})
+    settings, problems = proposed_settings(configuration, overrides)
     if settings is None:
         raise ConfigError(
             f"invalid component configuration: {describe_problems(problems)}", problems
@@ -165,7 +171,7 @@ class ConfigSource:
 
     def _validate(self, deployment_id: str, configuration: dict[str, Any]) -> None:
 
-        settings, problems = validated({**settings_only(configuration), **self.overrides})
+        settings, problems = proposed_settings(configuration, self.overrides)
         if settings is not None:
             problems = self._access_problems(configuration, settings)
         if problems:
